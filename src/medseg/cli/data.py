@@ -1,0 +1,154 @@
+"""``medseg data``: scan, convert, split, synth."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from medseg.data import catalog as catalog_mod
+from medseg.data.convert import folder_to_npz, npz_to_folder
+from medseg.data.scan import scan as scan_fn
+from medseg.data.splits import cmmc_split, stratified_split
+from medseg.data.synthetic import PHANTOMS, generate_dataset
+from medseg.evaluation import write_csv
+from medseg.utils.atomic import atomic_write_text
+
+data_app = typer.Typer(help="Data: scan a folder, convert formats, write split manifests, make phantoms.",
+                       no_args_is_help=True)
+console = Console(width=None if Console().is_terminal else 120)
+err = Console(stderr=True)
+
+
+class MaskModeOpt(str, Enum):
+    strict = "strict"
+    nonzero = "nonzero"
+    labels = "labels"
+
+
+class Target(str, Enum):
+    npz = "npz"
+    folder = "folder"
+
+
+class Protocol(str, Enum):
+    stratified = "stratified"
+    cmmc = "cmmc"
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err, transient=True)
+
+
+@data_app.command("scan")
+def scan_cmd(
+    root: Path = typer.Argument(..., help="Data root: <root>/<modality>/<dataset>/{images,masks}/ or *.npz."),
+    markdown: Path | None = typer.Option(None, "--markdown", help="Also write the report as Markdown."),
+    csv: Path | None = typer.Option(None, "--csv", help="Also write the summary table as CSV."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write summary + problems as JSON."),
+    mask_mode: MaskModeOpt = typer.Option(MaskModeOpt.strict, help="How mask values are read."),
+    strict: bool = typer.Option(False, "--strict", help="Exit with code 1 if any error was found."),
+) -> None:
+    """Summarise a data folder (counts, sizes, mask coverage) and list every problem found."""
+    entries, _ = catalog_mod.discover(root)
+    with _progress() as prog:
+        task = prog.add_task("reading", total=len(entries))
+        report = scan_fn(root, mask_mode=mask_mode.value, progress=lambda _e: prog.advance(task))
+    rows = report.rows()
+    table = Table(title=f"medseg data scan {root}")
+    for col in (rows[0] if rows else {"modality": ""}):
+        table.add_column(col, justify="right" if col not in ("modality", "dataset") else "left")
+    for r in rows:
+        table.add_row(*(str(v) for v in r.values()))
+    console.print(table)
+    errors = report.errors
+    console.print(f"{sum(r['files'] for r in rows)} files, {len(errors)} errors, "
+                  f"{len(report.problems) - len(errors)} warnings")
+    for p in report.problems[:50]:
+        console.print(f"  [{'red' if p.severity == 'error' else 'yellow'}]{p.severity}[/] {p.path}: {p.problem}",
+                      highlight=False)
+    if len(report.problems) > 50:
+        console.print(f"  … {len(report.problems) - 50} more (see --markdown/--json)")
+    if markdown:
+        atomic_write_text(markdown, report.to_markdown())
+    if csv:
+        write_csv(rows, csv)
+    if json_out:
+        problems = [{"path": p.path, "problem": p.problem, "severity": p.severity} for p in report.problems]
+        payload = {"root": str(root), "groups": rows, "problems": problems}
+        atomic_write_text(json_out, json.dumps(payload, indent=2))
+    if strict and errors:
+        raise typer.Exit(1)
+
+
+@data_app.command("convert")
+def convert_cmd(
+    src: Path = typer.Argument(..., help="Catalog root to read."),
+    dst: Path = typer.Argument(..., help="Output root."),
+    to: Target = typer.Option(..., "--to", help="npz: folders → CVPR24 npz; folder: npz → PNG folders."),
+    max_size: int | None = typer.Option(None, "--max-size", min=8, help="Longest side after resizing."),
+) -> None:
+    """Convert between image/mask folders and CVPR24 npz files."""
+    entries, _ = catalog_mod.discover(src)
+    with _progress() as prog:
+        task = prog.add_task(f"→ {to.value}", total=len(entries))
+        fn = folder_to_npz if to is Target.npz else npz_to_folder
+        written = fn(src, dst, max_size=max_size, progress=lambda _e: prog.advance(task))
+    console.print(f"wrote {len(written)} files under {dst}")
+
+
+@data_app.command("split")
+def split_cmd(
+    root: Path = typer.Argument(..., help="Catalog root."),
+    out: Path = typer.Option(..., "--out", "-o", help="Manifest CSV to write."),
+    protocol: Protocol = typer.Option(Protocol.stratified, help="stratified train/val/test, or the CMMC protocol."),
+    test: float = typer.Option(0.2, min=0.0, max=0.9, help="Test fraction per (modality, dataset)."),
+    val: float = typer.Option(0.0, min=0.0, max=0.9, help="Validation fraction (stratified only)."),
+    train_fraction: float = typer.Option(0.1, min=0.0, max=1.0, help="CMMC: training subset fraction."),
+    align_test: bool = typer.Option(True, help="CMMC: equal test sizes across modalities."),
+    seed: int = typer.Option(2024, help="Random seed."),
+    include_unlabeled: bool = typer.Option(False, help="Keep images that have no mask."),
+) -> None:
+    """Write a manifest CSV with a seeded split stratified by modality and dataset."""
+    entries, problems = catalog_mod.discover(root)
+    for p in problems:
+        err.print(f"[yellow]{p.severity}[/] {p.path}: {p.problem}", highlight=False)
+    if not include_unlabeled:
+        entries = [e for e in entries if e.mask is not None or e.image.suffix.lower() == ".npz"]
+    if protocol is Protocol.cmmc:
+        split = cmmc_split(entries, test=test, train_fraction=train_fraction, align_test=align_test, seed=seed)
+    else:
+        split = stratified_split(entries, test=test, val=val, seed=seed)
+    catalog_mod.write_manifest(split, out)
+    counts = Counter((e.modality, e.split) for e in split)
+    table = Table(title=f"{out}")
+    splits = sorted({s for _, s in counts})
+    table.add_column("modality")
+    for s in splits:
+        table.add_column(s, justify="right")
+    for mod in sorted({m for m, _ in counts}):
+        table.add_row(mod, *(str(counts.get((mod, s), 0)) for s in splits))
+    console.print(table)
+
+
+@data_app.command("synth")
+def synth_cmd(
+    out: Path = typer.Argument(..., help="Output root."),
+    per_modality: int = typer.Option(8, min=1, help="Images per modality."),
+    size: int = typer.Option(128, min=32, help="Image side."),
+    seed: int = typer.Option(0, help="Random seed."),
+    modality: list[str] = typer.Option(None, "--modality", help=f"Subset of: {', '.join(PHANTOMS)}."),
+) -> None:
+    """Generate deterministic synthetic phantoms with masks (tests, demos)."""
+    unknown = [m for m in modality or [] if m not in PHANTOMS]
+    if unknown:
+        raise typer.BadParameter(f"no phantom for {', '.join(unknown)}; choose from {', '.join(PHANTOMS)}")
+    generate_dataset(out, per_modality=per_modality, size=size, seed=seed, modalities=tuple(modality or ()) or None)
+    console.print(f"wrote {per_modality} × {len(modality or PHANTOMS)} phantoms under {out}")

@@ -1,0 +1,75 @@
+"""Entry point of the ``medseg`` console script."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from medseg import __version__
+from medseg.cli.data import data_app
+from medseg.errors import MedsegError
+
+app = typer.Typer(
+    name="medseg",
+    help="medseg — universal, prompt-free 2-D medical image segmentation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data_app, name="data")
+err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """medseg command line."""
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("medseg-demo"), "--out", "-o", help="Output folder."),
+    per_modality: int = typer.Option(8, min=1, help="Synthetic images per modality."),
+    size: int = typer.Option(128, min=32, help="Image side in pixels."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Run the embedded default: synthetic data → segment → evaluate → report."""
+    from medseg.demo import run_demo
+    from medseg.evaluation import format_markdown_table
+
+    result = run_demo(out, per_modality=per_modality, size=size, seed=seed, log=lambda m: err.print(m))
+    typer.echo(format_markdown_table(result.summary, digits=3))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; medseg errors print one line (file and problem) and exit with code 2."""
+    try:
+        rv = app(args=argv, prog_name="medseg", standalone_mode=False)
+    except MedsegError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        return 130
+    except Exception as exc:
+        # usage errors (click/typer ClickException: bad option, missing argument) print their own message
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()
+            return exc.exit_code
+        raise
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

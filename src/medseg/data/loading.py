@@ -1,0 +1,94 @@
+"""Loading image (+ mask) files into :class:`~medseg.data.sample.Sample` objects — the one loader
+every medseg component uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medseg.data.modality import canonical_modality
+from medseg.data.normalize import MaskMode, NanPolicy, to_label_map, to_uint8_rgb
+from medseg.data.readers import file_extension, get_reader
+from medseg.data.sample import ImageVolume, Sample
+from medseg.errors import InvalidInputError
+
+
+def file_stem(path: str | Path) -> str:
+    """File name without its (possibly compound, e.g. ``.nii.gz``) extension."""
+    name = Path(path).name
+    ext = file_extension(name)
+    return name[: len(name) - len(ext)] if ext else name
+
+
+def read_mask(path: str | Path, mask_mode: MaskMode = "strict", reader: str | None = None) -> tuple[np.ndarray,
+                                                                                                      ImageVolume]:
+    """Read a mask file → ((S, H, W) bool or uint16 label map, raw volume)."""
+    vol = get_reader(path, reader).read(path)
+    return to_label_map(vol.data, path, mask_mode), vol
+
+
+def load_samples(
+    image_path: str | Path,
+    mask_path: str | Path | None = None,
+    *,
+    modality: str = "unknown",
+    dataset: str = "unknown",
+    case_id: str | None = None,
+    mask_mode: MaskMode = "strict",
+    nan_policy: NanPolicy = "raise",
+    reader: str | None = None,
+    mask_reader: str | None = None,
+) -> list[Sample]:
+    """Read one image file (and its mask) into one :class:`Sample` per 2-D slice.
+
+    Args:
+        image_path: any supported file (see :func:`medseg.data.readers.supported_extensions`).
+        mask_path: separate mask file; if ``None``, labels stored in the image file (CVPR npz ``gts``) are
+            used, read as a label map.
+        modality, dataset: provenance, stored on every sample (modality canonicalised).
+        case_id: defaults to the file stem; slices of a volume get ``_z###`` appended.
+        mask_mode: policy for mask values (:func:`medseg.data.normalize.to_label_map`).
+        nan_policy: ``raise`` or ``zero`` for NaN/inf pixel values.
+        reader, mask_reader: reader names overriding the extension.
+
+    Raises:
+        InvalidInputError: unreadable file, bad values, or image/mask size mismatch — naming the file.
+    """
+    image_path = Path(image_path)
+    vol = get_reader(image_path, reader).read(image_path)
+    images = to_uint8_rgb(vol.data, image_path, nan_policy)
+    labels: np.ndarray | None = None
+    if mask_path is not None:
+        labels, _ = read_mask(mask_path, mask_mode, mask_reader)
+        if labels.shape != images.shape[:3]:
+            raise InvalidInputError(
+                mask_path,
+                f"mask size {_shape_text(labels.shape)} does not match image size {_shape_text(images.shape[:3])} "
+                f"of {image_path}",
+            )
+    elif vol.labels is not None:
+        labels = to_label_map(vol.labels, image_path, "labels" if mask_mode == "strict" else mask_mode)
+    stem = case_id or file_stem(image_path)
+    n = images.shape[0]
+    samples = []
+    for s in range(n):
+        meta = {k: v for k, v in vol.meta.items() if k in ("boxes", "window")}
+        samples.append(Sample(
+            image=images[s],
+            mask=None if labels is None else labels[s],
+            modality=canonical_modality(modality),
+            dataset=dataset,
+            case_id=stem if n == 1 else f"{stem}_z{s:03d}",
+            spacing=(vol.spacing[1], vol.spacing[2]),
+            image_path=image_path,
+            mask_path=None if mask_path is None else Path(mask_path),
+            slice_index=s,
+            meta=meta,
+        ))
+    return samples
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    s, h, w = shape
+    return f"{h}×{w}" if s == 1 else f"{s}×{h}×{w}"

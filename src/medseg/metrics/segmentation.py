@@ -1,0 +1,164 @@
+"""All per-image metrics in one call, and a cumulative metric object (MONAI style).
+
+``compute_metrics`` returns ``dice, iou, precision, recall, nsd, hd, hd95`` for a binary pair;
+``compute_label_metrics`` does the CVPR24 per-label average for label maps. ``SegmentationMetric`` keeps
+one row per image (with any metadata you pass, e.g. modality and dataset) and summarises them.
+
+CVPR24 leaderboard mode (``leaderboard=True``): NSD is only computed where the case's Dice > 0.2 and is
+0 otherwise, as in the challenge's ``compute_metrics.py``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from medseg.metrics.overlap import (
+    confusion,
+    dice_from_confusion,
+    iou_from_confusion,
+    precision_from_confusion,
+    recall_from_confusion,
+)
+from medseg.metrics.surface import surface_metrics
+
+METRIC_NAMES: tuple[str, ...] = ("dice", "iou", "precision", "recall", "nsd", "hd", "hd95")
+
+
+@dataclass(frozen=True)
+class MetricConfig:
+    """How metrics are computed.
+
+    Args:
+        tolerance: NSD tolerance in physical units (default 2.0 → 2 px at unit spacing).
+        percentile: robust Hausdorff percentile (default 95).
+        leaderboard: CVPR24 rule — NSD only where Dice > 0.2, else 0.
+        empty_distance: HD/HD95 when exactly one mask is empty (``None`` = image diagonal).
+    """
+
+    tolerance: float = 2.0
+    percentile: float = 95.0
+    leaderboard: bool = False
+    empty_distance: float | None = None
+
+
+def compute_metrics(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    *,
+    spacing: float | Sequence[float] | None = None,
+    config: MetricConfig | None = None,
+) -> dict[str, float]:
+    """Every metric of :data:`METRIC_NAMES` for one binary pair.
+
+    Args:
+        pred, gt: same-shape (H, W) masks, non-zero = foreground.
+        spacing: pixel size in array order (default 1).
+        config: :class:`MetricConfig` (defaults: τ = 2, HD95, not leaderboard).
+
+    Returns:
+        dict metric name → float. Dice/IoU/NSD in [0, 1]; HD/HD95 in physical units.
+    """
+    cfg = config or MetricConfig()
+    c = confusion(pred, gt)
+    d = dice_from_confusion(c)
+    row = {"dice": d, "iou": iou_from_confusion(c), "precision": precision_from_confusion(c),
+           "recall": recall_from_confusion(c)}
+    s = surface_metrics(pred, gt, tolerance=cfg.tolerance, spacing=spacing, percentile=cfg.percentile,
+                        empty_distance=cfg.empty_distance)
+    row.update(nsd=s.nsd, hd=s.hd, hd95=s.hd95)
+    if cfg.leaderboard and d <= 0.2:
+        row["nsd"] = 0.0
+    return row
+
+
+def compute_label_metrics(
+    pred_labels: np.ndarray,
+    gt_labels: np.ndarray,
+    *,
+    spacing: float | Sequence[float] | None = None,
+    config: MetricConfig | None = None,
+    labels: Iterable[int] | None = None,
+) -> dict[str, float]:
+    """CVPR24-style case score for label maps: the mean over labels of the binary metrics.
+
+    Args:
+        pred_labels, gt_labels: same-shape integer label maps, 0 = background.
+        labels: labels to score; default every label present in either map (CVPR uses ``1..max(gt)``,
+            which gives NaN for gaps — medseg skips labels absent from both).
+
+    Returns:
+        dict metric → mean over labels; ``n_labels`` holds the count (an all-background pair scores as
+        one "both empty" label: 1 / 0).
+    """
+    gt_l, pr_l = np.asarray(gt_labels), np.asarray(pred_labels)
+    todo = sorted(set(labels) if labels is not None else (set(np.unique(gt_l)) | set(np.unique(pr_l))) - {0})
+    if not todo:
+        row = compute_metrics(pr_l > 0, gt_l > 0, spacing=spacing, config=config)
+        return {**row, "n_labels": 0.0}
+    rows = [compute_metrics(pr_l == lab, gt_l == lab, spacing=spacing, config=config) for lab in todo]
+    out = {k: float(np.mean([r[k] for r in rows])) for k in METRIC_NAMES}
+    out["n_labels"] = float(len(todo))
+    return out
+
+
+class SegmentationMetric:
+    """Cumulative per-image metrics (like MONAI's ``CumulativeIterationMetric``).
+
+    Example::
+
+        metric = SegmentationMetric(MetricConfig(tolerance=2.0))
+        for pred, gt, s in cases:
+            metric(pred, gt, case=s.case_id, modality=s.modality, dataset=s.dataset)
+        table = metric.summary(by=("modality",))
+
+    Shape:
+        ``pred``/``gt``: (H, W) masks (bool or 0/1) or label maps with ``label_maps=True``.
+    """
+
+    def __init__(self, config: MetricConfig | None = None, *, label_maps: bool = False) -> None:
+        self.config = config or MetricConfig()
+        self.label_maps = label_maps
+        self._rows: list[dict[str, Any]] = []
+
+    def __call__(self, pred: np.ndarray, gt: np.ndarray, *, spacing: float | Sequence[float] | None = None,
+                 **meta: Any) -> dict[str, Any]:
+        fn = compute_label_metrics if self.label_maps else compute_metrics
+        row = {**meta, **fn(pred, gt, spacing=spacing, config=self.config)}
+        self._rows.append(row)
+        return row
+
+    def extend(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Add rows computed elsewhere (e.g. gathered from other ranks)."""
+        self._rows.extend(rows)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return list(self._rows)
+
+    def reset(self) -> None:
+        self._rows.clear()
+
+    def summary(self, by: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Mean, median and count of each metric per group (plus an ``all`` row when grouping)."""
+        groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+        for r in self._rows:
+            groups[tuple(r.get(k, "") for k in by)].append(r)
+        out = [_summarise(dict(zip(by, key, strict=True)), rows) for key, rows in sorted(groups.items())]
+        if by and len(groups) > 1:
+            out.append(_summarise(dict.fromkeys(by, "all"), self._rows))
+        return out
+
+
+def _summarise(head: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {**head, "n": len(rows)}
+    for k in METRIC_NAMES:
+        vals = np.array([r[k] for r in rows if k in r], dtype=np.float64)
+        if vals.size:
+            out[f"{k}_mean"] = float(np.mean(vals))
+            out[f"{k}_median"] = float(np.median(vals))
+    return out

@@ -1,0 +1,29 @@
+"""Pure image operators: edge filters (Kirsch, Sobel, Prewitt, Scharr, Laplacian), grey conversion,
+Otsu pseudo-masks and meta-features. Each has a NumPy and a batched torch path with the same results."""
+
+from medseg.ops.color import GRAY_WEIGHTS, to_gray, to_gray_torch
+from medseg.ops.edges import (
+    EDGE_OPERATORS,
+    EdgeFilter,
+    edge_filter,
+    edge_filter_numpy,
+    edge_filter_torch,
+    kirsch,
+    kirsch_kernels,
+)
+from medseg.ops.metafeatures import FEATURE_NAMES, image_entropy, meta_features, meta_features_torch
+from medseg.ops.otsu import (
+    Cleanup,
+    OtsuPseudoMask,
+    otsu_pseudo_mask,
+    otsu_pseudo_mask_torch,
+    otsu_threshold,
+    otsu_threshold_torch,
+)
+
+__all__ = [
+    "EDGE_OPERATORS", "FEATURE_NAMES", "GRAY_WEIGHTS", "Cleanup", "EdgeFilter", "OtsuPseudoMask", "edge_filter",
+    "edge_filter_numpy", "edge_filter_torch", "image_entropy", "kirsch", "kirsch_kernels", "meta_features",
+    "meta_features_torch", "otsu_pseudo_mask", "otsu_pseudo_mask_torch", "otsu_threshold", "otsu_threshold_torch",
+    "to_gray", "to_gray_torch",
+]
