@@ -155,3 +155,18 @@ def test_mask_writeback_raster(tmp_path, ext):
 def test_jpeg_mask_is_written_lossless(tmp_path):
     out = get_reader("x.jpg").write_mask(np.eye(4, dtype=bool), tmp_path / "m.jpg")
     assert out == tmp_path / "m.png" and out.is_file()  # never a lossy mask
+
+
+def test_label_maps_union_and_per_label(tmp_path):
+    from medseg.data import expand_labels
+
+    gts = np.zeros((6, 6), np.uint8)
+    gts[0:2, 0:2], gts[4:6, 4:6] = 1, 3
+    np.savez(tmp_path / "a.npz", imgs=np.zeros((6, 6, 3), np.uint8), gts=gts)
+    samples = load_samples(tmp_path / "a.npz")
+    (union,) = expand_labels(samples, "union")
+    assert union.mask.dtype == bool and union.mask.sum() == 8
+    per = expand_labels(samples, "per_label")
+    assert [s.case_id for s in per] == ["a_l1", "a_l3"] and all(s.mask.sum() == 4 for s in per)
+    assert per[1].meta["label"] == 3
+    assert expand_labels(samples, "keep") is samples

@@ -2,7 +2,7 @@
 synthetic phantoms and format conversion."""
 
 from medseg.data.catalog import CatalogEntry, Problem, discover, read_manifest, write_manifest
-from medseg.data.loading import file_stem, load_samples, read_mask
+from medseg.data.loading import expand_labels, file_stem, load_samples, read_mask
 from medseg.data.modality import KNOWN_MODALITIES, canonical_modality, resolve_modality
 from medseg.data.normalize import to_label_map, to_uint8_rgb
 from medseg.data.readers import get_reader, read_volume, supported_extensions
@@ -13,7 +13,7 @@ from medseg.data.synthetic import PHANTOMS, generate_dataset, phantom
 
 __all__ = [
     "KNOWN_MODALITIES", "PHANTOMS", "CatalogEntry", "ImageVolume", "Problem", "Sample", "ScanReport",
-    "canonical_modality", "cmmc_split", "discover", "file_stem", "generate_dataset", "get_reader", "load_samples",
-    "phantom", "read_manifest", "read_mask", "read_volume", "resolve_modality", "scan", "stratified_split",
+    "canonical_modality", "cmmc_split", "discover", "expand_labels", "file_stem", "generate_dataset", "get_reader",
+    "load_samples", "phantom", "read_manifest", "read_mask", "read_volume", "resolve_modality", "scan", "stratified_split",
     "supported_extensions", "to_label_map", "to_uint8_rgb", "write_manifest",
 ]

@@ -3,7 +3,9 @@ every medseg component uses."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -87,6 +89,40 @@ def load_samples(
             meta=meta,
         ))
     return samples
+
+
+LabelMode = Literal["keep", "union", "per_label"]
+
+
+def expand_labels(samples: list[Sample], mode: LabelMode = "keep") -> list[Sample]:
+    """Turn label-map masks into binary masks.
+
+    Args:
+        samples: samples whose ``mask`` may be an integer label map.
+        mode: ``keep`` — unchanged; ``union`` — one sample with the union of all labels (bool);
+            ``per_label`` — one sample per label present, ``case_id`` suffixed ``_l<label>``, bool mask
+            (a slice without labels is kept once with an empty mask).
+
+    Returns:
+        The expanded list (bool masks except for ``keep``).
+    """
+    if mode == "keep":
+        return samples
+    if mode not in ("union", "per_label"):
+        raise ValueError(f"unknown label mode {mode!r}; choose keep, union or per_label")
+    out: list[Sample] = []
+    for s in samples:
+        if s.mask is None or np.asarray(s.mask).dtype == bool:
+            out.append(s)
+        elif mode == "union":
+            out.append(replace(s, mask=np.asarray(s.mask) > 0))
+        else:
+            labels = [int(v) for v in np.unique(s.mask) if v != 0]
+            if not labels:
+                out.append(replace(s, mask=np.zeros(s.mask.shape, bool)))
+            out += [replace(s, mask=np.asarray(s.mask) == lab, case_id=f"{s.case_id}_l{lab}",
+                            meta={**s.meta, "label": lab}) for lab in labels]
+    return out
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
