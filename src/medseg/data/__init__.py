@@ -14,6 +14,6 @@ from medseg.data.synthetic import PHANTOMS, generate_dataset, phantom
 __all__ = [
     "KNOWN_MODALITIES", "PHANTOMS", "CatalogEntry", "ImageVolume", "Problem", "Sample", "ScanReport",
     "canonical_modality", "cmmc_split", "discover", "expand_labels", "file_stem", "generate_dataset", "get_reader",
-    "load_samples", "phantom", "read_manifest", "read_mask", "read_volume", "resolve_modality", "scan", "stratified_split",
-    "supported_extensions", "to_label_map", "to_uint8_rgb", "write_manifest",
+    "load_samples", "phantom", "read_manifest", "read_mask", "read_volume", "resolve_modality", "scan",
+    "stratified_split", "supported_extensions", "to_label_map", "to_uint8_rgb", "write_manifest",
 ]
