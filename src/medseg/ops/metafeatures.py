@@ -21,6 +21,7 @@ import torch
 
 from medseg.ops.color import to_gray, to_gray_torch
 from medseg.ops.edges import edge_filter_numpy, edge_filter_torch
+from medseg.ops.histogram import histogram256, histogram256_torch
 
 FEATURE_NAMES: tuple[str, ...] = ("std", "entropy", "gradient", "edge_density", "contrast")
 
@@ -35,7 +36,7 @@ def image_entropy(image: np.ndarray) -> float:
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         raise ValueError(f"image_entropy expects uint8, got {arr.dtype}")
-    return _entropy_from_hist(np.bincount(arr.ravel(), minlength=256).astype(np.float64))
+    return _entropy_from_hist(histogram256(arr))
 
 
 def meta_features(image: np.ndarray, edge_threshold: float = 0.1) -> dict[str, float]:
@@ -68,12 +69,10 @@ def meta_features_torch(images: torch.Tensor, edge_threshold: float = 0.1) -> di
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"expected (B, C, H, W) uint8, got {tuple(images.shape)} {images.dtype}")
     b = images.shape[0]
-    flat = images.reshape(b, -1).long()
-    hist = torch.zeros(b, 256, dtype=torch.float64, device=images.device)
-    hist.scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float64))
+    hist = histogram256_torch(images)
     p = hist / hist.sum(1, keepdim=True)
     entropy = -(torch.where(p > 0, p * torch.log2(p.clamp_min(1e-300)), torch.zeros_like(p))).sum(1)
-    values = flat.double()
+    values = images.reshape(b, -1).double()
     std = values.std(1, correction=0)
     gray = to_gray_torch(images).double() / 255.0
     grad = edge_filter_torch(gray[:, None], "sobel", normalize="none")[:, 0] / 8.0

@@ -20,6 +20,7 @@ import torch
 from scipy import ndimage as ndi
 
 from medseg.ops.color import GrayFormula, to_gray, to_gray_torch
+from medseg.ops.histogram import histogram256, histogram256_torch
 
 Polarity = Literal["bright", "dark", "auto"]
 
@@ -51,7 +52,7 @@ def otsu_threshold(gray: np.ndarray) -> int:
         raise ValueError(f"otsu_threshold expects uint8 grey values, got {arr.dtype}")
     if arr.size and arr.min() == arr.max():
         return int(arr.flat[0])
-    hist = torch.from_numpy(np.bincount(arr.ravel(), minlength=256)[None])
+    hist = torch.from_numpy(histogram256(arr)[None])
     return int(_otsu_from_histograms(hist)[0])
 
 
@@ -59,11 +60,8 @@ def otsu_threshold_torch(gray: torch.Tensor) -> torch.Tensor:
     """Batched :func:`otsu_threshold`: (B, H, W) uint8 → (B,) int64."""
     if gray.dtype != torch.uint8 or gray.ndim != 3:
         raise ValueError(f"expected (B, H, W) uint8, got {tuple(gray.shape)} {gray.dtype}")
-    b = gray.shape[0]
-    flat = gray.reshape(b, -1).long()
-    hist = torch.zeros(b, 256, dtype=torch.float64, device=gray.device)
-    hist.scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float64))
-    t = _otsu_from_histograms(hist)
+    t = _otsu_from_histograms(histogram256_torch(gray))
+    flat = gray.reshape(gray.shape[0], -1).long()
     lo, hi = flat.amin(1), flat.amax(1)
     return torch.where(lo == hi, lo, t)
 
