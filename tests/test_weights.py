@@ -87,14 +87,3 @@ def test_real_lite_medsam_file_loads_weights_only(tmp_path):
     n_params = sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k)
     assert 9.7e6 < n_params < 9.9e6
 
-
-def test_atomic_writes_have_normal_permissions(tmp_path):
-    import os
-
-    from medseg.utils import atomic_write_text
-
-    atomic_write_text(tmp_path / "a.txt", "x")
-    mode = (tmp_path / "a.txt").stat().st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    assert mode == 0o666 & ~umask
