@@ -57,10 +57,11 @@ def scan_cmd(
     strict: bool = typer.Option(False, "--strict", help="Exit with code 1 if any error was found."),
 ) -> None:
     """Summarise a data folder (counts, sizes, mask coverage) and list every problem found."""
-    entries, _ = catalog_mod.discover(root)
+    discovered = catalog_mod.discover(root)
     with _progress() as prog:
-        task = prog.add_task("reading", total=len(entries))
-        report = scan_fn(root, mask_mode=mask_mode.value, progress=lambda _e: prog.advance(task))
+        task = prog.add_task("reading", total=len(discovered[0]))
+        report = scan_fn(root, mask_mode=mask_mode.value, progress=lambda _e: prog.advance(task),
+                         discovered=discovered)
     rows = report.rows()
     table = Table(title=f"medseg data scan {root}")
     for col in (rows[0] if rows else {"modality": ""}):
@@ -100,7 +101,7 @@ def convert_cmd(
     with _progress() as prog:
         task = prog.add_task(f"→ {to.value}", total=len(entries))
         fn = folder_to_npz if to is Target.npz else npz_to_folder
-        written = fn(src, dst, max_size=max_size, progress=lambda _e: prog.advance(task))
+        written = fn(src, dst, max_size=max_size, progress=lambda _e: prog.advance(task), entries=entries)
     console.print(f"wrote {len(written)} files under {dst}")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -140,8 +141,6 @@ def _rel(p: Path, base: Path) -> str:
     try:
         return full.relative_to(base).as_posix()
     except ValueError:
-        import os
-
         return Path(os.path.relpath(full, base)).as_posix()
 
 

@@ -67,9 +67,11 @@ def _mask_png(mask: np.ndarray) -> np.ndarray:
 
 
 def folder_to_npz(root: str | Path, out: str | Path, *, max_size: int | None = None, mask_mode: MaskMode = "strict",
-                  progress: Callable[[CatalogEntry], None] | None = None) -> list[Path]:
-    """Convert a catalog folder to CVPR24 npz files; returns the written paths."""
-    entries, _ = discover(root)
+                  progress: Callable[[CatalogEntry], None] | None = None,
+                  entries: list[CatalogEntry] | None = None) -> list[Path]:
+    """Convert a catalog folder to CVPR24 npz files; returns the written paths (``entries``: already
+    discovered pairs of ``root``)."""
+    entries = discover(root)[0] if entries is None else entries
     written = []
     for e in entries:
         if file_extension(e.image) == ".npz":
@@ -102,9 +104,10 @@ def _write_samples_npz(samples: list[Sample], dest: Path, max_size: int | None) 
 
 
 def npz_to_folder(root: str | Path, out: str | Path, *, max_size: int | None = None,
-                  progress: Callable[[CatalogEntry], None] | None = None) -> list[Path]:
+                  progress: Callable[[CatalogEntry], None] | None = None,
+                  entries: list[CatalogEntry] | None = None) -> list[Path]:
     """Convert npz files found in a catalog tree to ``images/`` + ``masks/`` PNG folders."""
-    entries, _ = discover(root)
+    entries = discover(root)[0] if entries is None else entries
     written = []
     for e in entries:
         if file_extension(e.image) != ".npz":

@@ -73,9 +73,9 @@ def load_samples(
         labels = to_label_map(vol.labels, image_path, "labels" if mask_mode == "strict" else mask_mode)
     stem = case_id or file_stem(image_path)
     n = images.shape[0]
+    meta = {k: v for k, v in vol.meta.items() if k in ("boxes", "window")}
     samples = []
     for s in range(n):
-        meta = {k: v for k, v in vol.meta.items() if k in ("boxes", "window")}
         samples.append(Sample(
             image=images[s],
             mask=None if labels is None else labels[s],
@@ -86,7 +86,7 @@ def load_samples(
             image_path=image_path,
             mask_path=None if mask_path is None else Path(mask_path),
             slice_index=s,
-            meta=meta,
+            meta=dict(meta),
         ))
     return samples
 

@@ -3,7 +3,6 @@ problem found — without stopping at the first."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,15 +70,19 @@ class ScanReport:
 
 
 def scan(root: str | Path, *, mask_mode: MaskMode = "strict",
-         progress: Callable[[CatalogEntry], None] | None = None) -> ScanReport:
+         progress: Callable[[CatalogEntry], None] | None = None,
+         discovered: tuple[list[CatalogEntry], list[Problem]] | None = None) -> ScanReport:
     """Discover and read every pair under ``root``.
 
     Args:
         root: data root in the catalog layout (:mod:`medseg.data.catalog`).
         mask_mode: mask value policy used when reading masks.
         progress: called once per file (e.g. to advance a progress bar).
+        discovered: the result of :func:`~medseg.data.catalog.discover` for ``root`` if the caller already has
+            it (saves walking the tree twice).
     """
-    entries, problems = discover(root)
+    entries, found = discovered if discovered is not None else discover(root)
+    problems = list(found)
     groups: dict[tuple[str, str], DatasetSummary] = {}
     for e in entries:
         g = groups.setdefault((e.modality, e.dataset), DatasetSummary(e.modality, e.dataset))
@@ -105,8 +108,5 @@ def scan(root: str | Path, *, mask_mode: MaskMode = "strict",
                                                 f"mask of {s.case_id} is empty", "warning"))
         if progress is not None:
             progress(e)
-    by_key: dict[str, list[Problem]] = defaultdict(list)
-    for p in problems:
-        by_key[p.severity].append(p)
-    ordered = by_key["error"] + by_key["warning"]
+    ordered = sorted(problems, key=lambda p: p.severity != "error")  # errors first, order otherwise kept
     return ScanReport(Path(root), [groups[k] for k in sorted(groups)], ordered)
