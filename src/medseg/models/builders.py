@@ -1,0 +1,97 @@
+"""Sizes of the registered models, in one place (cf. SAM's ``build_sam.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medseg.errors import MedsegError
+from medseg.models.mask_decoder import MaskDecoder
+from medseg.models.prompt_encoder import PromptEncoder
+from medseg.models.registry import register_model
+from medseg.models.resnet_unet import ResNetUNet
+from medseg.models.sam import Sam
+from medseg.models.tiny_vit import TinyViT
+from medseg.models.transformer import TwoWayTransformer
+from medseg.models.unet import BasicUNet
+from medseg.models.vit_unet import ViTUNet
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """``load_state_dict(strict=True)`` with a readable error naming ``source`` and the first mismatches."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        raise MedsegError(f"{source}: weights do not match the model: missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]}, shape mismatch {shapes[:3]}")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+@register_model("lite_medsam", "LiteMedSAM: TinyViT-5M encoder + SAM prompt encoder and mask decoder (256²)")
+def lite_medsam(*, pretrained: bool | str | Path = False, img_size: int = 256,
+                embed_dims: Sequence[int] = (64, 128, 160, 320), depths: Sequence[int] = (2, 2, 6, 2),
+                num_heads: Sequence[int] = (2, 4, 5, 10), window_sizes: Sequence[int] = (7, 7, 14, 7),
+                prompt_embed_dim: int = 256, decoder_mlp_dim: int = 2048, decoder_heads: int = 8,
+                drop_path_rate: float = 0.0, cache_dir: str | None = None) -> Sam:
+    """LiteMedSAM (TinyViT-5M + SAM decoder); ``pretrained=True`` loads the registered ``lite_medsam`` weights,
+    a path loads that file (hash-checked). Smaller sizes give test-scale models of the same design."""
+    encoder = TinyViT(img_size=img_size, embed_dims=embed_dims, depths=depths, num_heads=num_heads,
+                      window_sizes=window_sizes, drop_path_rate=drop_path_rate, out_chans=prompt_embed_dim)
+    r = encoder.out_resolution
+    model = Sam(
+        image_encoder=encoder,
+        prompt_encoder=PromptEncoder(embed_dim=prompt_embed_dim, image_embedding_size=(r, r),
+                                     input_image_size=(img_size, img_size)),
+        mask_decoder=MaskDecoder(
+            transformer_dim=prompt_embed_dim,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_embed_dim, num_heads=decoder_heads,
+                                          mlp_dim=decoder_mlp_dim),
+            num_multimask_outputs=3, iou_head_depth=3, iou_head_hidden_dim=prompt_embed_dim),
+    )
+    if pretrained:
+        from medseg.weights import fetch_weights
+
+        path = None if pretrained is True else pretrained
+        state = fetch_weights("lite_medsam", path=path, cache_dir=cache_dir)
+        load_state_strict(model, state, str(path or "lite_medsam"))
+    return model
+
+
+@register_model("basic_unet", "MONAI BasicUNet (2-D), features (32, 32, 64, 128, 256, 32)")
+def basic_unet(*, in_channels: int = 3, features: Sequence[int] = (32, 32, 64, 128, 256, 32), norm: str = "instance",
+               dropout: float = 0.0) -> BasicUNet:
+    """MONAI BasicUNet."""
+    return BasicUNet(in_channels=in_channels, features=features, norm=norm, dropout=dropout)
+
+
+@register_model("resnet_unet", "U-Net, ResNet-50 encoder, scSE decoder attention (MedSASS CNN)")
+def resnet_unet(*, arch: str = "resnet50", in_channels: int = 3, encoder_depth: int = 5,
+                decoder_channels: Sequence[int] = (256, 128, 64, 32, 16), base_width: int = 64,
+                attention: str | None = "scse") -> ResNetUNet:
+    """ResNet encoder + scSE U-Net decoder."""
+    return ResNetUNet(arch=arch, in_channels=in_channels, encoder_depth=encoder_depth,
+                      decoder_channels=decoder_channels, base_width=base_width, attention=attention)
+
+
+@register_model("vit_unet", "U-Net with a ViT-small/16 encoder (MONAI UNETR sizes 384/6/1536)")
+def vit_unet(*, img_size: int = 256, in_channels: int = 3, hidden_size: int = 384, mlp_dim: int = 1536,
+             num_heads: int = 6, feature_size: int = 16, dropout: float = 0.0) -> ViTUNet:
+    """ViT-small encoder U-Net."""
+    return ViTUNet(img_size=img_size, in_channels=in_channels, hidden_size=hidden_size, mlp_dim=mlp_dim,
+                   num_heads=num_heads, feature_size=feature_size, dropout=dropout)
+
+
+# Test/demo-scale variants of the same designs (registered so that configs and the demo can name them).
+TINY_CONFIGS: dict[str, dict[str, object]] = {
+    "lite_medsam": dict(embed_dims=(16, 32, 40, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4),
+                        window_sizes=(7, 7, 7, 7), prompt_embed_dim=32, decoder_mlp_dim=64, decoder_heads=2),
+    "basic_unet": dict(features=(8, 8, 16, 32, 64, 8)),
+    "resnet_unet": dict(arch="resnet18", base_width=8, decoder_channels=(32, 16, 16, 8, 8)),
+    "vit_unet": dict(hidden_size=48, mlp_dim=96, num_heads=2, feature_size=8),
+}
