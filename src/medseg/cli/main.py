@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from medseg import __version__
+from medseg.cli import model_cmds
 from medseg.cli.data import data_app
 from medseg.errors import MedsegError
 
@@ -20,6 +21,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(model_cmds.export_app, name="export")
+for _cmd in (model_cmds.models, model_cmds.train, model_cmds.predict, model_cmds.evaluate, model_cmds.benchmark):
+    app.command()(_cmd)
 err = Console(stderr=True)
 
 

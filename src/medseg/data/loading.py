@@ -23,6 +23,19 @@ def file_stem(path: str | Path) -> str:
     return name[: len(name) - len(ext)] if ext else name
 
 
+MASK_NAME_SUFFIXES = ("_mask", "_seg", "_gt", "_label", "_pred")
+
+
+def case_key(path: str | Path) -> str:
+    """File stem without a trailing mask suffix (``case_01_mask.png`` → ``case_01``), to pair images, masks and
+    predictions by name."""
+    stem = file_stem(path)
+    for s in MASK_NAME_SUFFIXES:
+        if stem.lower().endswith(s):
+            return stem[: -len(s)]
+    return stem
+
+
 def read_mask(path: str | Path, mask_mode: MaskMode = "strict", reader: str | None = None) -> tuple[np.ndarray,
                                                                                                       ImageVolume]:
     """Read a mask file → ((S, H, W) bool or uint16 label map, raw volume)."""

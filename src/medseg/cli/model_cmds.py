@@ -1,0 +1,163 @@
+"""``medseg models | train | predict | evaluate | benchmark | export``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from medseg.errors import InvalidInputError
+
+err = Console(stderr=True)
+export_app = typer.Typer(help="Export a model to a deployment format.", no_args_is_help=True)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=False)
+
+
+def _quiet() -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torch.onnx", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def models() -> None:
+    """List the registered models."""
+    from medseg.models import list_models
+
+    for m in list_models():
+        typer.echo(f"{m.name:14s} {m.description}")
+
+
+def train(
+    config: Path | None = typer.Argument(None, help="YAML config (see configs/); omitted = defaults."),
+    overrides: list[str] | None = typer.Argument(None, help="Dotted overrides, e.g. trainer.max_steps=100."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT_DIR/checkpoints/last.ckpt if present."),
+) -> None:
+    """Train a model (CPU, GPU, multi-GPU / multi-node DDP through Lightning)."""
+    from medseg.training import load_config
+    from medseg.training import train as run_train
+
+    if config is not None and "=" in str(config) and not config.exists():
+        overrides = [str(config), *(overrides or [])]
+        config = None
+    _quiet()
+    cfg = load_config(config, list(overrides or []))
+    result = run_train(cfg, resume=resume)
+    if result.model_dir is not None:
+        shown = {k: round(v, 4) for k, v in sorted(result.metrics.items()) if k.startswith(("val/", "train/loss"))}
+        typer.echo(f"model: {result.model_dir}  steps: {result.global_step}  {shown}")
+
+
+def predict(
+    model: str = typer.Argument(..., help="Model folder (from `medseg train`) or `lite_medsam`."),
+    inputs: list[Path] = typer.Argument(..., help="Image/volume files or folders (PNG, TIFF, DICOM, NIfTI, npz…)."),
+    out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder."),
+    prompt_masks: Path | None = typer.Option(None, "--box-from-masks",
+                                             help="Folder of masks named like the inputs: SAM-family models get one "
+                                                  "box per mask component (box-prompted mode)."),
+    batch_size: int = typer.Option(8, min=1, help="Slices per forward pass."),
+    threshold: float = typer.Option(0.5, help="Probability threshold."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
+) -> None:
+    """Segment files; writes masks in the input's format plus PNG overlays."""
+    from medseg.data.loading import case_key
+    from medseg.inference import Predictor
+    from medseg.inference.files import collect_inputs, masks_by_case, predict_files
+    from medseg.models.io import load_model
+
+    loaded = load_model(model, device=device)
+    files = collect_inputs(inputs)
+    if not files:
+        raise InvalidInputError(inputs[0], "no supported image files found")
+    prompts = None
+    if prompt_masks is not None:
+        by_case = masks_by_case(prompt_masks)
+        prompts = {f: by_case[case_key(f)] for f, _ in files if case_key(f) in by_case}
+    predictor = Predictor(loaded.model, img_size=loaded.img_size, device=device, threshold=threshold,
+                          batch_size=batch_size)
+    with _progress() as bar:
+        task = bar.add_task("predict", total=len(files))
+        results = predict_files(predictor, files, out, prompt_masks=prompts,
+                                progress=lambda k: bar.advance(task, k))
+    typer.echo(f"{len(results)} files → {out}")
+
+
+def evaluate(
+    pred: Path = typer.Argument(..., help="Predicted mask file or folder."),
+    gt: Path = typer.Argument(..., help="Ground-truth mask file, folder, or catalog tree."),
+    out: Path = typer.Option(Path("evaluation"), "--out", "-o", help="Output folder."),
+    tolerance: float = typer.Option(2.0, help="NSD tolerance (physical units; pixels at unit spacing)."),
+    modality: str | None = typer.Option(None, help="Label every row with this modality."),
+    dataset: str | None = typer.Option(None, help="Label every row with this dataset."),
+) -> None:
+    """Per-image Dice, IoU, NSD, HD95 (CSV), per-modality/dataset summary (Markdown) and box plots."""
+    from medseg.evaluation.compare import SUMMARY_COLUMNS, evaluate_folders
+    from medseg.evaluation.tables import format_markdown_table
+    from medseg.metrics import MetricConfig
+
+    with _progress() as bar:
+        task = bar.add_task("evaluate", total=None)
+        res = evaluate_folders(pred, gt, out, config=MetricConfig(tolerance=tolerance), modality=modality,
+                               dataset=dataset, progress=lambda k: bar.advance(task, k))
+    typer.echo(format_markdown_table(res.summary, digits=3, columns=SUMMARY_COLUMNS))
+    if res.unmatched:
+        err.print(f"{len(res.unmatched)} predictions had no ground truth, e.g. {res.unmatched[0]}")
+    typer.echo(f"→ {res.csv}, {res.markdown}, {res.plot}")
+
+
+def benchmark(
+    model: str = typer.Argument(..., help="Registered model name, model folder, or `lite_medsam`."),
+    batch_sizes: list[int] = typer.Option([1, 8], "--batch-size", "-b", help="Batch sizes (repeatable)."),
+    img_size: int = typer.Option(256, help="Input side (registered names only; folders use their own)."),
+    repeats: int = typer.Option(10, min=1),
+    warmup: int = typer.Option(2, min=0),
+    device: str = typer.Option("cpu"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Also write CSV + Markdown here."),
+) -> None:
+    """Params, FLOPs, latency (median, p90), images/s and peak memory."""
+    from medseg.evaluation import format_markdown_table, write_csv, write_markdown_table
+    from medseg.evaluation.efficiency import benchmark_model
+
+    net, size = _model_for_tools(model, img_size)
+    rows = benchmark_model(net, img_size=size, batch_sizes=batch_sizes, repeats=repeats, warmup=warmup,
+                           device=device)
+    rows = [{"model": model, **r} for r in rows]
+    typer.echo(format_markdown_table(rows, digits=2))
+    if out is not None:
+        write_csv(rows, out / "benchmark.csv")
+        write_markdown_table(rows, out / "benchmark.md", title=f"medseg benchmark {model}")
+
+
+def _model_for_tools(model: str, img_size: int):
+    from medseg.models import build_model
+    from medseg.models.io import load_model
+    from medseg.models.registry import list_models
+
+    if Path(model).exists() or model == "lite_medsam":
+        loaded = load_model(model)
+        return loaded.model, loaded.img_size
+    if model in {m.name for m in list_models()}:
+        kw = {"img_size": img_size} if model == "vit_unet" else {}
+        return build_model(model, **kw), img_size
+    raise InvalidInputError(model, "not a model folder and not a registered model name")
+
+
+@export_app.command("onnx")
+def export_onnx_cmd(
+    model: str = typer.Argument(..., help="Model folder, `lite_medsam`, or a registered name (random weights)."),
+    out: Path = typer.Option(Path("model.onnx"), "--out", "-o"),
+    img_size: int = typer.Option(256),
+    opset: int = typer.Option(18),
+) -> None:
+    """Export to ONNX and check ONNX Runtime's output against PyTorch."""
+    from medseg.export import export_onnx
+
+    _quiet()
+    net, size = _model_for_tools(model, img_size)
+    res = export_onnx(net, out, img_size=size, opset=opset)
+    typer.echo(f"{res.path}: ONNX Runtime matches PyTorch (max |Δlogit| = {res.max_abs_diff:.2e}, batch {res.batch})")

@@ -1,0 +1,96 @@
+"""ONNX export with an ONNX Runtime inference path whose outputs are checked against PyTorch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from medseg.errors import MedsegError
+from medseg.evaluation.efficiency import model_inputs
+from medseg.utils.atomic import atomic_path
+
+
+class _ExportWrapper(nn.Module):
+    """Fixes the call signature: ``(images[, boxes]) → logits``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.sam = bool(getattr(model, "accepts_boxes", False))
+
+    def forward(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(images, boxes) if self.sam else self.model(images)
+
+
+def input_names(model: nn.Module) -> list[str]:
+    return ["images", "boxes"] if getattr(model, "accepts_boxes", False) else ["images"]
+
+
+@dataclass
+class OnnxExport:
+    path: Path
+    max_abs_diff: float
+    batch: int
+
+
+def export_onnx(model: nn.Module, path: str | Path, *, img_size: int, opset: int = 18, check_batch: int = 2,
+                atol: float = 1e-3) -> OnnxExport:
+    """Export ``model`` (dynamic batch axis) and verify ONNX Runtime against PyTorch on random input.
+
+    Shape:
+        inputs ``images`` (B, 3, S, S) float32 [0, 1] (+ ``boxes`` (B, 4) xyxy for SAM-family models)
+        → ``logits`` (B, 1, S, S).
+
+    Raises:
+        MedsegError: export failed or the runtime's logits differ from PyTorch's by more than ``atol``.
+    """
+    model = model.eval().cpu()
+    wrapper = _ExportWrapper(model).eval()
+    names = input_names(model)
+    example = model_inputs(model, check_batch, img_size)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    dynamic = {"images": {0: batch}} if len(names) == 1 else {"images": {0: batch}, "boxes": {0: batch}}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        try:
+            prog = torch.onnx.export(wrapper, example, input_names=names, output_names=["logits"],
+                                     dynamic_shapes=dynamic, opset_version=opset, dynamo=True,
+                                     external_data=False)
+            prog.save(str(tmp))
+        except Exception as exc:  # the exporter raises many types
+            raise MedsegError(f"ONNX export of {type(model).__name__} failed: {exc}") from exc
+    sess = OnnxPredictor(path)
+    with torch.inference_mode():
+        ref = wrapper(*example).numpy()
+    got = sess(*[t.numpy() for t in example])
+    diff = float(np.abs(ref - got).max())
+    if not diff <= atol:
+        raise MedsegError(f"{path}: ONNX Runtime logits differ from PyTorch by {diff:.2e} (> {atol})")
+    return OnnxExport(path, diff, check_batch)
+
+
+class OnnxPredictor:
+    """Runs an exported model with ONNX Runtime (CPU by default): ``(images[, boxes]) → logits`` as NumPy."""
+
+    def __init__(self, path: str | Path, *, providers: list[str] | None = None, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), sess_options=opts,
+                                            providers=providers or ["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, images: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
+        feed = {"images": np.ascontiguousarray(images, dtype=np.float32)}
+        if "boxes" in self.inputs:
+            if boxes is None:
+                s = images.shape[-1] - 1
+                boxes = np.tile(np.array([[0, 0, s, s]], dtype=np.float32), (images.shape[0], 1))
+            feed["boxes"] = np.ascontiguousarray(boxes, dtype=np.float32)
+        return self.session.run(["logits"], feed)[0]

@@ -1,0 +1,102 @@
+"""Predict whole files: any supported image/volume → a mask file in the input's format + a PNG overlay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medseg.data.loading import MASK_NAME_SUFFIXES, case_key, file_stem, read_mask
+from medseg.data.normalize import to_uint8_rgb
+from medseg.data.readers import get_reader, supported_extensions
+from medseg.data.readers.base import file_extension
+from medseg.errors import InvalidInputError
+from medseg.evaluation.overlay import overlay_contours
+from medseg.inference.boxes import boxes_from_mask
+from medseg.inference.predictor import Predictor
+from medseg.utils.atomic import atomic_path
+
+def collect_inputs(inputs: Iterable[str | Path]) -> list[tuple[Path, Path]]:
+    """(file, output sub-folder) pairs: files given directly (sub-folder ``.``), plus every supported file under
+    given folders (recursive, sorted; sub-folder = its folder relative to the given one without ``images`` parts),
+    skipping files that look like masks (a ``masks``/``labels`` folder or a mask suffix)."""
+    exts = set(supported_extensions())
+    out: list[tuple[Path, Path]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if not f.is_file() or file_extension(f) not in exts:
+                    continue
+                if {"masks", "labels", "gts"} & {part.lower() for part in f.relative_to(p).parts[:-1]}:
+                    continue
+                if file_stem(f).lower().endswith(MASK_NAME_SUFFIXES):
+                    continue
+                rel = [part for part in f.relative_to(p).parts[:-1] if part.lower() != "images"]
+                out.append((f, Path(*rel) if rel else Path(".")))
+        elif p.exists():
+            out.append((p, Path(".")))
+        else:
+            raise InvalidInputError(p, "no such file or folder")
+    return out
+
+
+@dataclass
+class FilePrediction:
+    """What was written for one input file."""
+
+    image: Path
+    mask: Path
+    overlay: Path
+    slices: int
+    foreground: float
+
+
+def masks_by_case(folder: str | Path) -> dict[str, Path]:
+    """Every supported file under ``folder`` keyed by :func:`case_key`."""
+    exts = set(supported_extensions())
+    return {case_key(f): f for f in sorted(Path(folder).rglob("*")) if f.is_file() and file_extension(f) in exts}
+
+
+def predict_files(predictor: Predictor, files: Iterable[tuple[Path, Path]], out_dir: str | Path, *,
+                  prompt_masks: dict[Path, Path] | None = None,
+                  progress: Callable[[int], None] | None = None) -> list[FilePrediction]:
+    """Segment each file (every slice of a volume) and write ``out_dir/<stem><ext>`` and ``<stem>_overlay.png``.
+
+    Args:
+        predictor: a :class:`Predictor`.
+        files: (input file, output sub-folder) pairs from :func:`collect_inputs`.
+        out_dir: output folder (masks keep the input's format; JPEG becomes PNG).
+        prompt_masks: optional image → mask file; SAM-family models then get one box per mask component
+            (box-prompted mode). Without it they run prompt-free.
+    """
+    out_dir = Path(out_dir)
+    results = []
+    for path, sub in files:
+        reader = get_reader(path)
+        vol = reader.read(path)
+        images = to_uint8_rgb(vol.data, path)
+        boxes = None
+        if prompt_masks and path in prompt_masks:
+            labels, _ = read_mask(prompt_masks[path], "nonzero")
+            if labels.shape != images.shape[:3]:
+                raise InvalidInputError(prompt_masks[path], f"prompt mask shape {labels.shape[1:]} differs from "
+                                                            f"the image {images.shape[1:3]} of {path}")
+            boxes = [boxes_from_mask(m) for m in labels]
+        preds = predictor.predict(list(images), boxes)
+        masks = np.stack([p.mask for p in preds])
+        stem = file_stem(path)
+        dest = reader.write_mask(masks[0] if masks.shape[0] == 1 else masks,
+                                 out_dir / sub / f"{stem}{file_extension(path)}", source=vol)
+        mid = masks.shape[0] // 2
+        overlay = out_dir / sub / f"{stem}_overlay.png"
+        from PIL import Image
+
+        with atomic_path(overlay) as tmp:
+            Image.fromarray(overlay_contours(images[mid], None, masks[mid])).save(tmp, format="PNG")
+        results.append(FilePrediction(path, dest, overlay, int(masks.shape[0]), float(masks.mean())))
+        if progress is not None:
+            progress(1)
+    return results

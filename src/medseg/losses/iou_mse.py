@@ -1,0 +1,26 @@
+"""IoU-prediction loss of SAM-family models (the CMMC / LiteMedSAM "IoU loss")."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def mask_iou(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.0, eps: float = 1e-6) -> torch.Tensor:
+    """IoU of (logits > threshold) with ``target`` per image. (B, 1, H, W) → (B,), an IoU of 1 when both are empty."""
+    pred = logits > threshold
+    gt = target > 0.5
+    dims = tuple(range(1, logits.ndim))
+    inter = (pred & gt).sum(dims).float()
+    union = (pred | gt).sum(dims).float()
+    return torch.where(union > 0, inter / union.clamp_min(eps), torch.ones_like(union))
+
+
+class IoUPredictionMSE(nn.Module):
+    """MSE between the model's predicted IoU (B, 1) and the actual IoU of its binarised mask (no gradient through
+    the target). As in CMMC's ``pretrain.py`` and LiteMedSAM's ``train_one_gpu.py``."""
+
+    def forward(self, iou_pred: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            actual = mask_iou(logits, target)
+        return torch.mean((iou_pred.reshape(-1).float() - actual) ** 2)

@@ -1,0 +1,88 @@
+"""Model folders: ``model.safetensors`` + ``model.json`` (name, builder options, input size, sha256, versions).
+
+Loading never unpickles: weights come from safetensors and are hash-checked against the JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from medseg.errors import InvalidInputError, MedsegError
+from medseg.models.builders import load_state_strict
+from medseg.models.registry import build_model
+from medseg.utils.atomic import atomic_path, atomic_write_text
+
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference with what is needed to feed it."""
+
+    model: nn.Module
+    name: str
+    img_size: int
+    meta: dict[str, Any]
+
+
+def save_model_folder(model: nn.Module, folder: str | Path, *, name: str, options: dict[str, Any], img_size: int,
+                      extra: dict[str, Any] | None = None) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/model.json`` atomically; returns the folder."""
+    from medseg import __version__
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp))
+    digest = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
+    meta = {"name": name, "options": options, "img_size": img_size, "sha256": digest,
+            "versions": {"medseg": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            **(extra or {})}
+    atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2, default=str))
+    return folder
+
+
+def load_model(spec: str | Path, *, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model from a folder written by :func:`save_model_folder`, its ``model.json`` / ``.safetensors``,
+    or a registered name with published weights (``lite_medsam``).
+
+    Raises:
+        InvalidInputError: missing/corrupt files or a hash mismatch (naming the file).
+    """
+    path = Path(spec)
+    if not path.exists() and str(spec) == "lite_medsam":
+        return LoadedModel(build_model("lite_medsam", pretrained=True).to(device).eval(), "lite_medsam", 256,
+                           {"name": "lite_medsam", "source": "registered weights"})
+    if path.is_file():
+        path = path.parent
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise MedsegError(f"{spec}: not a model folder (no {META_FILE}) and not a registered model with weights")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(meta_path, f"unreadable model description: {exc}") from exc
+    wpath = path / WEIGHTS_FILE
+    if not wpath.is_file():
+        raise InvalidInputError(wpath, "weights file is missing")
+    digest = hashlib.sha256(wpath.read_bytes()).hexdigest()
+    if meta.get("sha256") and digest != meta["sha256"]:
+        raise InvalidInputError(wpath, f"sha256 {digest[:12]}… does not match model.json ({meta['sha256'][:12]}…)")
+    try:
+        state = load_file(str(wpath))
+    except Exception as exc:
+        raise InvalidInputError(wpath, f"corrupt safetensors file: {exc}") from exc
+    model = build_model(meta["name"], **meta.get("options", {}))
+    load_state_strict(model, state, str(wpath))
+    return LoadedModel(model.to(device).eval(), meta["name"], int(meta.get("img_size", 256)), meta)

@@ -1,0 +1,137 @@
+"""Typed training configuration, loaded from YAML with dotted command-line overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from medseg.errors import InvalidInputError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    """Where the images are and how they become model input.
+
+    ``root`` holds ``<modality>/<dataset>/images|masks`` folders (see ``medseg data scan``); ``manifest`` is an
+    alternative CSV with a ``split`` column (``medseg data split``). Without a manifest, a seeded
+    modality/dataset-stratified ``val_fraction`` is held out.
+    """
+
+    root: Path | None = None
+    manifest: Path | None = None
+    img_size: int = 256
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    modalities: list[str] | None = None
+    max_per_dataset: int | None = None
+    mask_mode: Literal["strict", "nonzero", "labels"] = "nonzero"
+    cache_dir: Path | None = None
+    flips: bool = True
+    box_prompt: Literal["gt", "whole"] = "gt"
+    box_shift: int = 5
+    num_workers: int = 0
+
+
+class ModelConfig(_Strict):
+    """A registered model (``medseg models`` lists them) and its builder options."""
+
+    name: str = "basic_unet"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LossConfig(_Strict):
+    """Loss name → weight, plus per-loss constructor options."""
+
+    weights: dict[str, float] = Field(default_factory=lambda: {"dice": 1.0, "bce": 1.0})
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class OptimConfig(_Strict):
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    scheduler: Literal["none", "cosine", "plateau"] = "cosine"
+    warmup_steps: int = 0
+
+
+class TrainerConfig(_Strict):
+    """Options passed to ``lightning.Trainer`` (CPU / GPU / multi-GPU / multi-node via its own strategies)."""
+
+    max_epochs: int = 10
+    max_steps: int = -1
+    batch_size: int = 8
+    accumulate_grad_batches: int = 1
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    sync_batchnorm: bool = False
+    checkpoint_every_n_steps: int = 50
+    log_every_n_steps: int = 10
+    val_check_interval: float | int | None = None
+    deterministic: bool = False
+    progress_bar: bool = True
+    gradient_clip_val: float | None = None
+
+
+class TrainConfig(_Strict):
+    """The whole run: ``out_dir`` receives checkpoints, logs and the final model folder."""
+
+    out_dir: Path = Path("runs/default")
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML: ``3``, ``1e-4``, ``[1, 2]``, ``true``, ``null``)."""
+    for item in overrides:
+        if "=" not in item:
+            raise InvalidInputError("<overrides>", f"override {item!r} is not of the form key.path=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise InvalidInputError("<overrides>", f"{key}: {p} is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (or start from defaults when ``path`` is None) and apply overrides.
+
+    Raises:
+        InvalidInputError: unreadable YAML, unknown keys or wrong types — naming the file and the field.
+    """
+    raw: dict[str, Any] = {}
+    src = str(path) if path is not None else "<defaults>"
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InvalidInputError(src, f"cannot read config: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise InvalidInputError(src, "config must be a mapping")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise InvalidInputError(src, f"{where}: {first['msg']}") from exc
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    """YAML text of a config (paths as strings)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

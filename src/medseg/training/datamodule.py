@@ -1,0 +1,102 @@
+"""LightningDataModule: catalog → split → on-disk letterbox cache → resumable loaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from medseg.data import CatalogEntry, discover, read_manifest, stratified_split
+from medseg.data.modality import canonical_modality
+from medseg.errors import MedsegError
+from medseg.training.config import DataConfig
+from medseg.training.dataset import SegmentationDataset, build_cache, open_cache
+from medseg.training.sampler import ResumableLoader, ResumableSampler
+
+
+def select_entries(cfg: DataConfig, seed: int) -> tuple[list[CatalogEntry], list[CatalogEntry]]:
+    """(train, val) catalog entries from ``cfg.manifest`` (split column) or ``cfg.root`` (seeded stratified split)."""
+    if cfg.manifest is not None:
+        entries = read_manifest(cfg.manifest)
+    elif cfg.root is not None:
+        entries, _ = discover(cfg.root)
+    else:
+        raise MedsegError("data: set data.root (a folder) or data.manifest (a CSV)")
+    entries = [e for e in entries if e.mask is not None]
+    if cfg.modalities:
+        wanted = {canonical_modality(m) for m in cfg.modalities}
+        entries = [e for e in entries if e.modality in wanted]
+    if cfg.max_per_dataset:
+        kept: dict[tuple[str, str], int] = {}
+        sel = []
+        for e in entries:
+            k = (e.modality, e.dataset)
+            if kept.get(k, 0) < cfg.max_per_dataset:
+                kept[k] = kept.get(k, 0) + 1
+                sel.append(e)
+        entries = sel
+    if not entries:
+        raise MedsegError(f"data: no image/mask pairs found in {cfg.manifest or cfg.root}")
+    if cfg.manifest is not None and any(e.split for e in entries):
+        train = [e for e in entries if e.split == "train"]
+        val = [e for e in entries if e.split == "val"] or [e for e in entries if e.split == "test"]
+        return train, val
+    if cfg.val_fraction <= 0:
+        return entries, []
+    split = stratified_split(entries, test=cfg.val_fraction, seed=seed)
+    return [e for e in split if e.split == "train"], [e for e in split if e.split == "test"]
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """Builds the caches once (``prepare_data`` runs on one process per node) and serves resumable loaders.
+
+    Args:
+        cfg: the data section of the run config.
+        batch_size: per-process batch size.
+        seed: split and augmentation seed.
+        cache_root: folder of the letterbox caches (content-addressed, safe to share between runs).
+    """
+
+    def __init__(self, cfg: DataConfig, *, batch_size: int, seed: int, cache_root: Path) -> None:
+        super().__init__()
+        self.cfg, self.batch_size, self.seed = cfg, batch_size, seed
+        self.cache_root = Path(cfg.cache_dir) if cfg.cache_dir is not None else cache_root
+        self.train_set: SegmentationDataset | None = None
+        self.val_set: SegmentationDataset | None = None
+
+    def _caches(self) -> tuple[Path, Path | None]:
+        train, val = select_entries(self.cfg, self.seed)
+        t = build_cache(train, self.cache_root, img_size=self.cfg.img_size, mask_mode=self.cfg.mask_mode)
+        v = build_cache(val, self.cache_root, img_size=self.cfg.img_size, mask_mode=self.cfg.mask_mode) if val else None
+        return t, v
+
+    def prepare_data(self) -> None:
+        self._caches()
+
+    def setup(self, stage: str | None = None) -> None:
+        t, v = self._caches()
+        self.train_set = SegmentationDataset(open_cache(t), augment=self.cfg.flips, box_prompt=self.cfg.box_prompt,
+                                             box_shift=self.cfg.box_shift, seed=self.seed)
+        if v is not None:
+            self.val_set = SegmentationDataset(open_cache(v), augment=False, box_prompt=self.cfg.box_prompt,
+                                               box_shift=0, seed=self.seed)
+
+    def _world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 1, 0
+        return int(self.trainer.world_size), int(self.trainer.global_rank)
+
+    def train_dataloader(self) -> ResumableLoader:
+        assert self.train_set is not None
+        world, rank = self._world()
+        sampler = ResumableSampler(len(self.train_set), seed=self.seed, shuffle=True, num_replicas=world, rank=rank)
+        return ResumableLoader(self.train_set, sampler=sampler, batch_size=self.batch_size,
+                               num_workers=self.cfg.num_workers, persistent_workers=False)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is None:
+            return []
+        world, rank = self._world()
+        shard = list(range(rank, len(self.val_set), world))  # no padding: every case counted once
+        return DataLoader(self.val_set, batch_size=self.batch_size, sampler=shard, num_workers=self.cfg.num_workers)

@@ -1,0 +1,78 @@
+"""``train(config)``: one Lightning Trainer for every model, from one CPU core to multi-node DDP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from medseg.models.io import save_model_folder
+from medseg.training.checkpoint_io import AtomicCheckpointIO
+from medseg.training.config import TrainConfig, dump_config
+from medseg.training.datamodule import SegmentationDataModule
+from medseg.training.module import SegmentationModule
+from medseg.utils.atomic import atomic_write_text
+
+
+@dataclass
+class TrainResult:
+    """Where things went: ``model_dir`` holds the final safetensors model; ``metrics`` the last logged values."""
+
+    out_dir: Path
+    model_dir: Path | None
+    last_checkpoint: Path | None
+    metrics: dict[str, float]
+    global_step: int
+
+
+def last_checkpoint(out_dir: str | Path) -> Path | None:
+    p = Path(out_dir) / "checkpoints" / "last.ckpt"
+    return p if p.is_file() else None
+
+
+def build_trainer(cfg: TrainConfig, *, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
+    """The configured ``lightning.Trainer`` (atomic checkpoints every N steps + last, CSV and TensorBoard logs)."""
+    t = cfg.trainer
+    out = Path(cfg.out_dir)
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
+                           every_n_train_steps=t.checkpoint_every_n_steps, save_last=True, save_top_k=1,
+                           monitor=None)
+    callbacks: list[L.Callback] = [ckpt, LearningRateMonitor(logging_interval="step"), *(extra_callbacks or [])]
+    strategy = t.strategy
+    return L.Trainer(
+        default_root_dir=out, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
+        precision=t.precision, max_epochs=t.max_epochs, max_steps=t.max_steps,
+        accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val,
+        sync_batchnorm=t.sync_batchnorm, deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps,
+        val_check_interval=t.val_check_interval, enable_progress_bar=t.progress_bar, callbacks=callbacks,
+        logger=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tensorboard")],  # version_N per (re)start
+        plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, extra_callbacks: list[L.Callback] | None = None) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data``; with ``resume`` continue from ``out_dir/checkpoints/last.ckpt``.
+
+    Rank 0 writes ``out_dir/config.yaml`` and, at the end, ``out_dir/model/`` (safetensors + JSON).
+    """
+    out = Path(cfg.out_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = SegmentationModule(cfg.model_dump(mode="json"))
+    data = SegmentationDataModule(cfg.data, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
+                                  cache_root=out / "cache")
+    trainer = build_trainer(cfg, extra_callbacks=extra_callbacks)
+    if trainer.is_global_zero:
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
+    ckpt = last_checkpoint(out) if resume else None
+    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt) if ckpt else None)
+    model_dir = None
+    if trainer.is_global_zero:
+        model_dir = save_model_folder(module.model, out / "model", name=cfg.model.name, options=module.model_options,
+                                      img_size=cfg.data.img_size,
+                                      extra={"trained_steps": int(trainer.global_step), "seed": cfg.seed})
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return TrainResult(out, model_dir, last_checkpoint(out), metrics, int(trainer.global_step))

@@ -1,0 +1,117 @@
+"""The LightningModule shared by every model: loss, optimiser, scheduler, logging, validation Dice."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+
+from medseg.losses import CompositeLoss
+from medseg.models import build_model
+from medseg.training.config import TrainConfig
+
+
+class SegmentationModule(L.LightningModule):
+    """Wraps a registered model for training.
+
+    Args:
+        config: the run's :class:`TrainConfig` as a plain dict (stored in checkpoints as ``hyper_parameters``).
+
+    Batches are dicts from :class:`medseg.training.dataset.SegmentationDataset`. SAM-family models receive the
+    batch's boxes and are trained with their IoU head (``iou_mse``); U-Nets ignore boxes.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.cfg = TrainConfig.model_validate(config)
+        opts = dict(self.cfg.model.options)
+        if self.cfg.model.name in ("lite_medsam", "vit_unet"):
+            opts.setdefault("img_size", self.cfg.data.img_size)
+        self.model_options = opts
+        self.model = build_model(self.cfg.model.name, **opts)
+        self.is_sam = bool(getattr(self.model, "accepts_boxes", False))
+        self.loss_fn = CompositeLoss(self.cfg.loss.weights, self.cfg.loss.options)
+
+    def forward(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> tuple[torch.Tensor,
+                                                                                       torch.Tensor | None]:
+        if self.is_sam:
+            return self.model(images, boxes=boxes, return_iou=True)
+        return self.model(images), None
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        logits, iou = self(batch["image"], batch["box"])
+        loss, parts = self.loss_fn(logits, batch["mask"], iou)
+        return loss, parts, logits
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, parts, _ = self._step(batch)
+        bs = batch["image"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for k, v in parts.items():
+            self.log(f"train/loss_{k}", v, batch_size=bs)
+        loader = self.trainer.train_dataloader if self._trainer is not None else None
+        if hasattr(loader, "mark_consumed"):
+            loader.mark_consumed(batch_idx)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, _, logits = self._step(batch)
+        pred = logits > 0
+        gt = batch["mask"] > 0.5
+        dims = (1, 2, 3)
+        inter = (pred & gt).sum(dims).float()
+        denom = (pred.sum(dims) + gt.sum(dims)).float()
+        dice = torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
+        bs = batch["image"].shape[0]
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=bs)
+        self.log("val/dice", dice.mean(), prog_bar=True, sync_dist=True, batch_size=bs)
+
+    def configure_optimizers(self) -> Any:
+        o = self.cfg.optim
+        opt = torch.optim.AdamW(self.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        if o.scheduler == "none":
+            return opt
+        if o.scheduler == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.9, patience=5)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "train/loss"}}
+        total = self._total_steps()
+        warm = min(o.warmup_steps, total - 1)
+
+        def lam(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            t = (step - warm) / max(total - warm, 1)
+            return 0.5 * (1 + torch.cos(torch.tensor(min(t, 1.0) * torch.pi)).item())
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lam)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _total_steps(self) -> int:
+        """Optimiser steps of the whole run, computed from the config and the data set size.
+
+        (``trainer.estimated_stepping_batches`` would set up the train loader before a checkpoint is restored,
+        and Lightning then skips restoring the loader's position.)
+        """
+        t = self.cfg.trainer
+        if t.max_steps and t.max_steps > 0:
+            return t.max_steps
+        dm = self.trainer.datamodule
+        n = len(dm.train_set) if dm is not None and getattr(dm, "train_set", None) is not None else 1
+        per_rank = math.ceil(n / max(self.trainer.world_size, 1))
+        batches = math.ceil(per_rank / t.batch_size)
+        return max(1, math.ceil(batches / t.accumulate_grad_batches) * t.max_epochs)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["medseg_rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["medseg_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("medseg_rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
