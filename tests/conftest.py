@@ -30,3 +30,20 @@ def random_blob_mask(rng: np.random.Generator, size: int = 64, n: int = 2) -> np
         ry, rx = rng.uniform(3, size / 3, 2)
         m |= ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
     return m
+
+
+SHARED_WEIGHTS = SHARED / "weights" / "lite_medsam.pth"
+requires_shared_weights = pytest.mark.skipif(
+    not SHARED_WEIGHTS.is_file(),
+    reason=f"LiteMedSAM checkpoint not found at {SHARED_WEIGHTS} (only present next to the medseg checkout)",
+)
+
+
+def tiny_model_config(name: str, img_size: int = 64) -> dict:
+    """Test-scale builder options for a registered model."""
+    from medseg.models import TINY_CONFIGS
+
+    cfg = dict(TINY_CONFIGS[name])
+    if name in ("lite_medsam", "vit_unet"):
+        cfg["img_size"] = img_size
+    return cfg

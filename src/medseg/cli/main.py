@@ -42,15 +42,18 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 @app.command()
 def demo(
     out: Path = typer.Option(Path("medseg-demo"), "--out", "-o", help="Output folder."),
-    per_modality: int = typer.Option(8, min=1, help="Synthetic images per modality."),
-    size: int = typer.Option(128, min=32, help="Image side in pixels."),
+    per_modality: int = typer.Option(12, min=2, help="Synthetic images per modality."),
+    size: int = typer.Option(128, min=32, help="Image side in pixels (multiple of 16)."),
     seed: int = typer.Option(0, help="Random seed."),
+    train_seconds: float = typer.Option(60, min=1, help="Training time budget in seconds."),
 ) -> None:
-    """Run the embedded default: synthetic data → segment → evaluate → report."""
+    """Run the embedded default: synthetic data → train a small U-Net (~1 min) → predict → evaluate → report."""
     from medseg.demo import run_demo
     from medseg.evaluation import format_markdown_table
 
-    result = run_demo(out, per_modality=per_modality, size=size, seed=seed, log=lambda m: err.print(m))
+    model_cmds._quiet()
+    result = run_demo(out, per_modality=per_modality, size=size, seed=seed, train_seconds=train_seconds,
+                      log=lambda m: err.print(m))
     typer.echo(format_markdown_table(result.summary, digits=3))
 
 
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=argv, prog_name="medseg", standalone_mode=False)
     except MedsegError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as exc:
         return exc.exit_code

@@ -31,6 +31,11 @@ class ViTUNet(nn.Module):
         self.net = UNETR(in_channels=in_channels, out_channels=out_channels, img_size=(img_size, img_size),
                          feature_size=feature_size, hidden_size=hidden_size, mlp_dim=mlp_dim, num_heads=num_heads,
                          norm_name="instance", dropout_rate=dropout, spatial_dims=2, qkv_bias=True)
+        # MONAI's TransformerBlock always creates a cross-attention LayerNorm that UNETR never calls; drop it so
+        # every parameter receives a gradient (DDP without find_unused_parameters, clean optimiser state).
+        for block in self.net.vit.blocks:
+            if not getattr(block, "with_cross_attention", False) and hasattr(block, "norm_cross_attn"):
+                del block.norm_cross_attn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (self.img_size, self.img_size):

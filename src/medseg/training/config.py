@@ -64,6 +64,7 @@ class TrainerConfig(_Strict):
 
     max_epochs: int = 10
     max_steps: int = -1
+    max_time: str | None = None  # "DD:HH:MM:SS" wall-clock cap (Lightning's max_time)
     batch_size: int = 8
     accumulate_grad_batches: int = 1
     precision: str = "32-true"

@@ -17,6 +17,9 @@ from medseg.training.module import SegmentationModule
 from medseg.utils.atomic import atomic_write_text
 
 
+SAM_FAMILY = frozenset({"lite_medsam"})
+
+
 @dataclass
 class TrainResult:
     """Where things went: ``model_dir`` holds the final safetensors model; ``metrics`` the last logged values."""
@@ -42,9 +45,12 @@ def build_trainer(cfg: TrainConfig, *, extra_callbacks: list[L.Callback] | None 
                            monitor=None)
     callbacks: list[L.Callback] = [ckpt, LearningRateMonitor(logging_interval="step"), *(extra_callbacks or [])]
     strategy = t.strategy
+    if strategy == "ddp" and cfg.model.name in SAM_FAMILY:
+        # prompt-free SAM training leaves the point/mask prompt paths and the multimask heads without gradients
+        strategy = "ddp_find_unused_parameters_true"
     return L.Trainer(
         default_root_dir=out, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
-        precision=t.precision, max_epochs=t.max_epochs, max_steps=t.max_steps,
+        precision=t.precision, max_epochs=t.max_epochs, max_steps=t.max_steps, max_time=t.max_time,
         accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val,
         sync_batchnorm=t.sync_batchnorm, deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps,
         val_check_interval=t.val_check_interval, enable_progress_bar=t.progress_bar, callbacks=callbacks,

@@ -1,0 +1,98 @@
+"""End-to-end CLI on synthetic data: train → predict → evaluate → benchmark → export onnx."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medseg.cli.main import main
+from medseg.data import generate_dataset
+
+TINY = ["data.img_size=64", "model.name=resnet_unet",
+        "model.options={arch: resnet18, base_width: 8, decoder_channels: [32, 16, 16, 8, 8]}",
+        "trainer.max_steps=3", "trainer.batch_size=4", "trainer.accelerator=cpu", "trainer.progress_bar=false"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    data = generate_dataset(root / "data", per_modality=4, size=64, seed=1, modalities=("dermoscopy", "xray"))
+    assert main(["train", f"out_dir={root / 'run'}", f"data.root={data}", *TINY]) == 0
+    return data, root / "run" / "model"
+
+
+def test_train_writes_model_folder_logs_and_checkpoints(trained: tuple[Path, Path]) -> None:
+    _, model = trained
+    run = model.parent
+    assert (model / "model.safetensors").is_file() and (model / "model.json").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
+    assert list((run / "logs").glob("version_*/metrics.csv")) and list((run / "tensorboard").glob("version_*"))
+
+
+def test_predict_and_evaluate(trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data, model = trained
+    pred = tmp_path / "pred"
+    assert main(["predict", str(model), str(data), "--out", str(pred), "--batch-size", "3"]) == 0
+    masks = sorted(p for p in pred.rglob("*.png") if not p.stem.endswith("_overlay"))
+    assert len(masks) == 8 and len(list(pred.rglob("*_overlay.png"))) == 8
+    arr = np.asarray(Image.open(masks[0]))
+    assert arr.shape == (64, 64) and set(np.unique(arr)) <= {0, 255}
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(pred), str(data), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert len(rows) == 8 and {r["modality"] for r in rows} == {"dermoscopy", "xray"}
+    assert {"dice", "iou", "nsd", "hd95", "dataset"} <= set(rows[0])
+    assert (out / "boxplots.png").is_file() and "| dermoscopy |" in (out / "summary.md").read_text()
+
+
+def test_predict_sam_with_box_prompts(tmp_path: Path) -> None:
+    from medseg.models import build_model
+    from medseg.models.io import save_model_folder
+    from tests.conftest import tiny_model_config
+
+    cfg = tiny_model_config("lite_medsam")
+    folder = save_model_folder(build_model("lite_medsam", **cfg), tmp_path / "sam", name="lite_medsam", options=cfg,
+                               img_size=64)
+    data = generate_dataset(tmp_path / "d", per_modality=2, size=48, seed=0, modalities=("dermoscopy",))
+    masks = next(data.rglob("masks"))
+    assert main(["predict", str(folder), str(data), "--out", str(tmp_path / "p"),
+                 "--box-from-masks", str(masks)]) == 0
+    assert len(list((tmp_path / "p").rglob("*_overlay.png"))) == 2
+
+
+def test_benchmark_and_export(trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _, model = trained
+    assert main(["benchmark", str(model), "-b", "1", "-b", "2", "--repeats", "2", "--warmup", "1",
+                 "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "gflops_per_image" in text and "latency_ms_median" in text
+    rows = list(csv.DictReader(open(tmp_path / "benchmark.csv")))
+    assert [r["batch"] for r in rows] == ["1", "2"] and float(rows[0]["gflops_per_image"]) > 0
+    onnx = tmp_path / "m.onnx"
+    assert main(["export", "onnx", str(model), "--out", str(onnx)]) == 0
+    assert onnx.is_file() and "ONNX Runtime matches PyTorch" in capsys.readouterr().out
+
+
+def test_bad_model_and_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["predict", str(tmp_path), str(tmp_path)]) == 2
+    assert "not a model folder" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_step: 3\n")
+    assert main(["train", str(bad)]) == 2
+    assert "bad.yaml" in capsys.readouterr().err
+
+
+def test_corrupt_weights_are_refused(trained: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    import shutil
+
+    _, model = trained
+    copy = tmp_path / "m"
+    shutil.copytree(model, copy)
+    data = (copy / "model.safetensors").read_bytes()
+    (copy / "model.safetensors").write_bytes(data[:-10] + b"0123456789")
+    assert main(["benchmark", str(copy)]) == 2
+    assert "sha256" in capsys.readouterr().err

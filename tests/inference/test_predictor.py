@@ -1,0 +1,62 @@
+"""Letterbox geometry, boxes from masks and the batched Predictor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.data.preprocess import letterbox_geometry, letterbox_image, letterbox_mask, unletterbox_logits
+from medseg.inference import Predictor, boxes_from_mask
+from medseg.models import build_model
+from tests.conftest import random_blob_mask, tiny_model_config
+
+
+def test_letterbox_geometry_and_normalisation() -> None:
+    img = np.zeros((50, 100, 3), np.uint8)
+    img[:, 50:] = 200
+    x, geo = letterbox_image(img, 64)
+    assert geo.new_hw == (32, 64) and geo.scale == pytest.approx(0.64)
+    assert x.shape == (3, 64, 64) and x.dtype == np.float32
+    assert x[:, :32].min() == 0.0 and x[:, :32].max() == 1.0 and (x[:, 32:] == 0).all()
+    np.testing.assert_allclose(geo.valid_box(), [0, 0, 63, 31])
+    np.testing.assert_allclose(geo.box_to_canvas(np.array([10, 5, 60, 40])), [6.4, 3.2, 38.4, 25.6])
+
+
+def test_mask_round_trip_through_letterbox(rng: np.random.Generator) -> None:
+    m = random_blob_mask(rng, size=96)
+    geo = letterbox_geometry(m.shape, 48)
+    small = letterbox_mask(m, geo)
+    logits = torch.from_numpy(np.where(small, 10.0, -10.0)).float()[None, None]
+    back = unletterbox_logits(logits, geo)[0, 0].numpy() > 0
+    assert back.shape == m.shape
+    assert (back == m).mean() > 0.97
+
+
+def test_boxes_from_mask_hand_case() -> None:
+    m = np.zeros((20, 30), bool)
+    m[2:6, 3:9] = True  # 24 px
+    m[10:18, 20:25] = True  # 40 px
+    m[0, 29] = True  # 1 px: below min_area
+    np.testing.assert_array_equal(boxes_from_mask(m), [[3, 2, 8, 5], [20, 10, 24, 17]])
+    np.testing.assert_array_equal(boxes_from_mask(m, per_component=False), [[3, 0, 29, 17]])
+    assert boxes_from_mask(np.zeros((4, 4))).shape == (0, 4)
+    jit = boxes_from_mask(m, shift=5, rng=np.random.default_rng(0))
+    assert (jit[:, :2] <= [[3, 2], [20, 10]]).all() and (jit[:, 2:] >= [[8, 5], [24, 17]]).all()
+    assert (jit >= 0).all() and (jit[:, 2] <= 29).all() and (jit[:, 3] <= 19).all()
+
+
+@pytest.mark.parametrize("name", ["lite_medsam", "basic_unet"])
+def test_predictor_returns_masks_at_original_size(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, **tiny_model_config(name))
+    pred = Predictor(model, img_size=64, batch_size=2)
+    images = [np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)
+              for i, (h, w) in enumerate([(40, 70), (64, 64), (100, 30)])]
+    boxes = [np.array([[5, 5, 30, 30]], np.float32), None, np.zeros((0, 4), np.float32)]
+    out = pred.predict(images, boxes)
+    assert [o.mask.shape for o in out] == [(40, 70), (64, 64), (100, 30)]
+    assert all(o.mask.dtype == bool and 0 <= o.prob.min() <= o.prob.max() <= 1 for o in out)
+    sets = pred.predict_prompt_sets(images, [boxes, None])
+    assert len(sets) == 3 and all(len(s) == 2 for s in sets)
+    np.testing.assert_array_equal(sets[0][0].prob, out[0].prob)

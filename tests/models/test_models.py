@@ -1,0 +1,101 @@
+"""Every registered model: forward/backward at test scale; SAM-family parts against hand-written references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medseg.errors import MedsegError
+from medseg.models import TINY_CONFIGS, Sam, build_model, list_models, load_state_strict
+from medseg.models.prompt_encoder import PositionEmbeddingRandom
+from medseg.models.tiny_vit import Attention
+from tests.conftest import SHARED_WEIGHTS, requires_shared_weights, tiny_model_config
+
+
+def test_registry_lists_every_model() -> None:
+    assert {m.name for m in list_models()} == set(TINY_CONFIGS) == {"lite_medsam", "basic_unet", "resnet_unet",
+                                                                     "vit_unet"}
+
+
+@pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
+def test_forward_backward_shapes(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, **tiny_model_config(name))
+    x = torch.rand(2, 3, 64, 64)
+    logits = model(x)
+    assert logits.shape == (2, 1, 64, 64) and torch.isfinite(logits).all()
+    logits.square().mean().backward()
+    # SAM-family models have structurally unused parameters (point/mask prompt paths, multimask heads), which
+    # is why DDP training switches on find_unused_parameters for them; everything in the encoder must learn.
+    scope = model.image_encoder if isinstance(model, Sam) else model
+    missing = [n for n, p in scope.named_parameters() if p.grad is None]
+    assert not missing
+
+
+def test_unknown_model_and_bad_option_name_the_problem() -> None:
+    with pytest.raises(MedsegError, match="unknown model 'nope'.*basic_unet"):
+        build_model("nope")
+    with pytest.raises(MedsegError, match="basic_unet"):
+        build_model("basic_unet", widths=3)
+
+
+def test_sam_without_box_uses_the_whole_image_box() -> None:
+    torch.manual_seed(0)
+    model: Sam = build_model("lite_medsam", **tiny_model_config("lite_medsam")).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        a, iou = model(x, return_iou=True)
+        b = model(x, torch.tensor([[0.0, 0.0, 63.0, 63.0]] * 2))
+        c = model(x, torch.tensor([[10.0, 10.0, 30.0, 30.0]] * 2))
+    assert iou.shape == (2, 1)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_window_attention_matches_explicit_softmax() -> None:
+    torch.manual_seed(0)
+    attn = Attention(dim=16, key_dim=8, num_heads=2, resolution=(3, 3))
+    torch.nn.init.normal_(attn.attention_biases)
+    x = torch.randn(4, 9, 16)
+    qkv = attn.qkv(attn.norm(x)).view(4, 9, 2, 24).permute(0, 2, 1, 3)
+    q, k, v = qkv[..., :8], qkv[..., 8:16], qkv[..., 16:]
+    bias = attn.attention_biases[:, attn.attention_bias_idxs]
+    w = torch.softmax(q @ k.transpose(-2, -1) * 8**-0.5 + bias, dim=-1)
+    ref = attn.proj((w @ v).transpose(1, 2).reshape(4, 9, 16))
+    torch.testing.assert_close(attn(x), ref, rtol=1e-5, atol=1e-5)
+    # relative-position bias: same offset → same bias index, and (0,0) offset on the diagonal
+    idx = attn.attention_bias_idxs
+    assert idx.shape == (9, 9) and bool((idx.diagonal() == idx[0, 0]).all())
+
+
+def test_positional_encoding_hand_case() -> None:
+    pe = PositionEmbeddingRandom(num_pos_feats=2)
+    pe.positional_encoding_gaussian_matrix.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    out = pe.forward_with_coords(torch.tensor([[[32.0, 16.0]]]), (64, 64))  # (x, y) = (0.5, 0.25) normalised
+    c = torch.tensor([0.0, -0.5]) * 2 * torch.pi
+    torch.testing.assert_close(out[0, 0], torch.cat([torch.sin(c), torch.cos(c)]))
+
+
+def test_strict_loading_reports_mismatches() -> None:
+    model = build_model("basic_unet", **tiny_model_config("basic_unet"))
+    state = model.state_dict()
+    state.pop(next(iter(state)))
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(MedsegError, match="missing .*unexpected .*extra.weight"):
+        load_state_strict(model, state, "my.safetensors")
+
+
+@pytest.mark.slow
+@requires_shared_weights
+def test_lite_medsam_loads_strictly_and_segments_a_box() -> None:
+    model = build_model("lite_medsam", pretrained=SHARED_WEIGHTS).eval()
+    assert abs(sum(p.numel() for p in model.parameters()) / 1e6 - 9.79) < 0.01
+    # a bright disc on a dark background, prompted with its box, must be segmented
+    yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    disc = ((yy - 128) ** 2 + (xx - 120) ** 2 <= 50**2).float()
+    x = (0.2 + 0.6 * disc).expand(1, 3, 256, 256).contiguous()
+    with torch.inference_mode():
+        logits = model(x, torch.tensor([[65.0, 73.0, 175.0, 183.0]]))
+    pred = logits[0, 0] > 0
+    dice = 2 * (pred & (disc > 0)).sum() / (pred.sum() + disc.sum())
+    assert dice > 0.9
