@@ -1,8 +1,9 @@
 """The embedded default workflow behind ``medseg demo``.
 
-Generates a small synthetic multi-modality data set, trains a small ResNet-18/scSE U-Net on it for about a minute on the CPU
-(the same Lightning engine as ``medseg train``), predicts the held-out images, evaluates them with every metric next
-to the prompt-free Otsu baseline, and writes a report (Markdown + CSV + overlays + training curve).
+Generates a small synthetic multi-modality data set, trains a small ResNet-18/scSE U-Net on it for about a
+minute on the CPU (the same Lightning engine as ``medseg train``), predicts the held-out images, evaluates them
+with every metric next to the prompt-free Otsu baseline, and writes a report (Markdown + CSV + overlays + training
+curve).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def run_demo(out: str | Path, *, per_modality: int = 12, size: int = 128, seed: 
     report = scan(data_root)
     atomic_write_text(out / "scan.md", report.to_markdown())
 
-    secs = int(round(train_seconds))
+    secs = round(train_seconds)
     cfg = load_config(None, [
         f"out_dir={out / 'run'}", f"seed={seed}", f"data.root={data_root}", f"data.img_size={size}",
         "data.val_fraction=0.25", f"model.name={DEMO_MODEL['name']}", f"model.options={DEMO_MODEL['options']}",

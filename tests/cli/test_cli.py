@@ -46,8 +46,10 @@ def test_bad_input_gives_one_line_error(tmp_path, capsys):
 
 
 def test_demo_writes_report(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--per-modality", "2", "--size", "64"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--per-modality", "4", "--size", "64",
+                 "--train-seconds", "5"]) == 0
     report = (tmp_path / "demo" / "report.md").read_text()
-    assert "overlays.png" in report and "dice_mean" in report
+    assert "overlays.png" in report and "dice_unet" in report and "dice_otsu" in report
+    assert (tmp_path / "demo" / "run" / "model" / "model.safetensors").is_file()
     assert (tmp_path / "demo" / "overlays.png").is_file() and (tmp_path / "demo" / "metrics.csv").is_file()
     assert "dermoscopy" in capsys.readouterr().out

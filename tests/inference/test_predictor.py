@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.conftest import random_blob_mask, tiny_model_config
 
 from medseg.data.preprocess import letterbox_geometry, letterbox_image, letterbox_mask, unletterbox_logits
 from medseg.inference import Predictor, boxes_from_mask
 from medseg.models import build_model
-from tests.conftest import random_blob_mask, tiny_model_config
 
 
 def test_letterbox_geometry_and_normalisation() -> None:

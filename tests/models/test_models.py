@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.conftest import SHARED_WEIGHTS, requires_shared_weights, tiny_model_config
 
 from medseg.errors import MedsegError
 from medseg.models import TINY_CONFIGS, Sam, build_model, list_models, load_state_strict
 from medseg.models.prompt_encoder import PositionEmbeddingRandom
 from medseg.models.tiny_vit import Attention
-from tests.conftest import SHARED_WEIGHTS, requires_shared_weights, tiny_model_config
 
 
 def test_registry_lists_every_model() -> None:
@@ -33,7 +33,7 @@ def test_forward_backward_shapes(name: str) -> None:
 
 
 def test_unknown_model_and_bad_option_name_the_problem() -> None:
-    with pytest.raises(MedsegError, match="unknown model 'nope'.*basic_unet"):
+    with pytest.raises(MedsegError, match=r"unknown model 'nope'.*basic_unet"):
         build_model("nope")
     with pytest.raises(MedsegError, match="basic_unet"):
         build_model("basic_unet", widths=3)
@@ -81,7 +81,7 @@ def test_strict_loading_reports_mismatches() -> None:
     state = model.state_dict()
     state.pop(next(iter(state)))
     state["extra.weight"] = torch.zeros(1)
-    with pytest.raises(MedsegError, match="missing .*unexpected .*extra.weight"):
+    with pytest.raises(MedsegError, match=r"missing .*unexpected .*extra\.weight"):
         load_state_strict(model, state, "my.safetensors")
 
 
@@ -99,3 +99,22 @@ def test_lite_medsam_loads_strictly_and_segments_a_box() -> None:
     pred = logits[0, 0] > 0
     dice = 2 * (pred & (disc > 0)).sum() / (pred.sum() + disc.sum())
     assert dice > 0.9
+
+
+@pytest.mark.parametrize("name", ["lite_medsam", "resnet_unet"])
+def test_conv_bn_folding_preserves_outputs(name: str) -> None:
+    from medseg.models.fuse import fuse_conv_bn
+
+    torch.manual_seed(0)
+    model = build_model(name, **tiny_model_config(name))
+    model.train()
+    with torch.no_grad():  # give BatchNorm non-trivial running statistics
+        for _ in range(3):
+            model(torch.rand(4, 3, 64, 64))
+    model.eval()
+    fused = fuse_conv_bn(model)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert n_bn < sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-4)

@@ -17,6 +17,7 @@ from medseg.evaluation.tables import format_markdown_table, write_csv
 from medseg.metrics import MetricConfig, SegmentationMetric
 from medseg.utils.atomic import atomic_write_text
 
+
 @dataclass
 class GroundTruth:
     mask: Path

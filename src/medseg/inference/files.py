@@ -18,6 +18,7 @@ from medseg.inference.boxes import boxes_from_mask
 from medseg.inference.predictor import Predictor
 from medseg.utils.atomic import atomic_path
 
+
 def collect_inputs(inputs: Iterable[str | Path]) -> list[tuple[Path, Path]]:
     """(file, output sub-folder) pairs: files given directly (sub-folder ``.``), plus every supported file under
     given folders (recursive, sorted; sub-folder = its folder relative to the given one without ``images`` parts),

@@ -16,7 +16,6 @@ from medseg.training.datamodule import SegmentationDataModule
 from medseg.training.module import SegmentationModule
 from medseg.utils.atomic import atomic_write_text
 
-
 SAM_FAMILY = frozenset({"lite_medsam"})
 
 

@@ -1,0 +1,74 @@
+"""Every registered model at 256² on the CPU: params, GFLOPs, inference latency (batch 1 and 8) and training
+throughput (forward + backward + AdamW step, batch 8, images/s), side by side in one run.
+
+    python benchmarks/bench_models.py [--repeats 3] [--threads 2] [--train-batch 8] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from _common import emit
+from medseg.evaluation.efficiency import benchmark_model, model_inputs
+from medseg.losses import CompositeLoss
+from medseg.models import build_model, list_models
+
+
+def train_throughput(model: torch.nn.Module, batch: int, size: int, repeats: int) -> float:
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = CompositeLoss({"dice": 1.0, "bce": 1.0})
+    inputs = model_inputs(model, batch, size)
+    target = (torch.rand(batch, 1, size, size) > 0.5).float()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        logits = model(*inputs)
+        loss, _ = loss_fn(logits, target)
+        loss.backward()
+        opt.step()
+
+    step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return batch / statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--train-batch", type=int, default=8)
+    ap.add_argument("--models", nargs="*", default=None)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for entry in list_models():
+        if args.models and entry.name not in args.models:
+            continue
+        kw = {"img_size": args.size} if entry.name in ("lite_medsam", "vit_unet") else {}
+        torch.manual_seed(0)
+        model = build_model(entry.name, **kw)
+        inf = benchmark_model(model, img_size=args.size, batch_sizes=(1, 8), repeats=args.repeats, warmup=1)
+        thr = train_throughput(model, args.train_batch, args.size, args.repeats)
+        rows.append({"model": entry.name, "params_M": inf[0]["params_M"],
+                     "gflops_per_image": inf[0]["gflops_per_image"],
+                     "latency_ms_b1": inf[0]["latency_ms_median"], "latency_ms_p90_b1": inf[0]["latency_ms_p90"],
+                     "images_per_s_b8": inf[1]["images_per_s"], "train_images_per_s": thr,
+                     "peak_rss_MB": inf[1]["peak_memory_MB"]})
+        print(rows[-1], flush=True)
+    emit(f"Models at {args.size}² CPU", rows, args.out)
+
+
+if __name__ == "__main__":
+    main()
