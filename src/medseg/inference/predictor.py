@@ -30,6 +30,7 @@ class Predictor:
         device: torch device.
         threshold: probability threshold for the binary mask.
         batch_size: images per forward pass.
+        max_boxes_per_pass: boxes decoded together against one image embedding.
 
     For SAM-family models, ``boxes[i]`` is a (K, 4) xyxy array in image ``i``'s original pixel frame: each box is
     decoded against the cached image embedding and the K masks are merged by taking the maximum logit (the union).
@@ -37,12 +38,13 @@ class Predictor:
     """
 
     def __init__(self, model: nn.Module, *, img_size: int = 256, device: str | torch.device = "cpu",
-                 threshold: float = 0.5, batch_size: int = 8) -> None:
+                 threshold: float = 0.5, batch_size: int = 8, max_boxes_per_pass: int = 32) -> None:
         self.model = model.eval().to(device)
         self.img_size = img_size
         self.device = torch.device(device)
         self.threshold = threshold
         self.batch_size = batch_size
+        self.max_boxes_per_pass = max_boxes_per_pass
         self.is_sam = bool(getattr(model, "accepts_boxes", False))
 
     def predict(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray | None] | None = None,
@@ -87,7 +89,10 @@ class Predictor:
         for i, geo in enumerate(geos):
             b = geo.valid_box()[None] if boxes[i] is None or len(boxes[i]) == 0 else geo.box_to_canvas(boxes[i])
             bt = torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4), device=self.device)
-            low, _ = self.model.decode(emb[i:i + 1], bt)
-            low = F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
-            result.append(low.amax(dim=0))
+            merged = None
+            for chunk in bt.split(self.max_boxes_per_pass):  # bounds memory: the decoder copies the embedding per box
+                low, _ = self.model.decode(emb[i:i + 1], chunk)
+                low = F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False).amax(dim=0)
+                merged = low if merged is None else torch.maximum(merged, low)
+            result.append(merged)
         return result
