@@ -16,7 +16,7 @@ import torch
 from _common import emit
 from medseg.evaluation.efficiency import benchmark_model, model_inputs
 from medseg.losses import CompositeLoss
-from medseg.models import build_model, list_models
+from medseg.models import build_model, list_models, sized_options
 
 
 def train_throughput(model: torch.nn.Module, batch: int, size: int, repeats: int) -> float:
@@ -56,9 +56,8 @@ def main() -> None:
     for entry in list_models():
         if args.models and entry.name not in args.models:
             continue
-        kw = {"img_size": args.size} if entry.name in ("lite_medsam", "vit_unet") else {}
         torch.manual_seed(0)
-        model = build_model(entry.name, **kw)
+        model = build_model(entry.name, **sized_options(entry.name, args.size))
         inf = benchmark_model(model, img_size=args.size, batch_sizes=(1, 8), repeats=args.repeats, warmup=1)
         thr = train_throughput(model, args.train_batch, args.size, args.repeats)
         rows.append({"model": entry.name, "params_M": inf[0]["params_M"],

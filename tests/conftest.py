@@ -41,9 +41,6 @@ requires_shared_weights = pytest.mark.skipif(
 
 def tiny_model_config(name: str, img_size: int = 64) -> dict:
     """Test-scale builder options for a registered model."""
-    from medseg.models import TINY_CONFIGS
+    from medseg.models import TINY_CONFIGS, sized_options
 
-    cfg = dict(TINY_CONFIGS[name])
-    if name in ("lite_medsam", "vit_unet"):
-        cfg["img_size"] = img_size
-    return cfg
+    return sized_options(name, img_size, TINY_CONFIGS[name])

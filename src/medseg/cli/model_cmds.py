@@ -134,7 +134,7 @@ def benchmark(
 
 
 def _model_for_tools(model: str, img_size: int):
-    from medseg.models import build_model
+    from medseg.models import build_model, sized_options
     from medseg.models.io import load_model
     from medseg.models.registry import list_models
 
@@ -142,8 +142,7 @@ def _model_for_tools(model: str, img_size: int):
         loaded = load_model(model)
         return loaded.model, loaded.img_size
     if model in {m.name for m in list_models()}:
-        kw = {"img_size": img_size} if model == "vit_unet" else {}
-        return build_model(model, **kw), img_size
+        return build_model(model, **sized_options(model, img_size)), img_size
     raise InvalidInputError(model, "not a model folder and not a registered model name")
 
 

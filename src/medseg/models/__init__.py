@@ -8,7 +8,14 @@ from medseg.models import builders as _builders  # noqa: F401  (registers the mo
 from medseg.models.builders import TINY_CONFIGS, load_state_strict
 from medseg.models.mask_decoder import MaskDecoder
 from medseg.models.prompt_encoder import PromptEncoder
-from medseg.models.registry import ModelEntry, build_model, list_models, register_model
+from medseg.models.registry import (
+    ModelEntry,
+    build_model,
+    builder_options,
+    list_models,
+    register_model,
+    sized_options,
+)
 from medseg.models.resnet_unet import ResNetUNet
 from medseg.models.sam import Sam
 from medseg.models.tiny_vit import TinyViT
@@ -18,5 +25,6 @@ from medseg.models.vit_unet import ViTUNet
 
 __all__ = [
     "TINY_CONFIGS", "BasicUNet", "MaskDecoder", "ModelEntry", "PromptEncoder", "ResNetUNet", "Sam", "TinyViT",
-    "TwoWayTransformer", "ViTUNet", "build_model", "list_models", "load_state_strict", "register_model",
+    "TwoWayTransformer", "ViTUNet", "build_model", "builder_options", "list_models", "load_state_strict",
+    "register_model", "sized_options",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,6 +39,21 @@ def register_model(name: str, description: str = "") -> Callable[[Callable[..., 
 def list_models() -> list[ModelEntry]:
     """All registered models, sorted by name."""
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def builder_options(name: str) -> set[str]:
+    """Keyword options the builder of ``name`` accepts (e.g. to pass ``img_size`` only where it matters)."""
+    if name not in _REGISTRY:
+        raise MedsegError(f"unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return set(inspect.signature(_REGISTRY[name].builder).parameters)
+
+
+def sized_options(name: str, img_size: int, options: dict[str, object] | None = None) -> dict[str, object]:
+    """``options`` plus ``img_size`` when the model's builder has a fixed input size."""
+    out = dict(options or {})
+    if "img_size" in builder_options(name):
+        out.setdefault("img_size", img_size)
+    return out
 
 
 def build_model(name: str, **config: object) -> nn.Module:

@@ -16,8 +16,6 @@ from medseg.training.datamodule import SegmentationDataModule
 from medseg.training.module import SegmentationModule
 from medseg.utils.atomic import atomic_write_text
 
-SAM_FAMILY = frozenset({"lite_medsam"})
-
 
 @dataclass
 class TrainResult:
@@ -35,8 +33,13 @@ def last_checkpoint(out_dir: str | Path) -> Path | None:
     return p if p.is_file() else None
 
 
-def build_trainer(cfg: TrainConfig, *, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
-    """The configured ``lightning.Trainer`` (atomic checkpoints every N steps + last, CSV and TensorBoard logs)."""
+def build_trainer(cfg: TrainConfig, *, extra_callbacks: list[L.Callback] | None = None,
+                  unused_parameters: bool = False) -> L.Trainer:
+    """The configured ``lightning.Trainer`` (atomic checkpoints every N steps + last, CSV and TensorBoard logs).
+
+    ``unused_parameters``: the model has parameters that get no gradient by design (SAM family); plain ``ddp``
+    then becomes ``ddp_find_unused_parameters_true``.
+    """
     t = cfg.trainer
     out = Path(cfg.out_dir)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
@@ -44,7 +47,7 @@ def build_trainer(cfg: TrainConfig, *, extra_callbacks: list[L.Callback] | None 
                            monitor=None)
     callbacks: list[L.Callback] = [ckpt, LearningRateMonitor(logging_interval="step"), *(extra_callbacks or [])]
     strategy = t.strategy
-    if strategy == "ddp" and cfg.model.name in SAM_FAMILY:
+    if strategy == "ddp" and unused_parameters:
         # prompt-free SAM training leaves the point/mask prompt paths and the multimask heads without gradients
         strategy = "ddp_find_unused_parameters_true"
     return L.Trainer(
@@ -69,7 +72,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, extra_callbacks: list[L.Cal
     module = SegmentationModule(cfg.model_dump(mode="json"))
     data = SegmentationDataModule(cfg.data, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
                                   cache_root=out / "cache")
-    trainer = build_trainer(cfg, extra_callbacks=extra_callbacks)
+    trainer = build_trainer(cfg, extra_callbacks=extra_callbacks, unused_parameters=module.is_sam)
     if trainer.is_global_zero:
         atomic_write_text(out / "config.yaml", dump_config(cfg))
     ckpt = last_checkpoint(out) if resume else None

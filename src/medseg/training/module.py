@@ -9,8 +9,10 @@ import lightning as L
 import torch
 
 from medseg.losses import CompositeLoss
-from medseg.models import build_model
+from medseg.models import build_model, sized_options
 from medseg.training.config import TrainConfig
+
+INIT_ONLY_OPTIONS = frozenset({"pretrained", "weights", "cache_dir"})
 
 
 class SegmentationModule(L.LightningModule):
@@ -27,11 +29,10 @@ class SegmentationModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters({"config": config})
         self.cfg = TrainConfig.model_validate(config)
-        opts = dict(self.cfg.model.options)
-        if self.cfg.model.name in ("lite_medsam", "vit_unet"):
-            opts.setdefault("img_size", self.cfg.data.img_size)
-        self.model_options = opts
+        opts = sized_options(self.cfg.model.name, self.cfg.data.img_size, self.cfg.model.options)
         self.model = build_model(self.cfg.model.name, **opts)
+        # what rebuilds the architecture (initialisation-only options such as ``pretrained`` are dropped)
+        self.model_options = {k: v for k, v in opts.items() if k not in INIT_ONLY_OPTIONS}
         self.is_sam = bool(getattr(self.model, "accepts_boxes", False))
         self.loss_fn = CompositeLoss(self.cfg.loss.weights, self.cfg.loss.options)
 
