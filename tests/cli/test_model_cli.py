@@ -96,3 +96,17 @@ def test_corrupt_weights_are_refused(trained: tuple[Path, Path], tmp_path: Path,
     (copy / "model.safetensors").write_bytes(data[:-10] + b"0123456789")
     assert main(["benchmark", str(copy)]) == 2
     assert "sha256" in capsys.readouterr().err
+
+
+def test_predict_npz_volume_writes_segs(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    _, model = trained
+    rng = np.random.default_rng(0)
+    vol = tmp_path / "in" / "CT_case.npz"
+    vol.parent.mkdir()
+    np.savez_compressed(vol, imgs=rng.integers(0, 255, (3, 40, 52), dtype=np.uint8),
+                        spacing=np.array([1.0, 1.0, 2.5]))
+    out = tmp_path / "out"
+    assert main(["predict", str(model), str(vol), "--out", str(out)]) == 0
+    with np.load(out / "CT_case.npz") as z:
+        assert z["segs"].shape == (3, 40, 52) and z["segs"].dtype == np.uint16
+    assert (out / "CT_case_overlay.png").is_file()
