@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import typer
@@ -21,6 +22,9 @@ def _progress() -> Progress:
 
 
 def _quiet() -> None:
+    """Keep the terminal for medseg's own progress: library info logs and known deprecation chatter off."""
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torch.onnx", "onnxscript"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
