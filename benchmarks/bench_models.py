@@ -1,5 +1,6 @@
 """Every registered model at 256² on the CPU: params, GFLOPs, inference latency (batch 1 and 8) and training
-throughput (forward + backward + AdamW step, batch 8, images/s), side by side in one run.
+throughput (forward + backward + AdamW step, batch 8, images/s), side by side in one run. Inference and training
+of each model run in their own child process, so each peak-RSS figure belongs to that model and stage alone.
 
     python benchmarks/bench_models.py [--repeats 3] [--threads 2] [--train-batch 8] [--out benchmarks/results]
 """
@@ -7,6 +8,7 @@ throughput (forward + backward + AdamW step, batch 8, images/s), side by side in
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import statistics
 import time
 from pathlib import Path
@@ -42,6 +44,36 @@ def train_throughput(model: torch.nn.Module, batch: int, size: int, repeats: int
     return batch / statistics.median(times)
 
 
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _measure(stage: str, name: str, size: int, repeats: int, train_batch: int, threads: int, queue) -> None:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_model(name, **sized_options(name, size))
+    if stage == "inference":
+        inf = benchmark_model(model, img_size=size, batch_sizes=(1, 8), repeats=repeats, warmup=1)
+        queue.put({"params_M": inf[0]["params_M"], "gflops_per_image": inf[0]["gflops_per_image"],
+                   "latency_ms_b1": inf[0]["latency_ms_median"], "latency_ms_p90_b1": inf[0]["latency_ms_p90"],
+                   "images_per_s_b8": inf[1]["images_per_s"], "peak_rss_MB_inference": _peak_rss_mb()})
+    else:
+        queue.put({"train_images_per_s": train_throughput(model, train_batch, size, repeats),
+                   "peak_rss_MB_training": _peak_rss_mb()})
+
+
+def _in_child(*args: object) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_measure, args=(*args, q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -56,15 +88,8 @@ def main() -> None:
     for entry in list_models():
         if args.models and entry.name not in args.models:
             continue
-        torch.manual_seed(0)
-        model = build_model(entry.name, **sized_options(entry.name, args.size))
-        inf = benchmark_model(model, img_size=args.size, batch_sizes=(1, 8), repeats=args.repeats, warmup=1)
-        thr = train_throughput(model, args.train_batch, args.size, args.repeats)
-        rows.append({"model": entry.name, "params_M": inf[0]["params_M"],
-                     "gflops_per_image": inf[0]["gflops_per_image"],
-                     "latency_ms_b1": inf[0]["latency_ms_median"], "latency_ms_p90_b1": inf[0]["latency_ms_p90"],
-                     "images_per_s_b8": inf[1]["images_per_s"], "train_images_per_s": thr,
-                     "peak_rss_MB": inf[1]["peak_memory_MB"]})
+        common = (entry.name, args.size, args.repeats, args.train_batch, args.threads)
+        rows.append({"model": entry.name, **_in_child("inference", *common), **_in_child("training", *common)})
         print(rows[-1], flush=True)
     emit(f"Models at {args.size}² CPU", rows, args.out)
 
