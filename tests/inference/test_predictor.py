@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.conftest import random_blob_mask, tiny_model_config
 
 from medseg.data.preprocess import letterbox_geometry, letterbox_image, letterbox_mask, unletterbox_logits
 from medseg.inference import Predictor, boxes_from_mask
 from medseg.models import build_model
+from tests.conftest import random_blob_mask, tiny_model_config
 
 
 def test_letterbox_geometry_and_normalisation() -> None:
@@ -60,3 +60,6 @@ def test_predictor_returns_masks_at_original_size(name: str) -> None:
     sets = pred.predict_prompt_sets(images, [boxes, None])
     assert len(sets) == 3 and all(len(s) == 2 for s in sets)
     np.testing.assert_array_equal(sets[0][0].prob, out[0].prob)
+    fast = Predictor(model, img_size=64, batch_size=2, optimize=True).predict(images, boxes)
+    for a, b in zip(fast, out, strict=True):
+        np.testing.assert_allclose(a.prob, b.prob, atol=1e-4)

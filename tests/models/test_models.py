@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.conftest import SHARED_WEIGHTS, requires_shared_weights, tiny_model_config
 
 from medseg.errors import MedsegError
 from medseg.models import TINY_CONFIGS, Sam, build_model, list_models, load_state_strict
 from medseg.models.prompt_encoder import PositionEmbeddingRandom
 from medseg.models.tiny_vit import Attention
+from tests.conftest import SHARED_WEIGHTS, requires_shared_weights, tiny_model_config
 
 
 def test_registry_lists_every_model() -> None:

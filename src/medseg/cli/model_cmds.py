@@ -67,6 +67,7 @@ def predict(
     batch_size: int = typer.Option(8, min=1, help="Slices per forward pass."),
     threshold: float = typer.Option(0.5, help="Probability threshold."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
+    optimize: bool = typer.Option(False, "--optimize", help="Fold BatchNorm + channels-last (faster on CPU)."),
 ) -> None:
     """Segment files; writes masks in the input's format plus PNG overlays."""
     from medseg.data.loading import case_key
@@ -83,7 +84,7 @@ def predict(
         by_case = masks_by_case(prompt_masks)
         prompts = {f: by_case[case_key(f)] for f, _ in files if case_key(f) in by_case}
     predictor = Predictor(loaded.model, img_size=loaded.img_size, device=device, threshold=threshold,
-                          batch_size=batch_size)
+                          batch_size=batch_size, optimize=optimize)
     with _progress() as bar:
         task = bar.add_task("predict", total=len(files))
         results = predict_files(predictor, files, out, prompt_masks=prompts,
