@@ -56,7 +56,7 @@ def _loss_curve(log_root: Path, dest: Path) -> Path | None:
         ax2.plot(vsteps, vdice, "o-", color="tab:green", label="val Dice")
         ax2.set_ylabel("val Dice")
         ax2.set_ylim(0, 1)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper center", fontsize=8)
     fig.tight_layout()
     with atomic_path(dest) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
@@ -83,7 +83,8 @@ def run_demo(out: str | Path, *, per_modality: int = 12, size: int = 128, seed: 
         "data.val_fraction=0.25", f"model.name={DEMO_MODEL['name']}", f"model.options={DEMO_MODEL['options']}",
         "trainer.max_epochs=1000", f"trainer.max_time=00:00:{secs // 60:02d}:{secs % 60:02d}",
         "trainer.batch_size=8", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.log_every_n_steps=5",
-        "trainer.checkpoint_every_n_steps=100", "optim.lr=0.003", "optim.scheduler=none",
+        "trainer.checkpoint_every_n_steps=100", "trainer.gradient_clip_val=1.0", "optim.lr=0.002",
+        "optim.scheduler=none",
     ])
     log(f"training {DEMO_MODEL['name']} for ~{secs} s on the CPU → {cfg.out_dir}")
     result = train(cfg)
