@@ -110,3 +110,16 @@ def test_predict_npz_volume_writes_segs(trained: tuple[Path, Path], tmp_path: Pa
     with np.load(out / "CT_case.npz") as z:
         assert z["segs"].shape == (3, 40, 52) and z["segs"].dtype == np.uint16
     assert (out / "CT_case_overlay.png").is_file()
+
+
+def test_predict_dicom_writes_dicom_mask(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    import pydicom
+
+    from tests.data.test_readers import make_dicom
+
+    _, model = trained
+    src = make_dicom(tmp_path / "ct.dcm", np.random.default_rng(0).integers(0, 4000, (50, 60)))
+    out = tmp_path / "out"
+    assert main(["predict", str(model), str(src), "--out", str(out)]) == 0
+    ds = pydicom.dcmread(out / "ct.dcm")
+    assert ds.pixel_array.shape == (50, 60) and ds.PatientID == "anon"

@@ -41,3 +41,18 @@ def test_errors_name_file_and_field(tmp_path: Path, text: str, override: list[st
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_validate(path: Path) -> None:
     load_config(path)
+
+
+def test_accumulation_and_cpu_bf16_autocast_train(tmp_path: Path) -> None:
+    """Gradient accumulation and Lightning's mixed-precision plugin (bf16 autocast, the CPU form of AMP)."""
+    from medseg.data import generate_dataset
+    from medseg.training import train
+
+    data = generate_dataset(tmp_path / "d", per_modality=4, size=32, seed=0, modalities=("xray",))
+    cfg = load_config(None, [f"out_dir={tmp_path / 'run'}", f"data.root={data}", "data.img_size=32",
+                             "model.name=basic_unet", "model.options={features: [4, 4, 8, 8, 16, 4]}",
+                             "trainer.accumulate_grad_batches=2", "trainer.precision=bf16-mixed",
+                             "trainer.max_steps=2", "trainer.batch_size=1", "trainer.accelerator=cpu",
+                             "trainer.progress_bar=false"])
+    result = train(cfg)
+    assert result.global_step == 2 and (result.model_dir / "model.safetensors").is_file()

@@ -9,6 +9,7 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from medseg.errors import MedsegError
 from medseg.models.io import save_model_folder
 from medseg.training.checkpoint_io import AtomicCheckpointIO
 from medseg.training.config import TrainConfig, dump_config
@@ -47,6 +48,8 @@ def build_trainer(cfg: TrainConfig, *, extra_callbacks: list[L.Callback] | None 
                            monitor=None)
     callbacks: list[L.Callback] = [ckpt, LearningRateMonitor(logging_interval="step"), *(extra_callbacks or [])]
     strategy = t.strategy
+    if t.sync_batchnorm and t.accelerator == "cpu":
+        raise MedsegError("trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm has no CPU kernels)")
     if strategy == "ddp" and unused_parameters:
         # prompt-free SAM training leaves the point/mask prompt paths and the multimask heads without gradients
         strategy = "ddp_find_unused_parameters_true"
