@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from _common import emit
-from medseg.evaluation.efficiency import benchmark_model, model_inputs
+from medseg.evaluation.efficiency import benchmark_model, model_inputs, peak_rss_mb
 from medseg.losses import CompositeLoss
 from medseg.models import build_model, list_models, sized_options
 
@@ -44,12 +44,6 @@ def train_throughput(model: torch.nn.Module, batch: int, size: int, repeats: int
     return batch / statistics.median(times)
 
 
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _measure(stage: str, name: str, size: int, repeats: int, train_batch: int, threads: int, queue) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -58,10 +52,10 @@ def _measure(stage: str, name: str, size: int, repeats: int, train_batch: int, t
         inf = benchmark_model(model, img_size=size, batch_sizes=(1, 8), repeats=repeats, warmup=1)
         queue.put({"params_M": inf[0]["params_M"], "gflops_per_image": inf[0]["gflops_per_image"],
                    "latency_ms_b1": inf[0]["latency_ms_median"], "latency_ms_p90_b1": inf[0]["latency_ms_p90"],
-                   "images_per_s_b8": inf[1]["images_per_s"], "peak_rss_MB_inference": _peak_rss_mb()})
+                   "images_per_s_b8": inf[1]["images_per_s"], "peak_rss_MB_inference": peak_rss_mb()})
     else:
         queue.put({"train_images_per_s": train_throughput(model, train_batch, size, repeats),
-                   "peak_rss_MB_training": _peak_rss_mb()})
+                   "peak_rss_MB_training": peak_rss_mb()})
 
 
 def _in_child(*args: object) -> dict:

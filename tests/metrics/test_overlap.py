@@ -61,3 +61,18 @@ def test_matches_monai(rng):
 def test_shape_mismatch():
     with pytest.raises(ValueError, match="does not match"):
         dice(np.zeros((2, 2)), np.zeros((3, 2)))
+
+
+def test_batched_torch_dice_iou_equal_numpy() -> None:
+    import torch
+
+    from medseg.metrics import dice_iou_torch
+
+    rng = np.random.default_rng(5)
+    preds = rng.random((6, 12, 12)) > 0.6
+    gts = rng.random((6, 12, 12)) > 0.5
+    preds[0] = gts[0] = False  # both empty
+    preds[1] = False  # prediction empty
+    d, j = dice_iou_torch(torch.from_numpy(preds), torch.from_numpy(gts))
+    np.testing.assert_allclose(d.numpy(), [dice(p, g) for p, g in zip(preds, gts, strict=True)], rtol=1e-6)
+    np.testing.assert_allclose(j.numpy(), [iou(p, g) for p, g in zip(preds, gts, strict=True)], rtol=1e-6)

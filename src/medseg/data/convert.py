@@ -22,6 +22,7 @@ from PIL import Image
 from medseg.data.catalog import CatalogEntry, discover
 from medseg.data.loading import load_samples
 from medseg.data.normalize import MaskMode
+from medseg.data.preprocess import letterbox_geometry, resize_image, resize_mask
 from medseg.data.readers import file_extension
 from medseg.data.sample import Sample
 from medseg.utils.atomic import atomic_path
@@ -33,15 +34,8 @@ def resize_longest(image: np.ndarray, mask: np.ndarray | None, max_size: int | N
     h, w = image.shape[:2]
     if max_size is None or max(h, w) <= max_size:
         return image, mask
-    scale = max_size / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    img = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
-    if mask is None:
-        return img, None
-    m = np.asarray(mask)
-    m16 = Image.fromarray(m.astype(np.uint16) if m.dtype != bool else m.astype(np.uint8))
-    out = np.asarray(m16.resize(size, Image.Resampling.NEAREST))
-    return img, out.astype(bool) if m.dtype == bool else out.astype(m.dtype)
+    hw = letterbox_geometry((h, w), max_size).new_hw
+    return resize_image(image, hw), None if mask is None else resize_mask(mask, hw)
 
 
 def _label_dtype(arr: np.ndarray) -> np.dtype:

@@ -11,7 +11,7 @@ import numpy as np
 
 from medseg.data.modality import canonical_modality
 from medseg.data.normalize import MaskMode, NanPolicy, to_label_map, to_uint8_rgb
-from medseg.data.readers import file_extension, get_reader
+from medseg.data.readers import file_extension, get_reader, supported_extensions
 from medseg.data.sample import ImageVolume, Sample
 from medseg.errors import InvalidInputError
 
@@ -34,6 +34,12 @@ def case_key(path: str | Path) -> str:
         if stem.lower().endswith(s):
             return stem[: -len(s)]
     return stem
+
+
+def supported_files(root: str | Path) -> list[Path]:
+    """Every file under ``root`` (recursive, sorted) that a registered reader can open."""
+    exts = set(supported_extensions())
+    return [f for f in sorted(Path(root).rglob("*")) if f.is_file() and file_extension(f) in exts]
 
 
 def read_mask(path: str | Path, mask_mode: MaskMode = "strict", reader: str | None = None) -> tuple[np.ndarray,

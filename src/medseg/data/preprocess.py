@@ -39,6 +39,25 @@ class Letterbox:
         return np.asarray(boxes, dtype=np.float32) * self.scale
 
 
+def resize_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 → (h, w, 3): area averaging when shrinking (OpenCV ``INTER_AREA``), bilinear when enlarging."""
+    h, w = hw
+    if (h, w) == image.shape[:2]:
+        return image
+    resample = Image.Resampling.BOX if h < image.shape[0] else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(image).resize((w, h), resample))
+
+
+def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool / label mask → (h, w) of the same dtype, nearest neighbour."""
+    m = np.asarray(mask)
+    h, w = hw
+    if (h, w) == m.shape:
+        return m
+    src = m.astype(np.uint8) if m.dtype == bool else m.astype(np.int32)
+    return np.asarray(Image.fromarray(src).resize((w, h), Image.Resampling.NEAREST)).astype(m.dtype)
+
+
 def letterbox_geometry(orig_hw: tuple[int, int], size: int) -> Letterbox:
     """Geometry for an (H, W) image on an S×S canvas."""
     h, w = orig_hw
@@ -56,11 +75,7 @@ def letterbox_image(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
     geo = letterbox_geometry(image.shape[:2], size)
     h, w = geo.new_hw
-    if (h, w) != image.shape[:2]:
-        shrink = h < image.shape[0]
-        resample = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
-        image = np.asarray(Image.fromarray(image).resize((w, h), resample))
-    img = image.astype(np.float32)
+    img = resize_image(image, geo.new_hw).astype(np.float32)
     lo, hi = float(img.min()), float(img.max())
     img = (img - lo) / max(hi - lo, 1e-8)
     canvas = np.zeros((3, size, size), dtype=np.float32)
@@ -74,11 +89,7 @@ def letterbox_mask(mask: np.ndarray, geo: Letterbox) -> np.ndarray:
     m = np.asarray(mask)
     if m.shape != geo.orig_hw:
         raise ValueError(f"mask shape {m.shape} differs from the image {geo.orig_hw}")
-    if (h, w) != m.shape:
-        src = m.astype(np.uint8) if m.dtype == bool else m.astype(np.int32)
-        mode = "L" if src.dtype == np.uint8 else "I"
-        src = np.asarray(Image.fromarray(src, mode=mode).resize((w, h), Image.Resampling.NEAREST))
-        m = src.astype(m.dtype)
+    m = resize_mask(m, geo.new_hw)
     out = np.zeros((geo.size, geo.size), dtype=m.dtype)
     out[:h, :w] = m
     return out

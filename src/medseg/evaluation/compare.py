@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.data import discover
-from medseg.data.loading import case_key, read_mask
-from medseg.data.readers import supported_extensions
-from medseg.data.readers.base import file_extension
+from medseg.data.loading import case_key, read_mask, supported_files
 from medseg.errors import InvalidInputError, MedsegError
 from medseg.evaluation.plots import save_boxplots
 from medseg.evaluation.tables import format_markdown_table, write_csv
@@ -36,10 +34,8 @@ def _ground_truth(gt_root: Path, modality: str | None, dataset: str | None) -> d
             found.setdefault(e.case_id, []).append(GroundTruth(e.mask, modality or e.modality, dataset or e.dataset))
     if found:
         return found
-    exts = set(supported_extensions())
-    for f in sorted(gt_root.rglob("*")):
-        if f.is_file() and file_extension(f) in exts:
-            found.setdefault(case_key(f), []).append(GroundTruth(f, modality or "unknown", dataset or "unknown"))
+    for f in supported_files(gt_root):
+        found.setdefault(case_key(f), []).append(GroundTruth(f, modality or "unknown", dataset or "unknown"))
     return found
 
 
@@ -90,9 +86,7 @@ def evaluate_folders(pred: str | Path, gt: str | Path, out_dir: str | Path, *, c
     """
     pred, gt, out_dir = Path(pred), Path(gt), Path(out_dir)
     truths = _ground_truth(gt, modality, dataset)
-    exts = set(supported_extensions())
-    preds = [pred] if pred.is_file() else sorted(
-        f for f in pred.rglob("*") if f.is_file() and file_extension(f) in exts and not f.stem.endswith("_overlay"))
+    preds = [pred] if pred.is_file() else [f for f in supported_files(pred) if not f.stem.endswith("_overlay")]
     metric = SegmentationMetric(config or MetricConfig())
     unmatched = []
     for p in preds:

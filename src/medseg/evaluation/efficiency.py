@@ -36,7 +36,8 @@ def count_flops(model: nn.Module, inputs: Sequence[torch.Tensor]) -> int:
     return int(counter.get_total_flops())
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MB."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 1024 / (1024 if sys.platform == "darwin" else 1)
 
@@ -76,7 +77,7 @@ def benchmark_model(model: nn.Module, *, img_size: int, batch_sizes: Sequence[in
             torch.cuda.reset_peak_memory_stats(device)
         with torch.inference_mode():
             times = time_callable(lambda inputs=inputs: model(*inputs), repeats=repeats, warmup=warmup, sync=sync)
-        peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else _peak_rss_mb()
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else peak_rss_mb()
         med = statistics.median(times)
         rows.append({"batch": b, "params_M": params / 1e6, "gflops_per_image": flops / b / 1e9,
                      "latency_ms_median": med * 1e3, "latency_ms_p90": float(np.percentile(times, 90)) * 1e3,

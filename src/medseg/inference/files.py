@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from medseg.data.loading import MASK_NAME_SUFFIXES, case_key, file_stem, read_mask
+from medseg.data.loading import MASK_NAME_SUFFIXES, case_key, file_stem, read_mask, supported_files
 from medseg.data.normalize import to_uint8_rgb
-from medseg.data.readers import get_reader, supported_extensions
+from medseg.data.readers import get_reader
 from medseg.data.readers.base import file_extension
 from medseg.errors import InvalidInputError
 from medseg.evaluation.overlay import overlay_contours
@@ -23,14 +24,11 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[tuple[Path, Path]]:
     """(file, output sub-folder) pairs: files given directly (sub-folder ``.``), plus every supported file under
     given folders (recursive, sorted; sub-folder = its folder relative to the given one without ``images`` parts),
     skipping files that look like masks (a ``masks``/``labels`` folder or a mask suffix)."""
-    exts = set(supported_extensions())
     out: list[tuple[Path, Path]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if not f.is_file() or file_extension(f) not in exts:
-                    continue
+            for f in supported_files(p):
                 if {"masks", "labels", "gts"} & {part.lower() for part in f.relative_to(p).parts[:-1]}:
                     continue
                 if file_stem(f).lower().endswith(MASK_NAME_SUFFIXES):
@@ -57,8 +55,7 @@ class FilePrediction:
 
 def masks_by_case(folder: str | Path) -> dict[str, Path]:
     """Every supported file under ``folder`` keyed by :func:`case_key`."""
-    exts = set(supported_extensions())
-    return {case_key(f): f for f in sorted(Path(folder).rglob("*")) if f.is_file() and file_extension(f) in exts}
+    return {case_key(f): f for f in supported_files(folder)}
 
 
 def predict_files(predictor: Predictor, files: Iterable[tuple[Path, Path]], out_dir: str | Path, *,
@@ -93,8 +90,6 @@ def predict_files(predictor: Predictor, files: Iterable[tuple[Path, Path]], out_
                                  out_dir / sub / f"{stem}{file_extension(path)}", source=vol)
         mid = masks.shape[0] // 2
         overlay = out_dir / sub / f"{stem}_overlay.png"
-        from PIL import Image
-
         with atomic_path(overlay) as tmp:
             Image.fromarray(overlay_contours(images[mid], None, masks[mid])).save(tmp, format="PNG")
         results.append(FilePrediction(path, dest, overlay, int(masks.shape[0]), float(masks.mean())))

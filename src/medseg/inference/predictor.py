@@ -75,11 +75,14 @@ class Predictor:
                 if self.optimize:
                     x = x.contiguous(memory_format=torch.channels_last)
                 geos = [p[1] for p in prepped]
-                emb = self.model.image_encoder(x) if self.is_sam else None
-                per_set = []
-                for boxes in prompt_sets:
-                    chunk_boxes = [None] * len(chunk) if boxes is None else list(boxes[start:start + len(chunk)])
-                    per_set.append(self._logits(x, emb, geos, chunk_boxes))
+                if self.is_sam:
+                    emb = self.model.image_encoder(x)
+                    per_set = []
+                    for boxes in prompt_sets:
+                        chunk_boxes = [None] * len(chunk) if boxes is None else list(boxes[start:start + len(chunk)])
+                        per_set.append(self._decode(x, emb, geos, chunk_boxes))
+                else:  # U-Nets ignore boxes: one forward pass serves every prompt set
+                    per_set = [list(self.model(x))] * len(prompt_sets)
                 for i, geo in enumerate(geos):
                     preds = []
                     for logits in per_set:
@@ -90,10 +93,9 @@ class Predictor:
                     progress(len(chunk))
         return out
 
-    def _logits(self, x: torch.Tensor, emb: torch.Tensor | None, geos: list[Letterbox],
+    def _decode(self, x: torch.Tensor, emb: torch.Tensor, geos: list[Letterbox],
                 boxes: list[np.ndarray | None]) -> list[torch.Tensor]:
-        if emb is None:
-            return list(self.model(x))
+        """SAM canvas logits (1, S, S) per image, one decoder pass per box (chunked), merged by max."""
         result = []
         for i, geo in enumerate(geos):
             b = geo.valid_box()[None] if boxes[i] is None or len(boxes[i]) == 0 else geo.box_to_canvas(boxes[i])

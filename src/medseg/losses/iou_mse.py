@@ -5,15 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from medseg.metrics.overlap import dice_iou_torch
 
-def mask_iou(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.0, eps: float = 1e-6) -> torch.Tensor:
+
+def mask_iou(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
     """IoU of (logits > threshold) with ``target`` per image. (B, 1, H, W) → (B,), an IoU of 1 when both are empty."""
-    pred = logits > threshold
-    gt = target > 0.5
-    dims = tuple(range(1, logits.ndim))
-    inter = (pred & gt).sum(dims).float()
-    union = (pred | gt).sum(dims).float()
-    return torch.where(union > 0, inter / union.clamp_min(eps), torch.ones_like(union))
+    return dice_iou_torch(logits > threshold, target > 0.5)[1]
 
 
 class IoUPredictionMSE(nn.Module):

@@ -2,7 +2,7 @@
 functional and as a cumulative object. Empty-mask rules are documented in :mod:`medseg.metrics.overlap`
 and :mod:`medseg.metrics.surface`."""
 
-from medseg.metrics.overlap import Confusion, confusion, dice, iou, precision, recall
+from medseg.metrics.overlap import Confusion, confusion, dice, dice_iou_torch, iou, precision, recall
 from medseg.metrics.segmentation import (
     METRIC_NAMES,
     MetricConfig,
@@ -22,6 +22,7 @@ from medseg.metrics.surface import (
 
 __all__ = [
     "METRIC_NAMES", "Confusion", "MetricConfig", "SegmentationMetric", "SurfaceDistances", "SurfaceMetrics",
-    "compute_label_metrics", "compute_metrics", "confusion", "dice", "hausdorff_distance", "iou", "mask_boundary",
+    "compute_label_metrics", "compute_metrics", "confusion", "dice", "dice_iou_torch", "hausdorff_distance", "iou",
+    "mask_boundary",
     "normalized_surface_distance", "precision", "recall", "surface_distances", "surface_metrics",
 ]

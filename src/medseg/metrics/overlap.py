@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
 
 class Confusion(NamedTuple):
@@ -82,3 +83,21 @@ def precision(pred: np.ndarray, gt: np.ndarray) -> float:
 def recall(pred: np.ndarray, gt: np.ndarray) -> float:
     """|P∩G| / |G| (sensitivity). Empty rules above."""
     return recall_from_confusion(confusion(pred, gt))
+
+
+def dice_iou_torch(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched Dice and IoU on tensors (any device), with the empty rules above.
+
+    Shape:
+        pred, gt: (B, ...) bool or {0, 1} → dice (B,), iou (B,) float32.
+    """
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {tuple(pred.shape)} does not match ground-truth shape {tuple(gt.shape)}")
+    p, g = pred.bool().flatten(1), gt.bool().flatten(1)
+    tp = (p & g).sum(1).float()
+    wrong = (p ^ g).sum(1).float()  # fp + fn
+    empty = (tp + wrong) == 0
+    one = torch.ones_like(tp)
+    dice = torch.where(empty, one, 2 * tp / (2 * tp + wrong).clamp_min(1))
+    iou = torch.where(empty, one, tp / (tp + wrong).clamp_min(1))
+    return dice, iou

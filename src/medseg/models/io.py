@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 from torch import nn
 
 from medseg.errors import InvalidInputError, MedsegError
 from medseg.models.builders import load_state_strict
 from medseg.models.registry import build_model
 from medseg.utils.atomic import atomic_path, atomic_write_text
+from medseg.weights import sha256_file
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
@@ -45,7 +47,7 @@ def save_model_folder(model: nn.Module, folder: str | Path, *, name: str, option
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp))
-    digest = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
+    digest = sha256_file(folder / WEIGHTS_FILE)
     meta = {"name": name, "options": options, "img_size": img_size, "sha256": digest,
             "versions": {"medseg": __version__, "torch": torch.__version__, "python": platform.python_version()},
             **(extra or {})}
@@ -76,11 +78,12 @@ def load_model(spec: str | Path, *, device: str | torch.device = "cpu") -> Loade
     wpath = path / WEIGHTS_FILE
     if not wpath.is_file():
         raise InvalidInputError(wpath, "weights file is missing")
-    digest = hashlib.sha256(wpath.read_bytes()).hexdigest()
+    blob = wpath.read_bytes()  # read once: hashed, then parsed
+    digest = hashlib.sha256(blob).hexdigest()
     if meta.get("sha256") and digest != meta["sha256"]:
         raise InvalidInputError(wpath, f"sha256 {digest[:12]}… does not match model.json ({meta['sha256'][:12]}…)")
     try:
-        state = load_file(str(wpath))
+        state = load_safetensors(blob)
     except Exception as exc:
         raise InvalidInputError(wpath, f"corrupt safetensors file: {exc}") from exc
     model = build_model(meta["name"], **meta.get("options", {}))

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 
 from medseg.losses import CompositeLoss
+from medseg.metrics.overlap import dice_iou_torch
 from medseg.models import build_model, sized_options
 from medseg.training.config import TrainConfig
 
@@ -60,12 +61,7 @@ class SegmentationModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, _, logits = self._step(batch)
-        pred = logits > 0
-        gt = batch["mask"] > 0.5
-        dims = (1, 2, 3)
-        inter = (pred & gt).sum(dims).float()
-        denom = (pred.sum(dims) + gt.sum(dims)).float()
-        dice = torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
+        dice, _ = dice_iou_torch(logits > 0, batch["mask"] > 0.5)
         bs = batch["image"].shape[0]
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=bs)
         self.log("val/dice", dice.mean(), prog_bar=True, sync_dist=True, batch_size=bs)
@@ -85,7 +81,7 @@ class SegmentationModule(L.LightningModule):
             if step < warm:
                 return (step + 1) / warm
             t = (step - warm) / max(total - warm, 1)
-            return 0.5 * (1 + torch.cos(torch.tensor(min(t, 1.0) * torch.pi)).item())
+            return 0.5 * (1 + math.cos(min(t, 1.0) * math.pi))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lam)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
