@@ -36,7 +36,7 @@ def test_manifest_roundtrip_relative_paths(tmp_path):
     entries, _ = discover(tmp_path / "d")
     out = write_manifest(stratified_split(entries, test=0.5, seed=1), tmp_path / "m" / "manifest.csv")
     text = out.read_text()
-    assert text.splitlines()[0] == "image,mask,modality,dataset,case_id,split"
+    assert text.splitlines()[0] == "image,mask,modality,dataset,case_id,group,split"
     assert str(tmp_path) not in text  # relative
     back = read_manifest(out)
     assert [e.image.resolve() for e in back] == [e.image.resolve() for e in entries]

@@ -116,17 +116,28 @@ def split_cmd(
     align_test: bool = typer.Option(True, help="CMMC: equal test sizes across modalities."),
     seed: int = typer.Option(2024, help="Random seed."),
     include_unlabeled: bool = typer.Option(False, help="Keep images that have no mask."),
+    group_rule: list[str] | None = typer.Option(None, "--group-rule",
+                                                help="DATASET=RULE (case, auto, regex:PATTERN, stack:N): cases "
+                                                     "of one group never straddle splits (repeatable)."),
 ) -> None:
-    """Write a manifest CSV with a seeded split stratified by modality and dataset."""
+    """Write a manifest CSV with a seeded, leak-free split stratified by modality and dataset.
+
+    Each dataset is seeded on its own (adding a dataset changes no other split) and cases sharing a group key
+    (CHASE_DB1's two eyes of a child, contiguous slices of a stack) stay on one side."""
     entries, problems = catalog_mod.discover(root)
     for p in problems:
         err.print(f"[yellow]{p.severity}[/] {p.path}: {p.problem}", highlight=False)
     if not include_unlabeled:
         entries = [e for e in entries if e.mask is not None or e.image.suffix.lower() == ".npz"]
-    if protocol is Protocol.cmmc:
-        split = cmmc_split(entries, test=test, train_fraction=train_fraction, align_test=align_test, seed=seed)
-    else:
-        split = stratified_split(entries, test=test, val=val, seed=seed)
+    rules = _parse_rules(group_rule or [])
+    try:
+        if protocol is Protocol.cmmc:
+            split = cmmc_split(entries, test=test, train_fraction=train_fraction, align_test=align_test, seed=seed,
+                               group_rules=rules)
+        else:
+            split = stratified_split(entries, test=test, val=val, seed=seed, group_rules=rules)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     catalog_mod.write_manifest(split, out)
     counts = Counter((e.modality, e.split) for e in split)
     table = Table(title=f"{out}")
@@ -137,6 +148,16 @@ def split_cmd(
     for mod in sorted({m for m, _ in counts}):
         table.add_row(mod, *(str(counts.get((mod, s), 0)) for s in splits))
     console.print(table)
+
+
+def _parse_rules(items: list[str]) -> dict[str, str]:
+    rules = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"--group-rule {item!r}: expected DATASET=RULE")
+        k, v = item.split("=", 1)
+        rules[k.strip()] = v.strip()
+    return rules
 
 
 @data_app.command("synth")

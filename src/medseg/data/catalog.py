@@ -8,8 +8,8 @@ Folder layout (modalities and data sets are discovered, never listed in code)::
 
 Pairing is by file stem; a mask may carry one of ``mask_suffixes`` (``_mask``, ``_seg``…). Images without
 a mask, masks without an image and duplicate stems are reported as :class:`Problem` s, never silently
-dropped. The manifest is a CSV with columns ``image, mask, modality, dataset, case_id, split``; paths are
-stored relative to the manifest's folder.
+dropped. The manifest is a CSV with columns ``image, mask, modality, dataset, case_id, group, split``; paths
+are stored relative to the manifest's folder (``group`` and ``split`` may be empty).
 """
 
 from __future__ import annotations
@@ -27,13 +27,17 @@ from medseg.data.readers import file_extension, supported_extensions
 from medseg.errors import InvalidInputError
 from medseg.utils.atomic import atomic_write_text
 
-MANIFEST_COLUMNS: tuple[str, ...] = ("image", "mask", "modality", "dataset", "case_id", "split")
+MANIFEST_COLUMNS: tuple[str, ...] = ("image", "mask", "modality", "dataset", "case_id", "group", "split")
 DEFAULT_MASK_SUFFIXES: tuple[str, ...] = ("", "_mask", "_seg", "_gt", "_label")
 
 
 @dataclass(frozen=True)
 class CatalogEntry:
-    """One image file with its optional mask file."""
+    """One image file with its optional mask file.
+
+    ``group`` keys cases that must stay on one side of a split (two eyes of one child, neighbouring slices of
+    one stack); empty = the dataset's default rule (:mod:`medseg.data.splits`).
+    """
 
     image: Path
     mask: Path | None
@@ -41,6 +45,7 @@ class CatalogEntry:
     dataset: str
     case_id: str
     split: str = ""
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,7 @@ def write_manifest(entries: Iterable[CatalogEntry], path: str | Path) -> Path:
     w.writerow(MANIFEST_COLUMNS)
     for e in entries:
         w.writerow([_rel(e.image, base), "" if e.mask is None else _rel(e.mask, base), e.modality, e.dataset,
-                    e.case_id, e.split])
+                    e.case_id, e.group, e.split])
     atomic_write_text(path, buf.getvalue())
     return path
 
@@ -163,7 +168,7 @@ def read_manifest(path: str | Path) -> list[CatalogEntry]:
             mask = base / row["mask"] if row.get("mask") else None
             out.append(CatalogEntry(img, mask, canonical_modality(row["modality"] or "unknown"),
                                     row["dataset"] or "unknown", row.get("case_id") or file_stem(img),
-                                    row.get("split") or ""))
+                                    row.get("split") or "", row.get("group") or ""))
     return out
 
 

@@ -20,13 +20,15 @@ class DataConfig(_Strict):
 
     ``root`` holds ``<modality>/<dataset>/images|masks`` folders (see ``medseg data scan``); ``manifest`` is an
     alternative CSV with a ``split`` column (``medseg data split``). Without a manifest, a seeded
-    modality/dataset-stratified ``val_fraction`` is held out.
+    modality/dataset-stratified, group-aware ``val_fraction`` is held out (``group_rules``: dataset → rule, see
+    :mod:`medseg.data.splits`).
     """
 
     root: Path | None = None
     manifest: Path | None = None
     img_size: int = 256
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    group_rules: dict[str, str] = Field(default_factory=dict)
     modalities: list[str] | None = None
     max_per_dataset: int | None = None
     mask_mode: Literal["strict", "nonzero", "labels"] = "nonzero"

@@ -44,7 +44,7 @@ def select_entries(cfg: DataConfig, seed: int) -> tuple[list[CatalogEntry], list
         return train, val
     if cfg.val_fraction <= 0:
         return entries, []
-    split = stratified_split(entries, test=cfg.val_fraction, seed=seed)
+    split = stratified_split(entries, test=cfg.val_fraction, seed=seed, group_rules=cfg.group_rules)
     return [e for e in split if e.split == "train"], [e for e in split if e.split == "test"]
 
 
