@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from _common import emit, median_time
+from medseg.data.geometry import prompt_free_boxes, square_geometry
 from medseg.export import OnnxPredictor, export_onnx
 from medseg.models import build_model
 from medseg.models.fuse import fuse_conv_bn
@@ -36,14 +37,15 @@ def main() -> None:
     eager = build_model("lite_medsam", pretrained=args.weights or True).eval()
     fused = fuse_conv_bn(eager)
     cl = fuse_conv_bn(eager).to(memory_format=torch.channels_last)
-    paths: dict[str, Callable[[torch.Tensor], np.ndarray]] = {}
+    paths: dict[str, Callable[[torch.Tensor, torch.Tensor], np.ndarray]] = {}
 
-    def torch_path(model: torch.nn.Module, channels_last: bool = False) -> Callable[[torch.Tensor], np.ndarray]:
-        def run(x: torch.Tensor) -> np.ndarray:
+    def torch_path(model: torch.nn.Module, channels_last: bool = False
+                   ) -> Callable[[torch.Tensor, torch.Tensor], np.ndarray]:
+        def run(x: torch.Tensor, boxes: torch.Tensor) -> np.ndarray:
             with torch.inference_mode():
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                return model(x).numpy()
+                return model(x, boxes).numpy()
         return run
 
     paths["eager fp32"] = torch_path(eager)
@@ -56,16 +58,17 @@ def main() -> None:
         onnx_path = Path(tmp) / "lite_medsam.onnx"
         export_onnx(eager, onnx_path, img_size=256)
         ort = OnnxPredictor(onnx_path, threads=args.threads)
-        paths["ONNX Runtime (CPU EP)"] = lambda x: ort(x.numpy())
+        paths["ONNX Runtime (CPU EP)"] = lambda x, boxes: ort(x.numpy(), boxes.numpy())
 
         rows = []
         for b in args.batches:
             x = torch.rand(b, 3, 256, 256)
-            ref = paths["eager fp32"](x)
+            boxes = torch.from_numpy(prompt_free_boxes([square_geometry(256)] * b))  # the shared prompt-free box
+            ref = paths["eager fp32"](x, boxes)
             times = {}
             for name, fn in paths.items():
                 warm = 3 if "compile" in name else 1
-                t, out = median_time(lambda fn=fn, x=x: fn(x), args.repeats, warmup=warm)
+                t, out = median_time(lambda fn=fn, x=x, boxes=boxes: fn(x, boxes), args.repeats, warmup=warm)
                 diff = float(np.abs(out - ref).max())
                 agree = float(((out > 0) == (ref > 0)).mean())
                 times[name] = t

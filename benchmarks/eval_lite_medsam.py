@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 from medseg.data import discover, load_samples
+from medseg.data.geometry import boxes_from_mask
 from medseg.evaluation import format_markdown_table, write_csv
-from medseg.inference import Predictor, boxes_from_mask
+from medseg.inference import Predictor
 from medseg.metrics import MetricConfig, SegmentationMetric
 from medseg.models import build_model
 

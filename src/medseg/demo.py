@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medseg.data import discover, generate_dataset, load_samples, scan, stratified_split
-from medseg.evaluation import format_markdown_table, overlay_contours, save_overlay_grid, write_csv
+from medseg.evaluation import format_markdown_table, save_overlay_grid, write_csv
 from medseg.metrics import MetricConfig, SegmentationMetric
-from medseg.ops import Cleanup, otsu_pseudo_mask
+from medseg.ops import Cleanup, otsu_pseudo_mask, overlay_contours
 from medseg.utils.atomic import atomic_path, atomic_write_text
 
 DEMO_MODEL = {"name": "resnet_unet",

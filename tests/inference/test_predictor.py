@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.data.preprocess import letterbox_geometry, letterbox_image, letterbox_mask, unletterbox_logits
-from medseg.inference import Predictor, boxes_from_mask
+from medseg.data.geometry import (
+    boxes_from_mask,
+    letterbox_geometry,
+    letterbox_image,
+    letterbox_mask,
+    unletterbox_logits,
+)
+from medseg.inference import Predictor
 from medseg.models import build_model
 from tests.conftest import random_blob_mask, tiny_model_config
 
@@ -19,8 +25,14 @@ def test_letterbox_geometry_and_normalisation() -> None:
     assert geo.new_hw == (32, 64) and geo.scale == pytest.approx(0.64)
     assert x.shape == (3, 64, 64) and x.dtype == np.float32
     assert x[:, :32].min() == 0.0 and x[:, :32].max() == 1.0 and (x[:, 32:] == 0).all()
-    np.testing.assert_allclose(geo.valid_box(), [0, 0, 63, 31])
-    np.testing.assert_allclose(geo.box_to_canvas(np.array([10, 5, 60, 40])), [6.4, 3.2, 38.4, 25.6])
+    np.testing.assert_allclose(geo.prompt_free_box(), [0, 0, 63, 31])
+    np.testing.assert_allclose(geo.box_to_canvas(np.array([10, 5, 60, 40])), [6, 3, 38, 25])  # CVPR24: truncated
+
+
+def test_letterbox_rounds_half_up_like_the_cvpr24_script() -> None:
+    # 1 · 10 / 4 = 2.5: the challenge script's int(x + 0.5) gives 3, Python's round() would give 2
+    assert letterbox_geometry((4, 1), 10).new_hw == (10, 3)
+    assert letterbox_geometry((300, 77), 256).new_hw == (256, int(77 * 256 / 300 + 0.5))
 
 
 def test_mask_round_trip_through_letterbox(rng: np.random.Generator) -> None:

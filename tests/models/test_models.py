@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from medseg.data.geometry import letterbox_geometry, prompt_free_boxes
 from medseg.errors import MedsegError
 from medseg.models import TINY_CONFIGS, Sam, build_model, list_models, load_state_strict
+from medseg.models.inputs import example_inputs
 from medseg.models.prompt_encoder import PositionEmbeddingRandom
 from medseg.models.tiny_vit import Attention
 from tests.conftest import SHARED_WEIGHTS, requires_shared_weights, tiny_model_config
@@ -22,7 +24,7 @@ def test_forward_backward_shapes(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(name, **tiny_model_config(name))
     x = torch.rand(2, 3, 64, 64)
-    logits = model(x)
+    logits = model(x, *example_inputs(model, 2, 64)[1:])
     assert logits.shape == (2, 1, 64, 64) and torch.isfinite(logits).all()
     logits.square().mean().backward()
     # SAM-family models have structurally unused parameters (point/mask prompt paths, multimask heads), which
@@ -39,16 +41,19 @@ def test_unknown_model_and_bad_option_name_the_problem() -> None:
         build_model("basic_unet", widths=3)
 
 
-def test_sam_without_box_uses_the_whole_image_box() -> None:
+def test_sam_needs_boxes_and_the_prompt_free_box_comes_from_geometry() -> None:
     torch.manual_seed(0)
     model: Sam = build_model("lite_medsam", **tiny_model_config("lite_medsam")).eval()
     x = torch.rand(2, 3, 64, 64)
+    with pytest.raises(ValueError, match="prompt_free_boxes"):
+        model(x, None)
+    geos = [letterbox_geometry((64, 64), 64), letterbox_geometry((30, 64), 64)]
+    boxes = torch.from_numpy(prompt_free_boxes(geos))
+    torch.testing.assert_close(boxes, torch.tensor([[0.0, 0.0, 63.0, 63.0], [0.0, 0.0, 63.0, 29.0]]))
     with torch.inference_mode():
-        a, iou = model(x, return_iou=True)
-        b = model(x, torch.tensor([[0.0, 0.0, 63.0, 63.0]] * 2))
+        a, iou = model(x, boxes, return_iou=True)
         c = model(x, torch.tensor([[10.0, 10.0, 30.0, 30.0]] * 2))
     assert iou.shape == (2, 1)
-    torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
 
 
@@ -110,11 +115,11 @@ def test_conv_bn_folding_preserves_outputs(name: str) -> None:
     model.train()
     with torch.no_grad():  # give BatchNorm non-trivial running statistics
         for _ in range(3):
-            model(torch.rand(4, 3, 64, 64))
+            model(*example_inputs(model, 4, 64))
     model.eval()
     fused = fuse_conv_bn(model)
     n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert n_bn < sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    x = torch.rand(2, 3, 64, 64)
+    x = example_inputs(model, 2, 64)
     with torch.inference_mode():
-        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(fused(*x), model(*x), rtol=1e-4, atol=1e-4)

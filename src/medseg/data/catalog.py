@@ -6,7 +6,8 @@ Folder layout (modalities and data sets are discovered, never listed in code)::
     <root>/<modality>/<dataset>/masks/<case>[<suffix>].<ext>     # optional (unlabeled data)
     <root>/<modality>/<dataset>/<case>.npz                      # or self-contained CVPR24 npz files
 
-Pairing is by file stem; a mask may carry one of ``mask_suffixes`` (``_mask``, ``_seg``…). Images without
+Pairing is by :func:`~medseg.data.loading.case_key` (the file stem without a mask suffix such as ``_mask`` or
+``_seg``, :data:`~medseg.data.loading.MASK_NAME_SUFFIXES`) — the one pairing rule of medseg. Images without
 a mask, masks without an image and duplicate stems are reported as :class:`Problem` s, never silently
 dropped. The manifest is a CSV with columns ``image, mask, modality, dataset, case_id, group, split``; paths
 are stored relative to the manifest's folder (``group`` and ``split`` may be empty).
@@ -17,18 +18,17 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from medseg.data.loading import file_stem
+from medseg.data.loading import case_key, file_stem
 from medseg.data.modality import canonical_modality
 from medseg.data.readers import file_extension, supported_extensions
 from medseg.errors import InvalidInputError
 from medseg.utils.atomic import atomic_write_text
 
 MANIFEST_COLUMNS: tuple[str, ...] = ("image", "mask", "modality", "dataset", "case_id", "group", "split")
-DEFAULT_MASK_SUFFIXES: tuple[str, ...] = ("", "_mask", "_seg", "_gt", "_label")
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,7 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
-def discover(root: str | Path, mask_suffixes: Sequence[str] = DEFAULT_MASK_SUFFIXES) -> tuple[list[CatalogEntry],
-                                                                                                 list[Problem]]:
+def discover(root: str | Path) -> tuple[list[CatalogEntry], list[Problem]]:
     """Find every image/mask pair under ``root``.
 
     Returns:
@@ -80,7 +79,7 @@ def discover(root: str | Path, mask_suffixes: Sequence[str] = DEFAULT_MASK_SUFFI
         if not ds_dirs:
             problems.append(Problem(str(mod_dir), "modality folder has no dataset folders", "warning"))
         for ds_dir in ds_dirs:
-            found = _discover_dataset(ds_dir, modality, known, mask_suffixes, problems)
+            found = _discover_dataset(ds_dir, modality, known, problems)
             if not found:
                 problems.append(Problem(str(ds_dir), "no images found (expected images/ and masks/ or *.npz)",
                                         "warning"))
@@ -88,38 +87,37 @@ def discover(root: str | Path, mask_suffixes: Sequence[str] = DEFAULT_MASK_SUFFI
     return entries, problems
 
 
-def _discover_dataset(ds_dir: Path, modality: str, known: set[str], mask_suffixes: Sequence[str],
-                      problems: list[Problem]) -> list[CatalogEntry]:
+def _discover_dataset(ds_dir: Path, modality: str, known: set[str], problems: list[Problem]) -> list[CatalogEntry]:
     dataset = ds_dir.name
     img_dir, mask_dir = ds_dir / "images", ds_dir / "masks"
     if not img_dir.is_dir():
         npz = [p for p in _files(ds_dir) if file_extension(p) == ".npz"]
         return [CatalogEntry(p, None, modality, dataset, file_stem(p)) for p in npz]
 
-    def usable(files: list[Path], where: Path) -> dict[str, Path]:
+    def usable(files: list[Path], where: Path, key: Callable[[Path], str]) -> dict[str, Path]:
         out: dict[str, Path] = {}
         for f in files:
             if file_extension(f) not in known:
                 problems.append(Problem(str(f), f"unsupported file type {file_extension(f) or '(none)'!r}",
                                         "warning"))
                 continue
-            stem = file_stem(f)
+            stem = key(f)
             if stem in out:
                 problems.append(Problem(str(f), f"duplicate case {stem!r} (also {out[stem].name}) in {where}"))
                 continue
             out[stem] = f
         return out
 
-    images = usable(_files(img_dir), img_dir)
-    masks = usable(_files(mask_dir), mask_dir) if mask_dir.is_dir() else {}
+    images = usable(_files(img_dir), img_dir, file_stem)
+    masks = usable(_files(mask_dir), mask_dir, case_key) if mask_dir.is_dir() else {}
     entries: list[CatalogEntry] = []
     used: set[str] = set()
     for stem, img in images.items():
-        mask = next((masks[stem + s] for s in mask_suffixes if stem + s in masks), None)
+        mask = masks.get(case_key(img))
         if mask is None and masks:
             problems.append(Problem(str(img), "image has no mask (orphan image)", "warning"))
         if mask is not None:
-            used.add(file_stem(mask))
+            used.add(case_key(img))
         entries.append(CatalogEntry(img, mask, modality, dataset, stem))
     for stem, m in masks.items():
         if stem not in used:

@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image
 
 from medseg.data.catalog import CatalogEntry, discover
+from medseg.data.geometry import letterbox_geometry, resize_image, resize_mask
 from medseg.data.loading import load_samples
 from medseg.data.normalize import MaskMode
-from medseg.data.preprocess import letterbox_geometry, resize_image, resize_mask
 from medseg.data.readers import file_extension
 from medseg.data.sample import Sample
 from medseg.utils.atomic import atomic_path

@@ -14,19 +14,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from medseg.models.inputs import example_inputs as model_inputs
+
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def model_inputs(model: nn.Module, batch: int, img_size: int, device: str | torch.device = "cpu"
-                 ) -> tuple[torch.Tensor, ...]:
-    """Random (B, 3, S, S) images in [0, 1] (plus whole-image boxes for SAM-family models)."""
-    x = torch.rand(batch, 3, img_size, img_size, device=device)
-    if getattr(model, "accepts_boxes", False):
-        s = float(img_size - 1)
-        return x, torch.tensor([[0.0, 0.0, s, s]], device=device).expand(batch, 4).contiguous()
-    return (x,)
 
 
 def count_flops(model: nn.Module, inputs: Sequence[torch.Tensor]) -> int:

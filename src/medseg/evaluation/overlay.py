@@ -1,4 +1,4 @@
-"""Mask overlays a person can read: contours of ground truth (green) and prediction (magenta)."""
+"""Overlay pictures written to disk: a captioned grid of :func:`medseg.ops.boundary.overlay_contours` tiles."""
 
 from __future__ import annotations
 
@@ -8,33 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from medseg.metrics.surface import mask_boundary
 from medseg.utils.atomic import atomic_path
-
-GT_COLOUR = (0, 230, 0)
-PRED_COLOUR = (255, 0, 255)
-
-
-def overlay_contours(image: np.ndarray, gt: np.ndarray | None = None, pred: np.ndarray | None = None,
-                     alpha: float = 0.25) -> np.ndarray:
-    """Draw mask contours (and a light fill of the prediction) on an image.
-
-    Args:
-        image: (H, W, 3) uint8.
-        gt, pred: (H, W) masks (non-zero = foreground) or ``None``.
-        alpha: opacity of the prediction fill.
-
-    Returns:
-        (H, W, 3) uint8.
-    """
-    out = image.astype(np.float64).copy()
-    if pred is not None:
-        p = np.asarray(pred) > 0
-        out[p] = (1 - alpha) * out[p] + alpha * np.array(PRED_COLOUR)
-        out[mask_boundary(p)] = PRED_COLOUR
-    if gt is not None:
-        out[mask_boundary(np.asarray(gt) > 0)] = GT_COLOUR
-    return out.astype(np.uint8)
 
 
 def save_overlay_grid(tiles: Sequence[np.ndarray], captions: Sequence[str], path: str | Path, columns: int = 4,

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from medseg.errors import MedsegError
-from medseg.evaluation.efficiency import model_inputs
+from medseg.models.inputs import example_inputs
 from medseg.utils.atomic import atomic_path
 
 
@@ -51,7 +51,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, img_size: int, opset: int
     model = model.eval().cpu()
     wrapper = _ExportWrapper(model).eval()
     names = input_names(model)
-    example = model_inputs(model, check_batch, img_size)
+    example = example_inputs(model, check_batch, img_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
     dynamic = {"images": {0: batch}} if len(names) == 1 else {"images": {0: batch}, "boxes": {0: batch}}
     path = Path(path)
@@ -74,7 +74,11 @@ def export_onnx(model: nn.Module, path: str | Path, *, img_size: int, opset: int
 
 
 class OnnxPredictor:
-    """Runs an exported model with ONNX Runtime (CPU by default): ``(images[, boxes]) → logits`` as NumPy."""
+    """Runs an exported model with ONNX Runtime (CPU by default): ``(images[, boxes]) → logits`` as NumPy.
+
+    SAM-family models need ``boxes`` in the canvas frame; prompt-free boxes come from
+    :func:`medseg.data.geometry.prompt_free_boxes` (the image region, not the padded canvas).
+    """
 
     def __init__(self, path: str | Path, *, providers: list[str] | None = None, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -90,7 +94,7 @@ class OnnxPredictor:
         feed = {"images": np.ascontiguousarray(images, dtype=np.float32)}
         if "boxes" in self.inputs:
             if boxes is None:
-                s = images.shape[-1] - 1
-                boxes = np.tile(np.array([[0, 0, s, s]], dtype=np.float32), (images.shape[0], 1))
+                raise MedsegError("this ONNX model takes boxes: pass medseg.data.geometry.prompt_free_boxes(...) "
+                                  "for prompt-free use")
             feed["boxes"] = np.ascontiguousarray(boxes, dtype=np.float32)
         return self.session.run(["logits"], feed)[0]

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from medseg.data.geometry import boxes_from_mask
 from medseg.data.loading import MASK_NAME_SUFFIXES, case_key, file_stem, read_mask, supported_files
 from medseg.data.normalize import to_uint8_rgb
 from medseg.data.readers import get_reader
 from medseg.data.readers.base import file_extension
 from medseg.errors import InvalidInputError
-from medseg.evaluation.overlay import overlay_contours
-from medseg.inference.boxes import boxes_from_mask
 from medseg.inference.predictor import Predictor
+from medseg.ops.boundary import overlay_contours
 from medseg.utils.atomic import atomic_path
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medseg.data.preprocess import Letterbox, letterbox_image, unletterbox_logits
+from medseg.data.geometry import Letterbox, letterbox_image, unletterbox_logits
 from medseg.models.fuse import fuse_conv_bn
 
 
@@ -98,7 +98,7 @@ class Predictor:
         """SAM canvas logits (1, S, S) per image, one decoder pass per box (chunked), merged by max."""
         result = []
         for i, geo in enumerate(geos):
-            b = geo.valid_box()[None] if boxes[i] is None or len(boxes[i]) == 0 else geo.box_to_canvas(boxes[i])
+            b = geo.prompt_free_box()[None] if boxes[i] is None or len(boxes[i]) == 0 else geo.box_to_canvas(boxes[i])
             bt = torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4), device=self.device)
             merged = None
             for chunk in bt.split(self.max_boxes_per_pass):  # bounds memory: the decoder copies the embedding per box

@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from medseg.metrics.overlap import _as_bool_pair
+from medseg.ops.boundary import mask_boundary
 
 
 class SurfaceDistances(NamedTuple):
@@ -47,23 +48,6 @@ def _spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float,
     if len(sp) != ndim or any(s <= 0 for s in sp):
         raise ValueError(f"spacing {sp} must have {ndim} positive entries (array axis order)")
     return sp
-
-
-def mask_boundary(mask: np.ndarray) -> np.ndarray:
-    """Boundary pixels: the mask minus its cross-shaped erosion (outside = background).
-
-    Shape: (H, W) or (D, H, W) any dtype (non-zero = foreground) → same shape, bool.
-    """
-    m = np.asarray(mask).astype(bool, copy=False)
-    p = np.pad(m, 1)
-    core = (slice(1, -1),) * m.ndim
-    interior = p[core].copy()
-    for axis in range(m.ndim):
-        for shift in (slice(None, -2), slice(2, None)):
-            sl = list(core)
-            sl[axis] = shift
-            interior &= p[tuple(sl)]
-    return m & ~interior
 
 
 def _crop_to_union(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,8 @@ from medseg.models.prompt_encoder import PromptEncoder
 
 
 class Sam(nn.Module):
-    """Box-promptable segmenter; with no box it uses the whole-image box, i.e. it runs prompt-free.
+    """Box-promptable segmenter. Prompt-free use passes each image's own region as its box
+    (:func:`medseg.data.geometry.prompt_free_boxes`), the one definition training, prediction and export share.
 
     Args:
         image_encoder: module mapping (B, 3, S, S) → (B, C, h, w); must expose ``img_size``.
@@ -20,8 +21,9 @@ class Sam(nn.Module):
 
     Shape:
         images: (B, 3, S, S) float32, per-image min-max normalised to [0, 1], zero-padded bottom/right
-            (see :func:`medseg.data.preprocess.letterbox`).
-        boxes: (B, 4) float xyxy in the S×S input frame, or None for the whole image [0, 0, S-1, S-1].
+            (see :func:`medseg.data.geometry.letterbox_image`).
+        boxes: (B, 4) float xyxy in the S×S input frame (required: the model cannot see where the padding
+            starts, so there is no implicit default).
         returns logits (B, 1, S, S) (decoder output at 4h×4w, bilinearly resized to S×S when they differ),
         and with ``return_iou`` also the predicted IoU (B, 1).
     """
@@ -39,21 +41,18 @@ class Sam(nn.Module):
     def img_size(self) -> int:
         return int(self.image_encoder.img_size)
 
-    def whole_image_boxes(self, batch: int, device: torch.device) -> torch.Tensor:
-        s = float(self.img_size - 1)
-        return torch.tensor([[0.0, 0.0, s, s]], device=device).expand(batch, 4)
-
     def decode(self, image_embeddings: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Low-resolution logits (B, 1, 4h, 4w) and IoU (B, 1) from cached embeddings and (B, 4) boxes."""
         sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
         return self.mask_decoder(image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense,
                                  multimask_output=False)
 
-    def forward(self, images: torch.Tensor, boxes: torch.Tensor | None = None,
+    def forward(self, images: torch.Tensor, boxes: torch.Tensor,
                 return_iou: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        emb = self.image_encoder(images)
         if boxes is None:
-            boxes = self.whole_image_boxes(images.shape[0], images.device)
+            raise ValueError("Sam.forward needs boxes; for prompt-free use pass "
+                             "medseg.data.geometry.prompt_free_boxes(geometries)")
+        emb = self.image_encoder(images)
         logits, iou = self.decode(emb, boxes.reshape(-1, 4).to(emb.dtype))
         if logits.shape[-2:] != images.shape[-2:]:
             logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)

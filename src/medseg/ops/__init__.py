@@ -1,6 +1,8 @@
 """Pure image operators: edge filters (Kirsch, Sobel, Prewitt, Scharr, Laplacian), grey conversion,
-Otsu pseudo-masks and meta-features. Each has a NumPy and a batched torch path with the same results."""
+Otsu pseudo-masks, meta-features, mask boundaries and contour overlays. Edges, grey conversion, Otsu and
+meta-features have a NumPy and a batched torch path with the same results."""
 
+from medseg.ops.boundary import mask_boundary, overlay_contours
 from medseg.ops.color import GRAY_WEIGHTS, to_gray, to_gray_torch
 from medseg.ops.edges import (
     EDGE_OPERATORS,
@@ -22,8 +24,26 @@ from medseg.ops.otsu import (
 )
 
 __all__ = [
-    "EDGE_OPERATORS", "FEATURE_NAMES", "GRAY_WEIGHTS", "Cleanup", "EdgeFilter", "OtsuPseudoMask", "edge_filter",
-    "edge_filter_numpy", "edge_filter_torch", "image_entropy", "kirsch", "kirsch_kernels", "meta_features",
-    "meta_features_torch", "otsu_pseudo_mask", "otsu_pseudo_mask_torch", "otsu_threshold", "otsu_threshold_torch",
-    "to_gray", "to_gray_torch",
+    "EDGE_OPERATORS",
+    "FEATURE_NAMES",
+    "GRAY_WEIGHTS",
+    "Cleanup",
+    "EdgeFilter",
+    "OtsuPseudoMask",
+    "edge_filter",
+    "edge_filter_numpy",
+    "edge_filter_torch",
+    "image_entropy",
+    "kirsch",
+    "kirsch_kernels",
+    "mask_boundary",
+    "meta_features",
+    "meta_features_torch",
+    "otsu_pseudo_mask",
+    "otsu_pseudo_mask_torch",
+    "otsu_threshold",
+    "otsu_threshold_torch",
+    "overlay_contours",
+    "to_gray",
+    "to_gray_torch",
 ]

@@ -17,8 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from medseg.data import CatalogEntry, load_samples
-from medseg.data.preprocess import letterbox_image, letterbox_mask
-from medseg.inference.boxes import boxes_from_mask
+from medseg.data.geometry import Letterbox, boxes_from_mask, letterbox_image, letterbox_mask
 
 CACHE_VERSION = 1
 
@@ -119,7 +118,8 @@ class SegmentationDataset(Dataset):
         seed: augmentation seed.
 
     Item:
-        image (3, S, S) float32 [0, 1]; mask (1, S, S) float32 {0, 1}; box (4,) float32 xyxy in the S×S frame;
+        image (3, S, S) float32 [0, 1]; mask (1, S, S) float32 {0, 1}; box (4,) float32 xyxy in the S×S frame
+        (GT box, or the prompt-free box of the image region);
         index () int64 (row).
     """
 
@@ -138,17 +138,17 @@ class SegmentationDataset(Dataset):
         image = np.asarray(self.split.images[row], dtype=np.float32)
         mask = np.asarray(self.split.masks[row])
         h, w = (int(v) for v in self.split.valid[row])
-        region = np.zeros(mask.shape, dtype=bool)
-        region[:h, :w] = True
-        if self.augment:
+        if self.augment:  # flips act on the image region only: the padding stays bottom/right as at inference
+            image, mask = image.copy(), mask.copy()
             if rng.random() < 0.5:
-                image, mask, region = image[:, :, ::-1], mask[:, ::-1], region[:, ::-1]
+                image[:, :h, :w], mask[:h, :w] = image[:, :h, :w][:, :, ::-1], mask[:h, :w][:, ::-1]
             if rng.random() < 0.5:
-                image, mask, region = image[:, ::-1, :], mask[::-1, :], region[::-1, :]
+                image[:, :h, :w], mask[:h, :w] = image[:, :h, :w][:, ::-1, :], mask[:h, :w][::-1, :]
         if self.box_prompt == "gt" and mask.any():
             box = boxes_from_mask(mask, per_component=False, shift=self.box_shift, rng=rng)[0]
+            box = np.minimum(box, [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)  # jitter stays in the image
         else:
-            box = boxes_from_mask(region, per_component=False)[0]
+            box = Letterbox((h, w), (h, w), mask.shape[0]).prompt_free_box()
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)),
             "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],
