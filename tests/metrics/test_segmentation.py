@@ -40,3 +40,15 @@ def test_cumulative_metric_summary():
     assert len(m.rows) == 3
     m.reset()
     assert m.rows == []
+
+
+def test_label_zero_is_never_scored_as_foreground():
+    import pytest
+
+    from medseg.metrics import compute_label_metrics
+
+    gt = np.zeros((8, 8), np.uint8)
+    gt[2:5, 2:5] = 1
+    with pytest.raises(ValueError, match="background"):
+        compute_label_metrics(gt, gt, labels=[0, 1])
+    assert compute_label_metrics(gt, gt, labels=[1])["dice"] == 1.0

@@ -78,3 +78,55 @@ def test_matches_monai(rng, spacing):
 def test_bad_spacing():
     with pytest.raises(ValueError, match="spacing"):
         surface_metrics(np.ones((3, 3)), np.ones((3, 3)), spacing=(1.0, 0.0))
+
+
+def _disc(size: int, cy: float, cx: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+NSD_CASES = [
+    (_disc(64, 30, 30, 14), _disc(64, 30, 33, 14)),
+    (_disc(64, 30, 30, 14), _disc(64, 34, 36, 11)),
+    (_square(40, 0, 0, 12), _square(40, 1, 2, 12)),  # touching the image border
+]
+
+
+@pytest.mark.parametrize("case", range(len(NSD_CASES)))
+@pytest.mark.parametrize("spacing", [(1.0, 1.0), (0.7, 1.3)])
+def test_subpixel_nsd_matches_monai_use_subvoxels(case, spacing):
+    a, b = NSD_CASES[case]
+    ref = compute_surface_dice(torch.from_numpy(a)[None, None].float(), torch.from_numpy(b)[None, None].float(),
+                               [2.0], include_background=True, spacing=list(spacing), use_subvoxels=True)
+    got = surface_metrics(a, b, tolerance=2.0, spacing=spacing, nsd_mode="subpixel").nsd
+    assert got == pytest.approx(float(ref), abs=1e-6)
+
+
+@pytest.mark.parametrize("case", range(len(NSD_CASES)))
+def test_cvpr24_nsd_matches_monai_on_the_challenges_depth_one_volume(case):
+    a, b = NSD_CASES[case]
+    # the challenge expands a 2-D case to (H, W, 1) at spacing (1, 1, 1) and runs 3-D surface distances
+    ref = compute_surface_dice(torch.from_numpy(a)[None, None, ..., None].float(),
+                               torch.from_numpy(b)[None, None, ..., None].float(), [2.0],
+                               include_background=True, spacing=[1.0, 1.0, 1.0], use_subvoxels=True)
+    got = surface_metrics(a, b, tolerance=2.0, nsd_mode="cvpr24").nsd
+    assert got == pytest.approx(float(ref), abs=1e-6)
+
+
+def test_nsd_modes_differ_and_agree_on_identity():
+    a, b = NSD_CASES[1]
+    modes = {m: surface_metrics(a, b, nsd_mode=m).nsd for m in ("boundary", "subpixel", "cvpr24")}
+    assert len({round(v, 4) for v in modes.values()}) == 3
+    for m in modes:
+        assert surface_metrics(a, a, nsd_mode=m).nsd == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="nsd_mode"):
+        surface_metrics(a, b, nsd_mode="banana")
+
+
+def test_leaderboard_mode_uses_the_challenge_nsd():
+    from medseg.metrics import MetricConfig, compute_metrics
+
+    a, b = NSD_CASES[0]
+    board = compute_metrics(a, b, config=MetricConfig(leaderboard=True))
+    assert board["nsd"] == pytest.approx(surface_metrics(a, b, nsd_mode="cvpr24").nsd)
+    assert compute_metrics(a, b)["nsd"] == pytest.approx(surface_metrics(a, b).nsd)

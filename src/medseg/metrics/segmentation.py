@@ -4,8 +4,9 @@
 ``compute_label_metrics`` does the CVPR24 per-label average for label maps. ``SegmentationMetric`` keeps
 one row per image (with any metadata you pass, e.g. modality and dataset) and summarises them.
 
-CVPR24 leaderboard mode (``leaderboard=True``): NSD is only computed where the case's Dice > 0.2 and is
-0 otherwise, as in the challenge's ``compute_metrics.py``.
+CVPR24 leaderboard mode (``leaderboard=True``): NSD is the challenge's (``nsd_mode="cvpr24"``, see
+:mod:`medseg.metrics.surface`), only computed where the case's Dice > 0.2 and 0 otherwise, as in the challenge's
+``compute_metrics.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from medseg.metrics.overlap import (
     precision_from_confusion,
     recall_from_confusion,
 )
-from medseg.metrics.surface import surface_metrics
+from medseg.metrics.surface import NsdMode, surface_metrics
 
 METRIC_NAMES: tuple[str, ...] = ("dice", "iou", "precision", "recall", "nsd", "hd", "hd95")
 
@@ -36,14 +37,23 @@ class MetricConfig:
     Args:
         tolerance: NSD tolerance in physical units (default 2.0 → 2 px at unit spacing).
         percentile: robust Hausdorff percentile (default 95).
-        leaderboard: CVPR24 rule — NSD only where Dice > 0.2, else 0.
+        leaderboard: CVPR24 rules — the challenge's NSD, and NSD only where Dice > 0.2, else 0.
         empty_distance: HD/HD95 when exactly one mask is empty (``None`` = image diagonal).
+        nsd_mode: ``boundary``, ``subpixel`` or ``cvpr24`` (:mod:`medseg.metrics.surface`); ``None`` =
+            ``cvpr24`` in leaderboard mode, else ``boundary``.
     """
 
     tolerance: float = 2.0
     percentile: float = 95.0
     leaderboard: bool = False
     empty_distance: float | None = None
+    nsd_mode: NsdMode | None = None
+
+    @property
+    def resolved_nsd_mode(self) -> NsdMode:
+        if self.nsd_mode is not None:
+            return self.nsd_mode
+        return "cvpr24" if self.leaderboard else "boundary"
 
 
 def compute_metrics(
@@ -69,7 +79,7 @@ def compute_metrics(
     row = {"dice": d, "iou": iou_from_confusion(c), "precision": precision_from_confusion(c),
            "recall": recall_from_confusion(c)}
     s = surface_metrics(pred, gt, tolerance=cfg.tolerance, spacing=spacing, percentile=cfg.percentile,
-                        empty_distance=cfg.empty_distance)
+                        empty_distance=cfg.empty_distance, nsd_mode=cfg.resolved_nsd_mode)
     row.update(nsd=s.nsd, hd=s.hd, hd95=s.hd95)
     if cfg.leaderboard and d <= 0.2:
         row["nsd"] = 0.0
@@ -88,14 +98,17 @@ def compute_label_metrics(
 
     Args:
         pred_labels, gt_labels: same-shape integer label maps, 0 = background.
-        labels: labels to score; default every label present in either map (CVPR uses ``1..max(gt)``,
-            which gives NaN for gaps — medseg skips labels absent from both).
+        labels: foreground labels to score; default every non-zero label present in either map (CVPR uses
+            ``1..max(gt)``, which gives NaN for gaps — medseg skips labels absent from both). Label 0 is the
+            background and is never scored as foreground.
 
     Returns:
         dict metric → mean over labels; ``n_labels`` holds the count (an all-background pair scores as
         one "both empty" label: 1 / 0).
     """
     gt_l, pr_l = np.asarray(gt_labels), np.asarray(pred_labels)
+    if labels is not None and 0 in set(labels):
+        raise ValueError("label 0 is the background and cannot be scored as foreground; pass labels ≥ 1")
     todo = sorted(set(labels) if labels is not None else (set(np.unique(gt_l)) | set(np.unique(pr_l))) - {0})
     if not todo:
         row = compute_metrics(pr_l > 0, gt_l > 0, spacing=spacing, config=config)
