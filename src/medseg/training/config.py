@@ -59,6 +59,11 @@ class OptimConfig(_Strict):
     betas: tuple[float, float] = (0.9, 0.999)
     scheduler: Literal["none", "cosine", "plateau"] = "cosine"
     warmup_steps: int = 0
+    # ReduceLROnPlateau, stepped once per epoch on an epoch metric ("auto": val/loss with a validation set,
+    # else the epoch-mean training loss train/loss_epoch)
+    plateau_monitor: str = "auto"
+    plateau_factor: float = Field(0.9, gt=0.0, lt=1.0)
+    plateau_patience: int = Field(5, ge=0)
 
 
 class TrainerConfig(_Strict):
@@ -81,6 +86,12 @@ class TrainerConfig(_Strict):
     deterministic: bool = False
     progress_bar: bool = True
     gradient_clip_val: float | None = None
+    # model selection on the validation set: checkpoints/best.ckpt tracks `monitor`; the final model folder
+    # holds the best weights (final_weights=best) or the last ones; optional early stopping on `monitor`
+    monitor: str = "val/dice"
+    monitor_mode: Literal["max", "min"] = "max"
+    final_weights: Literal["best", "last"] = "best"
+    early_stopping_patience: int | None = Field(None, ge=1)
 
 
 class TrainConfig(_Strict):

@@ -19,21 +19,33 @@ from torch.utils.data import Dataset
 from medseg.data import CatalogEntry, load_samples
 from medseg.data.geometry import Letterbox, boxes_from_mask, letterbox_image, letterbox_mask
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
 class CachedSplit:
     """Arrays of one split: images (N, 3, S, S) float16 in [0, 1], masks (N, S, S) uint8, valid (N, 2) = (h, w),
-    and per-row ``info`` dicts (case, modality, dataset, image path)."""
+    the ground truth at native resolution (``native_mask(i)`` → (H, W) bool) and per-row ``info`` dicts (case,
+    modality, dataset, image path)."""
 
     images: np.ndarray
     masks: np.ndarray
     valid: np.ndarray
     info: list[dict[str, str]]
+    native: np.ndarray | None = None
+    native_offsets: np.ndarray | None = None
+    native_shapes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.info)
+
+    def native_mask(self, i: int) -> np.ndarray:
+        """(H, W) bool ground truth of row ``i`` at the image's own resolution."""
+        if self.native is None or self.native_offsets is None or self.native_shapes is None:
+            raise ValueError("this cache holds no native-resolution masks (rebuild it)")
+        h, w = (int(v) for v in self.native_shapes[i])
+        start = int(self.native_offsets[i])
+        return np.asarray(self.native[start:start + h * w]).reshape(h, w).astype(bool)
 
 
 def _cache_key(entries: Sequence[CatalogEntry], img_size: int, mask_mode: str) -> str:
@@ -50,40 +62,45 @@ def build_cache(entries: Sequence[CatalogEntry], cache_root: str | Path, *, img_
                 progress: Callable[[int], None] | None = None) -> Path:
     """Letterbox every (image, mask) slice of ``entries`` into ``cache_root/<key>/`` once; returns that folder.
 
-    The folder is written to a temporary sibling and renamed into place, so a killed run never leaves a partial
-    cache. Masks are binarised (union of labels).
+    Each slice is written to disk as soon as it is decoded (raw little-endian files, memory-mapped when read),
+    so memory stays at one slice whatever the data set size. The folder is written to a temporary sibling and
+    renamed into place, so a killed run never leaves a partial cache. Masks are binarised (union of labels);
+    the native-resolution masks are kept for validation at the images' own size.
     """
     key = _cache_key(entries, img_size, mask_mode)
     dest = Path(cache_root) / key
     if (dest / "meta.json").is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    samples = []
-    for e in entries:
-        for s in load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode=mask_mode):  # type: ignore[arg-type]
-            samples.append((s, str(e.image)))
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=dest.parent))
     try:
-        n = len(samples)
-        images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float16,
-                                           shape=(n, 3, img_size, img_size))
-        masks = np.lib.format.open_memmap(tmp / "masks.npy", mode="w+", dtype=np.uint8, shape=(n, img_size, img_size))
-        valid = np.zeros((n, 2), dtype=np.int32)
-        info = []
-        for i, (s, path) in enumerate(samples):
-            img, geo = letterbox_image(s.image, img_size)
-            images[i] = img.astype(np.float16)
-            gt = s.binary_mask()
-            masks[i] = letterbox_mask(gt if gt is not None else np.zeros(s.image.shape[:2], bool), geo)
-            valid[i] = geo.new_hw
-            info.append({"case": s.case_id, "modality": s.modality, "dataset": s.dataset, "image": path})
-            if progress is not None:
-                progress(1)
-        images.flush()
-        masks.flush()
-        del images, masks
-        np.save(tmp / "valid.npy", valid)
-        (tmp / "meta.json").write_text(json.dumps({"version": CACHE_VERSION, "img_size": img_size, "info": info}))
+        valid, shapes, offsets, info = [], [], [], []
+        offset = 0
+        with open(tmp / "images.f16", "wb") as fi, open(tmp / "masks.u8", "wb") as fm, \
+                open(tmp / "native.u8", "wb") as fn:
+            for e in entries:
+                samples = load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset,
+                                       mask_mode=mask_mode)  # type: ignore[arg-type]
+                for s in samples:
+                    img, geo = letterbox_image(s.image, img_size)
+                    gt = s.binary_mask()
+                    gt = gt if gt is not None else np.zeros(s.image.shape[:2], bool)
+                    fi.write(img.astype("<f2").tobytes())
+                    fm.write(letterbox_mask(gt, geo).astype(np.uint8).tobytes())
+                    fn.write(gt.astype(np.uint8).tobytes())
+                    valid.append(geo.new_hw)
+                    shapes.append(gt.shape)
+                    offsets.append(offset)
+                    offset += gt.size
+                    info.append({"case": s.case_id, "modality": s.modality, "dataset": s.dataset,
+                                 "image": str(e.image)})
+                if progress is not None:
+                    progress(1)
+        np.save(tmp / "valid.npy", np.asarray(valid, dtype=np.int32).reshape(-1, 2))
+        np.save(tmp / "native_shapes.npy", np.asarray(shapes, dtype=np.int64).reshape(-1, 2))
+        np.save(tmp / "native_offsets.npy", np.asarray(offsets, dtype=np.int64))
+        (tmp / "meta.json").write_text(json.dumps({"version": CACHE_VERSION, "img_size": img_size, "n": len(info),
+                                                   "info": info}))
         try:
             os.replace(tmp, dest)
         except OSError:  # another rank/process finished first
@@ -95,12 +112,24 @@ def build_cache(entries: Sequence[CatalogEntry], cache_root: str | Path, *, img_
     return dest
 
 
+def _memmap(path: Path, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    if 0 in shape:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+
+
 def open_cache(folder: str | Path) -> CachedSplit:
     """Memory-map a cache folder written by :func:`build_cache`."""
     folder = Path(folder)
     meta = json.loads((folder / "meta.json").read_text())
-    return CachedSplit(np.load(folder / "images.npy", mmap_mode="r"), np.load(folder / "masks.npy", mmap_mode="r"),
-                       np.load(folder / "valid.npy"), meta["info"])
+    n, s = int(meta["n"]), int(meta["img_size"])
+    offsets = np.load(folder / "native_offsets.npy")
+    shapes = np.load(folder / "native_shapes.npy")
+    total = int(offsets[-1] + shapes[-1].prod()) if n else 0
+    images = _memmap(folder / "images.f16", "<f2", (n, 3, s, s))
+    masks = _memmap(folder / "masks.u8", "u1", (n, s, s))
+    native = _memmap(folder / "native.u8", "u1", (total,))
+    return CachedSplit(images, masks, np.load(folder / "valid.npy"), meta["info"], native, offsets, shapes)
 
 
 class SegmentationDataset(Dataset):

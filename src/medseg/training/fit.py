@@ -6,14 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from medseg.errors import MedsegError
 from medseg.models.io import save_model_folder
 from medseg.training.checkpoint_io import AtomicCheckpointIO
 from medseg.training.config import TrainConfig, dump_config
-from medseg.training.datamodule import SegmentationDataModule
+from medseg.training.datamodule import SegmentationDataModule, select_entries
 from medseg.training.module import SegmentationModule
 from medseg.utils.atomic import atomic_write_text
 
@@ -29,14 +30,23 @@ class TrainResult:
     global_step: int
 
 
+BEST_NAME = "best"
+
+
+def best_checkpoint(out_dir: str | Path) -> Path | None:
+    p = Path(out_dir) / "checkpoints" / f"{BEST_NAME}.ckpt"
+    return p if p.is_file() else None
+
+
 def last_checkpoint(out_dir: str | Path) -> Path | None:
     p = Path(out_dir) / "checkpoints" / "last.ckpt"
     return p if p.is_file() else None
 
 
 def build_trainer(cfg: TrainConfig, *, extra_callbacks: list[L.Callback] | None = None,
-                  unused_parameters: bool = False) -> L.Trainer:
-    """The configured ``lightning.Trainer`` (atomic checkpoints every N steps + last, CSV and TensorBoard logs).
+                  unused_parameters: bool = False, has_val: bool = False) -> L.Trainer:
+    """The configured ``lightning.Trainer`` (atomic checkpoints every N steps + last, CSV and TensorBoard logs;
+    with a validation set also ``checkpoints/best.ckpt`` on ``trainer.monitor`` and optional early stopping).
 
     ``unused_parameters``: the model has parameters that get no gradient by design (SAM family); plain ``ddp``
     then becomes ``ddp_find_unused_parameters_true``.
@@ -47,6 +57,14 @@ def build_trainer(cfg: TrainConfig, *, extra_callbacks: list[L.Callback] | None 
                            every_n_train_steps=t.checkpoint_every_n_steps, save_last=True, save_top_k=1,
                            monitor=None)
     callbacks: list[L.Callback] = [ckpt, LearningRateMonitor(logging_interval="step"), *(extra_callbacks or [])]
+    if has_val:
+        callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename=BEST_NAME, monitor=t.monitor,
+                                         mode=t.monitor_mode, save_top_k=1, save_last=False,
+                                         auto_insert_metric_name=False, enable_version_counter=False,
+                                         save_on_train_epoch_end=False))
+        if t.early_stopping_patience:
+            callbacks.append(EarlyStopping(monitor=t.monitor, mode=t.monitor_mode,
+                                           patience=t.early_stopping_patience))
     strategy = t.strategy
     if t.sync_batchnorm and t.accelerator == "cpu":
         raise MedsegError("trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm has no CPU kernels)")
@@ -68,22 +86,33 @@ def build_trainer(cfg: TrainConfig, *, extra_callbacks: list[L.Callback] | None 
 def train(cfg: TrainConfig, *, resume: bool = False, extra_callbacks: list[L.Callback] | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data``; with ``resume`` continue from ``out_dir/checkpoints/last.ckpt``.
 
-    Rank 0 writes ``out_dir/config.yaml`` and, at the end, ``out_dir/model/`` (safetensors + JSON).
+    Rank 0 writes ``out_dir/config.yaml`` and, at the end, ``out_dir/model/`` (safetensors + JSON) holding the
+    best-on-validation weights (``trainer.final_weights=best``, when a validation set exists) or the last ones;
+    ``model.json`` says which (``weights``, ``best_step``, ``best_score``).
     """
     out = Path(cfg.out_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SegmentationModule(cfg.model_dump(mode="json"))
     data = SegmentationDataModule(cfg.data, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
                                   cache_root=out / "cache")
-    trainer = build_trainer(cfg, extra_callbacks=extra_callbacks, unused_parameters=module.is_sam)
+    has_val = bool(select_entries(cfg.data, cfg.seed)[1])
+    trainer = build_trainer(cfg, extra_callbacks=extra_callbacks, unused_parameters=module.is_sam, has_val=has_val)
     if trainer.is_global_zero:
         atomic_write_text(out / "config.yaml", dump_config(cfg))
     ckpt = last_checkpoint(out) if resume else None
     trainer.fit(module, datamodule=data, ckpt_path=str(ckpt) if ckpt else None)
     model_dir = None
     if trainer.is_global_zero:
+        extra = {"trained_steps": int(trainer.global_step), "seed": cfg.seed, "weights": "last"}
+        best = best_checkpoint(out)
+        if cfg.trainer.final_weights == "best" and best is not None:
+            state = torch.load(best, map_location="cpu", weights_only=True)
+            module.load_state_dict(state["state_dict"])
+            cb = next((c for c in state.get("callbacks", {}) if "best" in str(c)), None)
+            score = state["callbacks"][cb].get("best_model_score") if cb else None
+            extra.update(weights="best", best_step=int(state.get("global_step", -1)), monitor=cfg.trainer.monitor,
+                         best_score=None if score is None else float(score))
         model_dir = save_model_folder(module.model, out / "model", name=cfg.model.name, options=module.model_options,
-                                      img_size=cfg.data.img_size,
-                                      extra={"trained_steps": int(trainer.global_step), "seed": cfg.seed})
+                                      img_size=cfg.data.img_size, extra=extra)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     return TrainResult(out, model_dir, last_checkpoint(out), metrics, int(trainer.global_step))

@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from medseg.data.geometry import Letterbox, unletterbox_logits
 from medseg.losses import CompositeLoss
 from medseg.metrics.overlap import dice_iou_torch
 from medseg.models import build_model, sized_options
@@ -52,6 +53,7 @@ class SegmentationModule(L.LightningModule):
         loss, parts, _ = self._step(batch)
         bs = batch["image"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=bs)
         for k, v in parts.items():
             self.log(f"train/loss_{k}", v, batch_size=bs)
         loader = self.trainer.train_dataloader if self._trainer is not None else None
@@ -61,10 +63,26 @@ class SegmentationModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, _, logits = self._step(batch)
-        dice, _ = dice_iou_torch(logits > 0, batch["mask"] > 0.5)
         bs = batch["image"].shape[0]
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=bs)
-        self.log("val/dice", dice.mean(), prog_bar=True, sync_dist=True, batch_size=bs)
+        self.log("val/dice", self._native_dice(logits, batch["index"]).mean(), prog_bar=True, sync_dist=True,
+                 batch_size=bs)
+
+    def _native_dice(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Dice per image at the image's own resolution: canvas logits cropped to the image region and resized
+        back (as at prediction time), against the native-resolution ground truth of the validation cache."""
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        split = getattr(getattr(dm, "val_set", None), "split", None)
+        if split is None:
+            raise RuntimeError("validation needs the SegmentationDataModule's validation cache")
+        size = logits.shape[-1]
+        out = []
+        for i, row in enumerate(rows.tolist()):
+            gt = torch.from_numpy(split.native_mask(row)).to(logits.device)
+            geo = Letterbox(tuple(gt.shape), tuple(int(v) for v in split.valid[row]), size)
+            pred = unletterbox_logits(logits[i:i + 1].float(), geo)[0, 0] > 0
+            out.append(dice_iou_torch(pred[None], gt[None])[0])
+        return torch.cat(out)
 
     def configure_optimizers(self) -> Any:
         o = self.cfg.optim
@@ -72,8 +90,11 @@ class SegmentationModule(L.LightningModule):
         if o.scheduler == "none":
             return opt
         if o.scheduler == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.9, patience=5)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "train/loss"}}
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min" if "loss" in self._plateau_monitor()
+                                                               else "max", factor=o.plateau_factor,
+                                                               patience=o.plateau_patience)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self._plateau_monitor(),
+                                                       "interval": "epoch", "frequency": 1}}
         total = self._total_steps()
         warm = min(o.warmup_steps, total - 1)
 
@@ -85,6 +106,13 @@ class SegmentationModule(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lam)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _plateau_monitor(self) -> str:
+        m = self.cfg.optim.plateau_monitor
+        if m != "auto":
+            return m
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        return "val/loss" if getattr(dm, "val_set", None) is not None else "train/loss_epoch"
 
     def _total_steps(self) -> int:
         """Optimiser steps of the whole run, computed from the config and the data set size.
