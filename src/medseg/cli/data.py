@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from medseg.cli.checks import check_output_dir, check_output_file
+from medseg.cli.model_cmds import OnErrorOpt, report_skipped
 from medseg.data import catalog as catalog_mod
 from medseg.data.convert import folder_to_npz, npz_to_folder
 from medseg.data.scan import scan as scan_fn
@@ -57,6 +59,9 @@ def scan_cmd(
     strict: bool = typer.Option(False, "--strict", help="Exit with code 1 if any error was found."),
 ) -> None:
     """Summarise a data folder (counts, sizes, mask coverage) and list every problem found."""
+    for f in (markdown, csv, json_out):
+        if f is not None:
+            check_output_file(f)
     discovered = catalog_mod.discover(root)
     with _progress() as prog:
         task = prog.add_task("reading", total=len(discovered[0]))
@@ -95,14 +100,20 @@ def convert_cmd(
     dst: Path = typer.Argument(..., help="Output root."),
     to: Target = typer.Option(..., "--to", help="npz: folders → CVPR24 npz; folder: npz → PNG folders."),
     max_size: int | None = typer.Option(None, "--max-size", min=8, help="Longest side after resizing."),
+    on_error: OnErrorOpt = typer.Option(OnErrorOpt.stop, "--on-error",
+                                        help="stop at the first unusable input, or skip it and list it at the end."),
 ) -> None:
     """Convert between image/mask folders and CVPR24 npz files."""
+    check_output_dir(dst)
     entries, _ = catalog_mod.discover(src)
+    skipped: list[tuple[Path, str]] = []
     with _progress() as prog:
         task = prog.add_task(f"→ {to.value}", total=len(entries))
         fn = folder_to_npz if to is Target.npz else npz_to_folder
-        written = fn(src, dst, max_size=max_size, progress=lambda _e: prog.advance(task), entries=entries)
+        written = fn(src, dst, max_size=max_size, progress=lambda _e: prog.advance(task), entries=entries,
+                     on_error=on_error.value, skipped=skipped)
     console.print(f"wrote {len(written)} files under {dst}")
+    report_skipped(skipped)
 
 
 @data_app.command("split")
@@ -124,6 +135,7 @@ def split_cmd(
 
     Each dataset is seeded on its own (adding a dataset changes no other split) and cases sharing a group key
     (CHASE_DB1's two eyes of a child, contiguous slices of a stack) stay on one side."""
+    check_output_file(out)
     entries, problems = catalog_mod.discover(root)
     for p in problems:
         err.print(f"[yellow]{p.severity}[/] {p.path}: {p.problem}", highlight=False)
@@ -169,6 +181,7 @@ def synth_cmd(
     modality: list[str] = typer.Option(None, "--modality", help=f"Subset of: {', '.join(PHANTOMS)}."),
 ) -> None:
     """Generate deterministic synthetic phantoms with masks (tests, demos)."""
+    check_output_dir(out)
     unknown = [m for m in modality or [] if m not in PHANTOMS]
     if unknown:
         raise typer.BadParameter(f"no phantom for {', '.join(unknown)}; choose from {', '.join(PHANTOMS)}")

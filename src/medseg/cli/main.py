@@ -10,6 +10,7 @@ from rich.console import Console
 
 from medseg import __version__
 from medseg.cli import model_cmds
+from medseg.cli.checks import check_output_dir
 from medseg.cli.data import data_app
 from medseg.errors import MedsegError
 
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(model_cmds.export_app, name="export")
+app.add_typer(model_cmds.weights_app, name="weights")
 for _cmd in (model_cmds.models, model_cmds.train, model_cmds.predict, model_cmds.evaluate, model_cmds.benchmark):
     app.command()(_cmd)
 err = Console(stderr=True)
@@ -52,6 +54,7 @@ def demo(
     from medseg.evaluation import format_markdown_table
 
     model_cmds._quiet()
+    check_output_dir(out)
     result = run_demo(out, per_modality=per_modality, size=size, seed=seed, train_seconds=train_seconds,
                       log=lambda m: err.print(m))
     typer.echo(format_markdown_table(result.summary, digits=3))
@@ -63,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         rv = app(args=argv, prog_name="medseg", standalone_mode=False)
     except MedsegError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except OSError as exc:  # a disk full, a file vanishing mid-run …: still one line naming the file
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        err.print(f"[red]error:[/red] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as exc:
         return exc.exit_code

@@ -4,15 +4,50 @@ from __future__ import annotations
 
 import logging
 import warnings
+from enum import Enum
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from medseg.cli.checks import check_device, check_output_dir, check_output_file
 from medseg.errors import InvalidInputError
 
 err = Console(stderr=True)
+
+
+class OnErrorOpt(str, Enum):
+    stop = "stop"
+    skip = "skip"
+
+
+def report_skipped(skipped: list[tuple[Path, str]]) -> None:
+    """Print the inputs an ``--on-error skip`` run passed over (one line each)."""
+    if skipped:
+        err.print(f"[yellow]skipped {len(skipped)} unusable file(s):[/yellow]", highlight=False)
+        for path, problem in skipped:
+            err.print(f"  {path}: {problem}", highlight=False, soft_wrap=True)
+
+
+class MaskModeOpt(str, Enum):
+    strict = "strict"
+    nonzero = "nonzero"
+    labels = "labels"
+
+
+class MissingOpt(str, Enum):
+    error = "error"
+    empty = "empty"
+    skip = "skip"
+
+
+class NsdModeOpt(str, Enum):
+    boundary = "boundary"
+    subpixel = "subpixel"
+    cvpr24 = "cvpr24"
+
+
 export_app = typer.Typer(help="Export a model to a deployment format.", no_args_is_help=True)
 
 
@@ -68,28 +103,44 @@ def predict(
     threshold: float = typer.Option(0.5, help="Probability threshold."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
     optimize: bool = typer.Option(False, "--optimize", help="Fold BatchNorm + channels-last (faster on CPU)."),
+    on_error: OnErrorOpt = typer.Option(OnErrorOpt.stop, "--on-error",
+                                        help="stop at the first unusable input, or skip it and list it at the end."),
+    dicom_window: str = typer.Option("header", "--dicom-window",
+                                     help="DICOM inputs: header (the file's window), none, or CENTER,WIDTH."),
 ) -> None:
     """Segment files; writes masks in the input's format plus PNG overlays."""
     from medseg.data.loading import case_key
+    from medseg.data.readers.base import parse_dicom_window
     from medseg.inference import Predictor
     from medseg.inference.files import collect_inputs, masks_by_case, predict_files
     from medseg.models.io import load_model
 
-    loaded = load_model(model, device=device)
+    window = parse_dicom_window(dicom_window)
+    check_device(device)
+    check_output_dir(out)
     files = collect_inputs(inputs)
+    loaded = load_model(model, device=device)
     if not files:
         raise InvalidInputError(inputs[0], "no supported image files found")
     prompts = None
     if prompt_masks is not None:
         by_case = masks_by_case(prompt_masks)
         prompts = {f: by_case[case_key(f)] for f, _ in files if case_key(f) in by_case}
+        without = [f for f, _ in files if f not in prompts]
+        if without:
+            err.print(f"[yellow]warning:[/yellow] {len(without)} of {len(files)} inputs have no mask in "
+                      f"{prompt_masks} and run prompt-free: {', '.join(str(f) for f in without[:5])}"
+                      f"{' …' if len(without) > 5 else ''}", highlight=False, soft_wrap=True)
     predictor = Predictor(loaded.model, img_size=loaded.img_size, device=device, threshold=threshold,
                           batch_size=batch_size, optimize=optimize)
     with _progress() as bar:
         task = bar.add_task("predict", total=len(files))
+        skipped: list[tuple[Path, str]] = []
         results = predict_files(predictor, files, out, prompt_masks=prompts,
-                                progress=lambda k: bar.advance(task, k))
+                                progress=lambda k: bar.advance(task, k), on_error=on_error.value, skipped=skipped,
+                                dicom_window=window)
     typer.echo(f"{len(results)} files → {out}")
+    report_skipped(skipped)
 
 
 def evaluate(
@@ -99,17 +150,36 @@ def evaluate(
     tolerance: float = typer.Option(2.0, help="NSD tolerance (physical units; pixels at unit spacing)."),
     modality: str | None = typer.Option(None, help="Label every row with this modality."),
     dataset: str | None = typer.Option(None, help="Label every row with this dataset."),
+    mask_mode: MaskModeOpt = typer.Option(MaskModeOpt.strict, "--mask-mode",
+                                          help="strict: masks must be binary; nonzero: any non-zero value is "
+                                               "foreground; labels: label maps scored per label (CVPR24)."),
+    missing: MissingOpt = typer.Option(MissingOpt.error, "--missing",
+                                       help="A ground-truth case without a prediction: error, score it as an "
+                                            "empty prediction, or skip it (listed in summary.md)."),
+    nsd_mode: NsdModeOpt | None = typer.Option(None, "--nsd-mode",
+                                               help="boundary (pixels, default), subpixel (contour-length "
+                                                    "weighted) or cvpr24 (the challenge's)."),
+    leaderboard: bool = typer.Option(False, "--leaderboard",
+                                     help="CVPR24 rules: the challenge's NSD, NSD = 0 where Dice ≤ 0.2."),
 ) -> None:
     """Per-image Dice, IoU, NSD, HD95 (CSV), per-modality/dataset summary (Markdown) and box plots."""
     from medseg.evaluation.compare import SUMMARY_COLUMNS, evaluate_folders
     from medseg.evaluation.tables import format_markdown_table
     from medseg.metrics import MetricConfig
 
+    check_output_dir(out)
+    cfg = MetricConfig(tolerance=tolerance, leaderboard=leaderboard, nsd_mode=nsd_mode.value if nsd_mode else None)
     with _progress() as bar:
         task = bar.add_task("evaluate", total=None)
-        res = evaluate_folders(pred, gt, out, config=MetricConfig(tolerance=tolerance), modality=modality,
-                               dataset=dataset, progress=lambda k: bar.advance(task, k))
+        res = evaluate_folders(pred, gt, out, config=cfg, modality=modality, dataset=dataset,
+                               mask_mode=mask_mode.value, missing=missing.value,
+                               progress=lambda k: bar.advance(task, k))
     typer.echo(format_markdown_table(res.summary, digits=3, columns=SUMMARY_COLUMNS))
+    typer.echo(f"paired {res.matched}, missing {len(res.missing)}"
+               f"{' (scored empty)' if res.missing and missing.value == 'empty' else ' (skipped)' if res.missing else ''}"
+               f", extra {len(res.unmatched)}")
+    if res.missing and missing.value == "skip":
+        err.print(f"{len(res.missing)} ground-truth cases had no prediction and were skipped, e.g. {res.missing[0]}")
     if res.unmatched:
         err.print(f"{len(res.unmatched)} predictions had no ground truth, e.g. {res.unmatched[0]}")
     typer.echo(f"→ {res.csv}, {res.markdown}, {res.plot}")
@@ -128,6 +198,9 @@ def benchmark(
     from medseg.evaluation import format_markdown_table, write_csv, write_markdown_table
     from medseg.evaluation.efficiency import benchmark_model
 
+    check_device(device)
+    if out is not None:
+        check_output_dir(out)
     net, size = _model_for_tools(model, img_size)
     rows = benchmark_model(net, img_size=size, batch_sizes=batch_sizes, repeats=repeats, warmup=warmup,
                            device=device)
@@ -162,6 +235,43 @@ def export_onnx_cmd(
     from medseg.export import export_onnx
 
     _quiet()
+    check_output_file(out)
     net, size = _model_for_tools(model, img_size)
     res = export_onnx(net, out, img_size=size, opset=opset)
     typer.echo(f"{res.path}: ONNX Runtime matches PyTorch (max |Δlogit| = {res.max_abs_diff:.2e}, batch {res.batch})")
+
+
+weights_app = typer.Typer(help="Pretrained weights: list the registered ones, import your own checkpoint.",
+                          no_args_is_help=True)
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Registered weights, where they come from and their sha256."""
+    from medseg.weights import list_weights
+
+    for w in list_weights():
+        typer.echo(f"{w.name:14s} {w.package}=={w.version}:{w.member}  sha256 {w.sha256}  ({w.license})")
+
+
+@weights_app.command("import")
+def weights_import(
+    checkpoint: Path = typer.Argument(..., help="A .pth (loaded weights-only) or .safetensors checkpoint."),
+    sha256: str = typer.Option(..., "--sha256", help="The sha256 you expect of the file (`sha256sum FILE`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (safetensors + JSON with sha256)."),
+    model: str = typer.Option("lite_medsam", help="Registered architecture the weights belong to."),
+) -> None:
+    """Turn your own checkpoint (e.g. fine-tuned LiteMedSAM) into a hash-checked model folder that every command
+    loads. The file is verified against --sha256 before it is read; loading never unpickles code."""
+    from medseg.models import build_model, load_state_strict
+    from medseg.models.io import save_model_folder
+    from medseg.weights import load_verified, spec_for_import
+
+    check_output_dir(out)
+    state = load_verified(checkpoint, spec_for_import(model), sha256=sha256)
+    net = build_model(model)
+    load_state_strict(net, state, str(checkpoint))
+    size = int(getattr(net, "img_size", 256))
+    save_model_folder(net, out, name=model, options={}, img_size=size,
+                      extra={"imported_from": str(checkpoint), "source_sha256": sha256.lower()})
+    typer.echo(f"{checkpoint} (sha256 verified) → {out}")

@@ -13,7 +13,8 @@ Resizing (``max_size``) scales the longest side down to ``max_size`` — images 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from medseg.data.loading import load_samples
 from medseg.data.normalize import MaskMode
 from medseg.data.readers import file_extension
 from medseg.data.sample import Sample
+from medseg.errors import InvalidInputError
 from medseg.utils.atomic import atomic_path
 
 
@@ -62,20 +64,35 @@ def _mask_png(mask: np.ndarray) -> np.ndarray:
 
 def folder_to_npz(root: str | Path, out: str | Path, *, max_size: int | None = None, mask_mode: MaskMode = "strict",
                   progress: Callable[[CatalogEntry], None] | None = None,
-                  entries: list[CatalogEntry] | None = None) -> list[Path]:
+                  entries: list[CatalogEntry] | None = None, on_error: str = "stop",
+                  skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Convert a catalog folder to CVPR24 npz files; returns the written paths (``entries``: already
-    discovered pairs of ``root``)."""
+    discovered pairs of ``root``; ``on_error="skip"`` passes over unusable inputs, appending
+    ``(file, problem)`` to ``skipped``)."""
     entries = discover(root)[0] if entries is None else entries
     written = []
     for e in entries:
         if file_extension(e.image) == ".npz":
             continue
-        samples = load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode=mask_mode)
-        dest = Path(out) / e.modality / e.dataset / f"{e.case_id}.npz"
-        written.append(_write_samples_npz(samples, dest, max_size))
+        with _guard(e, on_error, skipped):
+            samples = load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode=mask_mode)
+            dest = Path(out) / e.modality / e.dataset / f"{e.case_id}.npz"
+            written.append(_write_samples_npz(samples, dest, max_size))
         if progress is not None:
             progress(e)
     return written
+
+
+@contextmanager
+def _guard(entry: CatalogEntry, on_error: str, skipped: list[tuple[Path, str]] | None) -> Iterator[None]:
+    """Let an :class:`InvalidInputError` through (``stop``) or record it and carry on (``skip``)."""
+    try:
+        yield
+    except InvalidInputError as exc:
+        if on_error != "skip":
+            raise
+        if skipped is not None:
+            skipped.append((Path(exc.path or entry.image), exc.problem))
 
 
 def _write_samples_npz(samples: list[Sample], dest: Path, max_size: int | None) -> Path:
@@ -92,27 +109,30 @@ def _write_samples_npz(samples: list[Sample], dest: Path, max_size: int | None) 
             stack = np.stack([np.asarray(m) for _, m in resized])
             arrays["gts"] = stack.astype(_label_dtype(stack))
         sy, sx = samples[0].spacing
-        arrays["spacing"] = np.array([sx, sy, samples[0].meta.get("slice_spacing", 1.0)], dtype=np.float64)
+        arrays["spacing"] = np.array([sx, sy, samples[0].slice_spacing], dtype=np.float64)
     _save_npz(dest, **arrays)
     return dest
 
 
 def npz_to_folder(root: str | Path, out: str | Path, *, max_size: int | None = None,
                   progress: Callable[[CatalogEntry], None] | None = None,
-                  entries: list[CatalogEntry] | None = None) -> list[Path]:
-    """Convert npz files found in a catalog tree to ``images/`` + ``masks/`` PNG folders."""
+                  entries: list[CatalogEntry] | None = None, on_error: str = "stop",
+                  skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Convert npz files found in a catalog tree to ``images/`` + ``masks/`` PNG folders (``on_error``,
+    ``skipped``: as :func:`folder_to_npz`)."""
     entries = discover(root)[0] if entries is None else entries
     written = []
     for e in entries:
         if file_extension(e.image) != ".npz":
             continue
-        for s in load_samples(e.image, None, modality=e.modality, dataset=e.dataset):
-            img, mask = resize_longest(s.image, s.mask, max_size)
-            base = Path(out) / e.modality / e.dataset
-            _save_png(base / "images" / f"{s.case_id}.png", img)
-            written.append(base / "images" / f"{s.case_id}.png")
-            if mask is not None:
-                _save_png(base / "masks" / f"{s.case_id}.png", _mask_png(mask))
+        with _guard(e, on_error, skipped):
+            for s in load_samples(e.image, None, modality=e.modality, dataset=e.dataset):
+                img, mask = resize_longest(s.image, s.mask, max_size)
+                base = Path(out) / e.modality / e.dataset
+                _save_png(base / "images" / f"{s.case_id}.png", img)
+                written.append(base / "images" / f"{s.case_id}.png")
+                if mask is not None:
+                    _save_png(base / "masks" / f"{s.case_id}.png", _mask_png(mask))
         if progress is not None:
             progress(e)
     return written

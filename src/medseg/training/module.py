@@ -14,7 +14,7 @@ from medseg.metrics.overlap import dice_iou_torch
 from medseg.models import build_model, sized_options
 from medseg.training.config import TrainConfig
 
-INIT_ONLY_OPTIONS = frozenset({"pretrained", "weights", "cache_dir"})
+INIT_ONLY_OPTIONS = frozenset({"pretrained", "weights", "cache_dir", "weights_sha256"})
 
 
 class SegmentationModule(L.LightningModule):

@@ -108,15 +108,36 @@ def supported_extensions() -> list[str]:
     return sorted(k for k in _REGISTRY if k.startswith("."))
 
 
-def get_reader(path: str | Path, override: str | None = None) -> BaseReader:
+DicomWindow = str | tuple[float, float] | None
+
+
+def get_reader(path: str | Path, override: str | None = None, *, dicom_window: DicomWindow = "header"
+               ) -> BaseReader:
     """The reader for ``path`` by extension, or the reader named ``override`` (e.g. ``"dicom"`` for DICOM
-    files without extension)."""
+    files without extension). ``dicom_window`` configures the DICOM reader: ``"header"`` (the file's window),
+    ``None`` (no windowing) or ``(center, width)``."""
     key = override if override is not None else file_extension(path)
     cls = _REGISTRY.get(key)
     if cls is None:
         what = f"reader {override!r}" if override else f"file type {key or '(no extension)'!r}"
         raise InvalidInputError(path, f"unsupported {what}; supported: {', '.join(supported_extensions())}")
-    return cls()
+    return cls(window=dicom_window) if cls.name == "dicom" else cls()  # type: ignore[call-arg]
+
+
+def parse_dicom_window(text: str) -> DicomWindow:
+    """``header`` | ``none`` | ``CENTER,WIDTH`` (command-line form of a DICOM window)."""
+    t = text.strip().lower()
+    if t == "header":
+        return "header"
+    if t == "none":
+        return None
+    try:
+        c, w = (float(v) for v in t.split(","))
+    except ValueError as exc:
+        raise MedsegError(f"DICOM window {text!r}: expected header, none or CENTER,WIDTH (e.g. 40,400)") from exc
+    if w <= 0:
+        raise MedsegError(f"DICOM window {text!r}: the width must be positive")
+    return (c, w)
 
 
 def read_volume(path: str | Path, reader: str | None = None) -> ImageVolume:
