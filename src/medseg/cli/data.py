@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from medseg.cli.checks import check_output_dir, check_output_file
 from medseg.cli.model_cmds import OnErrorOpt, report_skipped
 from medseg.data import catalog as catalog_mod
 from medseg.data.convert import folder_to_npz, npz_to_folder
@@ -21,6 +20,7 @@ from medseg.data.splits import cmmc_split, stratified_split
 from medseg.data.synthetic import PHANTOMS, generate_dataset
 from medseg.evaluation import write_csv
 from medseg.utils.atomic import atomic_write_text
+from medseg.utils.checks import check_output_dir, check_output_file
 
 data_app = typer.Typer(help="Data: scan a folder, convert formats, write split manifests, make phantoms.",
                        no_args_is_help=True)

@@ -10,9 +10,9 @@ from rich.console import Console
 
 from medseg import __version__
 from medseg.cli import model_cmds
-from medseg.cli.checks import check_output_dir
 from medseg.cli.data import data_app
 from medseg.errors import MedsegError
+from medseg.utils.checks import check_output_dir
 
 app = typer.Typer(
     name="medseg",

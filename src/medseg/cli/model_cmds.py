@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from medseg.cli.checks import check_device, check_output_dir, check_output_file
 from medseg.errors import InvalidInputError
+from medseg.utils.checks import check_device, check_output_dir, check_output_file
 
 err = Console(stderr=True)
 
@@ -175,9 +175,8 @@ def evaluate(
                                mask_mode=mask_mode.value, missing=missing.value,
                                progress=lambda k: bar.advance(task, k))
     typer.echo(format_markdown_table(res.summary, digits=3, columns=SUMMARY_COLUMNS))
-    typer.echo(f"paired {res.matched}, missing {len(res.missing)}"
-               f"{' (scored empty)' if res.missing and missing.value == 'empty' else ' (skipped)' if res.missing else ''}"
-               f", extra {len(res.unmatched)}")
+    how = "" if not res.missing else " (scored empty)" if missing.value == "empty" else " (skipped)"
+    typer.echo(f"paired {res.matched}, missing {len(res.missing)}{how}, extra {len(res.unmatched)}")
     if res.missing and missing.value == "skip":
         err.print(f"{len(res.missing)} ground-truth cases had no prediction and were skipped, e.g. {res.missing[0]}")
     if res.unmatched:

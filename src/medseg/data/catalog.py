@@ -90,9 +90,13 @@ def discover(root: str | Path) -> tuple[list[CatalogEntry], list[Problem]]:
 def _discover_dataset(ds_dir: Path, modality: str, known: set[str], problems: list[Problem]) -> list[CatalogEntry]:
     dataset = ds_dir.name
     img_dir, mask_dir = ds_dir / "images", ds_dir / "masks"
+    npz = [p for p in _files(ds_dir) if file_extension(p) == ".npz"]
     if not img_dir.is_dir():
-        npz = [p for p in _files(ds_dir) if file_extension(p) == ".npz"]
         return [CatalogEntry(p, None, modality, dataset, file_stem(p)) for p in npz]
+    if npz:
+        problems.append(Problem(str(ds_dir), f"{len(npz)} *.npz file(s) ignored: this dataset folder has images/, "
+                                             "which takes precedence (move the npz files to a dataset folder of "
+                                             "their own)", "warning"))
 
     def usable(files: list[Path], where: Path, key: Callable[[Path], str]) -> dict[str, Path]:
         out: dict[str, Path] = {}

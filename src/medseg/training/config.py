@@ -112,14 +112,25 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if "=" not in item:
             raise InvalidInputError("<overrides>", f"override {item!r} is not of the form key.path=value")
         key, value = item.split("=", 1)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise InvalidInputError("<overrides>", f"{key}: {_yaml_problem(exc)}") from exc
         parts = key.strip().split(".")
         node = raw
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise InvalidInputError("<overrides>", f"{key}: {p} is not a section")
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = parsed
     return raw
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what the YAML parser objects to and where (not its multi-line dump)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"invalid YAML: {problem}" + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark else "")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
@@ -133,8 +144,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InvalidInputError(src, f"cannot read config: {exc}") from exc
+        except OSError as exc:
+            raise InvalidInputError(src, f"cannot read config: {exc.strerror or exc}") from exc
+        except yaml.YAMLError as exc:
+            raise InvalidInputError(src, f"cannot read config: {_yaml_problem(exc)}") from exc
         if not isinstance(raw, dict):
             raise InvalidInputError(src, "config must be a mapping")
     raw = apply_overrides(raw, overrides or [])

@@ -17,6 +17,7 @@ from medseg.training.config import TrainConfig, dump_config
 from medseg.training.datamodule import SegmentationDataModule, select_entries
 from medseg.training.module import SegmentationModule
 from medseg.utils.atomic import atomic_write_text
+from medseg.utils.checks import check_accelerator, check_output_dir
 
 
 @dataclass
@@ -91,6 +92,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, extra_callbacks: list[L.Cal
     ``model.json`` says which (``weights``, ``best_step``, ``best_score``).
     """
     out = Path(cfg.out_dir)
+    check_accelerator(cfg.trainer.accelerator)  # before anything is written
+    check_output_dir(out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SegmentationModule(cfg.model_dump(mode="json"))
     data = SegmentationDataModule(cfg.data, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
