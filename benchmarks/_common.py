@@ -55,15 +55,6 @@ def versions_line() -> str:
     return "; " + ", ".join(f"{k} {v}" for k, v in versions().items())
 
 
-def ratio_rows(times: dict[str, float], baseline: str, unit_count: int, unit: str) -> list[dict[str, Any]]:
-    """Rows: method, median ms, ms per unit, speed relative to ``baseline`` (>1 = faster)."""
-    base = times[baseline]
-    return [
-        {"method": k, "median_ms": 1e3 * v, f"ms_per_{unit}": 1e3 * v / unit_count, f"speed_vs_{baseline}": base / v}
-        for k, v in times.items()
-    ]
-
-
 def emit(title: str, rows: list[dict[str, Any]], out: Path | None) -> str:
     from medseg.evaluation import format_markdown_table, write_csv
 

@@ -2,12 +2,13 @@
 (the CMMC approach). All four produce the same uint8 images (asserted) — replicate padding, per-channel,
 per-image min-max normalisation.
 
-    python benchmarks/bench_kirsch.py [--repeats 5] [--threads 2] [--out benchmarks/results]
+    python benchmarks/bench_kirsch.py [--repeats 5] [--rounds 5] [--threads 2] [--out benchmarks/results]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 from pathlib import Path
 
 import cv2
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from _common import emit, median_time, ratio_rows
+from _common import emit, median_time, spread
 from medseg.ops import edge_filter_numpy, edge_filter_torch, kirsch_kernels
 
 KERNELS = kirsch_kernels()
@@ -48,7 +49,9 @@ def scipy_kirsch(img: np.ndarray) -> np.ndarray:
     return _normalise(resp)
 
 
-def run(n: int, size: int, repeats: int, out: Path | None) -> list[dict]:
+def run(n: int, size: int, repeats: int, out: Path | None, rounds: int = 5) -> list[dict]:
+    """Time every method in ``rounds`` rounds (median of ``repeats`` calls each); the table gives the median over
+    rounds and the min–max of the per-round ratio to OpenCV."""
     rng = np.random.default_rng(0)
     # smooth-ish random images (real images are not white noise; values still use the full range)
     base = rng.integers(0, 256, (n, size // 8, size // 8, 3), dtype=np.uint8)
@@ -62,17 +65,25 @@ def run(n: int, size: int, repeats: int, out: Path | None) -> list[dict]:
         "opencv filter2D x8": lambda: np.stack([opencv_kirsch(i) for i in imgs]),
         "scipy convolve x8 (CMMC)": lambda: np.stack([scipy_kirsch(i) for i in imgs]),
     }
-    times, outputs = {}, {}
-    for name, fn in methods.items():
-        reps = max(1, repeats // 2) if "scipy" in name else repeats
-        times[name], outputs[name] = median_time(fn, reps)
-    ref = outputs["scipy convolve x8 (CMMC)"]
+    base_name, scipy_name = "opencv filter2D x8", "scipy convolve x8 (CMMC)"
+    per_round: dict[str, list[float]] = {k: [] for k in methods}
+    outputs = {}
+    names = list(methods)
+    for r in range(rounds):  # rounds rotate the order, so drift on a busy machine hits every method alike
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            reps = max(1, repeats // 2) if "scipy" in name else repeats
+            per_round[name].append(median_time(methods[name], reps)[0])
+            outputs[name] = methods[name]()
+    ref = outputs[scipy_name]
     for name, o in outputs.items():
         np.testing.assert_array_equal(o, ref, err_msg=f"{name} differs from the SciPy reference")
-    rows = ratio_rows(times, "opencv filter2D x8", n, "image")
-    scipy_t = times["scipy convolve x8 (CMMC)"]
-    for r in rows:
-        r["speed_vs_scipy"] = scipy_t / times[r["method"]]
+    rows = []
+    for name, ts in per_round.items():
+        ratio = [b / t for b, t in zip(per_round[base_name], ts, strict=True)]
+        rows.append({"method": name, "median_ms": 1e3 * statistics.median(ts),
+                     "ms_per_image": 1e3 * statistics.median(ts) / n, "speed_vs_opencv": statistics.median(ratio),
+                     "speed_vs_opencv_min_max": spread(ratio),
+                     "speed_vs_scipy": statistics.median(per_round[scipy_name]) / statistics.median(ts)})
     emit(f"Kirsch {n} RGB {size}x{size}", rows, out)
     return rows
 
@@ -80,14 +91,15 @@ def run(n: int, size: int, repeats: int, out: Path | None) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5, help="independent rounds (spread of the ratio)")
     ap.add_argument("--threads", type=int, default=2, help="torch/OpenCV threads (CI machine: 2 cores)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     print(f"torch {torch.__version__}, OpenCV {cv2.__version__}, threads {args.threads}; outputs asserted equal\n")
-    run(64, 256, args.repeats, args.out)
-    run(8, 1024, args.repeats, args.out)
+    run(64, 256, args.repeats, args.out, args.rounds)
+    run(8, 1024, args.repeats, args.out, args.rounds)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Every path's logits are checked against eager.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import emit, median_time
+from _common import emit, run_times, spread
 from medseg.data.geometry import prompt_free_boxes, square_geometry
 from medseg.export import OnnxPredictor, export_onnx
 from medseg.models import build_model
@@ -68,11 +69,13 @@ def main() -> None:
             times = {}
             for name, fn in paths.items():
                 warm = 3 if "compile" in name else 1
-                t, out = median_time(lambda fn=fn, x=x, boxes=boxes: fn(x, boxes), args.repeats, warmup=warm)
+                ts, out = run_times(lambda fn=fn, x=x, boxes=boxes: fn(x, boxes), args.repeats, warmup=warm)
+                t = statistics.median(ts)
                 diff = float(np.abs(out - ref).max())
                 agree = float(((out > 0) == (ref > 0)).mean())
                 times[name] = t
-                rows.append({"batch": b, "path": name, "median_ms": t * 1e3, "images_per_s": b / t,
+                rows.append({"batch": b, "path": name, "median_ms": t * 1e3,
+                             "min_max_ms": spread([v * 1e3 for v in ts]), "images_per_s": b / t,
                              "max_abs_logit_diff": diff, "mask_agreement": agree})
             for r in rows:
                 if r["batch"] == b:

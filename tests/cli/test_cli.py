@@ -47,7 +47,7 @@ def test_bad_input_gives_one_line_error(tmp_path, capsys):
 
 def test_demo_writes_report(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--per-modality", "4", "--size", "64",
-                 "--train-seconds", "5"]) == 0
+                 "--steps", "5"]) == 0
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "overlays.png" in report and "dice_unet" in report and "dice_otsu" in report
     assert (tmp_path / "demo" / "run" / "model" / "model.safetensors").is_file()

@@ -47,16 +47,21 @@ def demo(
     per_modality: int = typer.Option(12, min=2, help="Synthetic images per modality."),
     size: int = typer.Option(128, min=32, help="Image side in pixels (multiple of 16)."),
     seed: int = typer.Option(0, help="Random seed."),
-    train_seconds: float = typer.Option(60, min=1, help="Training time budget in seconds."),
+    steps: int = typer.Option(300, min=1, help="Training steps (300 ≈ 1 min on 2 CPU cores)."),
 ) -> None:
     """Run the embedded default: synthetic data → train a small U-Net (~1 min) → predict → evaluate → report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from medseg.demo import run_demo
     from medseg.evaluation import format_markdown_table
 
     model_cmds._quiet()
     check_output_dir(out)
-    result = run_demo(out, per_modality=per_modality, size=size, seed=seed, train_seconds=train_seconds,
-                      log=lambda m: err.print(m))
+    with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task("train", total=steps)
+        result = run_demo(out, per_modality=per_modality, size=size, seed=seed, steps=steps,
+                          log=lambda m: err.print(m), progress=lambda k, n: bar.update(task, completed=k))
     typer.echo(format_markdown_table(result.summary, digits=3))
 
 

@@ -60,7 +60,9 @@ def _quiet() -> None:
     """Keep the terminal for medseg's own progress: library info logs and known deprecation chatter off."""
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torch.onnx", "onnxscript"):
+    warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+                 "lightning.fabric.utilities.rank_zero", "torch.onnx", "onnxscript"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

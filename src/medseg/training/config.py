@@ -83,6 +83,7 @@ class TrainerConfig(_Strict):
     checkpoint_every_n_steps: int = 50
     log_every_n_steps: int = 10
     val_check_interval: float | int | None = None
+    check_val_every_n_epoch: int | None = 1
     deterministic: bool = False
     progress_bar: bool = True
     gradient_clip_val: float | None = None
