@@ -75,3 +75,42 @@ def test_predictor_returns_masks_at_original_size(name: str) -> None:
     fast = Predictor(model, img_size=64, batch_size=2, optimize=True).predict(images, boxes)
     for a, b in zip(fast, out, strict=True):
         np.testing.assert_allclose(a.prob, b.prob, atol=1e-4)
+
+
+def test_resize_image_chooses_the_filter_per_axis() -> None:
+    from PIL import Image
+
+    from medseg.data.geometry import resize_image
+
+    img = np.random.default_rng(0).integers(0, 256, (40, 10, 3), dtype=np.uint8)
+    out = resize_image(img, (20, 30))  # height shrinks (area), width grows (bilinear)
+    tall = np.asarray(Image.fromarray(img).resize((10, 20), Image.Resampling.BOX))
+    ref = np.asarray(Image.fromarray(tall).resize((30, 20), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(out, ref)
+    small = resize_image(img, (20, 5))  # both shrink: one area pass
+    np.testing.assert_array_equal(small, np.asarray(Image.fromarray(img).resize((5, 20), Image.Resampling.BOX)))
+
+
+def test_predictor_model_and_onnx_agree_on_a_non_square_image(tmp_path) -> None:
+    """One prompt-free box for every path: Predictor, the model called directly, and ONNX Runtime."""
+    import torch
+
+    from medseg.data.geometry import prompt_free_boxes
+    from medseg.export import OnnxPredictor, export_onnx
+
+    torch.manual_seed(0)
+    model = build_model("lite_medsam", **tiny_model_config("lite_medsam")).eval()
+    img = np.random.default_rng(3).integers(0, 256, (37, 64, 3), dtype=np.uint8)
+    prob = Predictor(model, img_size=64).predict([img])[0].prob
+    x, geo = letterbox_image(img, 64)
+    boxes = prompt_free_boxes([geo])
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(x)[None], torch.from_numpy(boxes))
+    direct = torch.sigmoid(unletterbox_logits(logits, geo))[0, 0].numpy()
+    np.testing.assert_allclose(prob, direct, atol=1e-5)
+    path = export_onnx(model, tmp_path / "m.onnx", img_size=64).path
+    onnx_logits = OnnxPredictor(path)(x[None], boxes)
+    onnx_prob = torch.sigmoid(unletterbox_logits(torch.from_numpy(onnx_logits), geo))[0, 0].numpy()
+    np.testing.assert_allclose(prob, onnx_prob, atol=1e-4)
+    with pytest.raises(Exception, match="boxes"):
+        OnnxPredictor(path)(x[None])
