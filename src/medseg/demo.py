@@ -104,7 +104,8 @@ def run_demo(out: str | Path, *, per_modality: int = 12, size: int = 128, seed: 
         f"model.name={DEMO_MODEL['name']}", f"model.options={DEMO_MODEL['options']}",
         f"trainer.max_steps={steps}", "trainer.max_epochs=-1", "trainer.progress_bar=false",
         "trainer.batch_size=8", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.log_every_n_steps=5",
-        "trainer.checkpoint_every_n_steps=100", "trainer.check_val_every_n_epoch=5", "trainer.gradient_clip_val=1.0", "optim.lr=0.002",
+        "trainer.checkpoint_every_n_steps=100", "trainer.check_val_every_n_epoch=5",
+        "trainer.gradient_clip_val=1.0", "optim.lr=0.002",
         "optim.scheduler=none", "trainer.final_weights=best",
     ])
     log(f"training {DEMO_MODEL['name']} for {steps} steps on the CPU → {cfg.out_dir}")

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from medseg.cli.model_cmds import OnErrorOpt, report_skipped
+from medseg.cli.model_cmds import report_skipped
+from medseg.cli.options import MaskModeOpt, OnErrorOpt
 from medseg.data import catalog as catalog_mod
 from medseg.data.convert import folder_to_npz, npz_to_folder
 from medseg.data.scan import scan as scan_fn
@@ -26,12 +27,6 @@ data_app = typer.Typer(help="Data: scan a folder, convert formats, write split m
                        no_args_is_help=True)
 console = Console(width=None if Console().is_terminal else 120)
 err = Console(stderr=True)
-
-
-class MaskModeOpt(str, Enum):
-    strict = "strict"
-    nonzero = "nonzero"
-    labels = "labels"
 
 
 class Target(str, Enum):

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import logging
 import warnings
-from enum import Enum
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from medseg.cli.options import MaskModeOpt, MissingOpt, NsdModeOpt, OnErrorOpt
 from medseg.errors import InvalidInputError
 from medseg.utils.checks import check_device, check_output_dir, check_output_file
 
 err = Console(stderr=True)
-
-
-class OnErrorOpt(str, Enum):
-    stop = "stop"
-    skip = "skip"
 
 
 def report_skipped(skipped: list[tuple[Path, str]]) -> None:
@@ -28,24 +23,6 @@ def report_skipped(skipped: list[tuple[Path, str]]) -> None:
         err.print(f"[yellow]skipped {len(skipped)} unusable file(s):[/yellow]", highlight=False)
         for path, problem in skipped:
             err.print(f"  {path}: {problem}", highlight=False, soft_wrap=True)
-
-
-class MaskModeOpt(str, Enum):
-    strict = "strict"
-    nonzero = "nonzero"
-    labels = "labels"
-
-
-class MissingOpt(str, Enum):
-    error = "error"
-    empty = "empty"
-    skip = "skip"
-
-
-class NsdModeOpt(str, Enum):
-    boundary = "boundary"
-    subpixel = "subpixel"
-    cvpr24 = "cvpr24"
 
 
 export_app = typer.Typer(help="Export a model to a deployment format.", no_args_is_help=True)

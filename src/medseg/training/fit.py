@@ -77,7 +77,8 @@ def build_trainer(cfg: TrainConfig, *, extra_callbacks: list[L.Callback] | None 
         precision=t.precision, max_epochs=t.max_epochs, max_steps=t.max_steps, max_time=t.max_time,
         accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val,
         sync_batchnorm=t.sync_batchnorm, deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps,
-        val_check_interval=t.val_check_interval, check_val_every_n_epoch=t.check_val_every_n_epoch, enable_progress_bar=t.progress_bar, callbacks=callbacks,
+        val_check_interval=t.val_check_interval, check_val_every_n_epoch=t.check_val_every_n_epoch,
+        enable_progress_bar=t.progress_bar, callbacks=callbacks,
         logger=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tensorboard")],  # version_N per (re)start
         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, num_sanity_val_steps=0,
         enable_model_summary=False,

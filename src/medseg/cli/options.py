@@ -1,0 +1,28 @@
+"""Choices shared by several commands (Typer turns each Enum into a validated option)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class OnErrorOpt(str, Enum):
+    stop = "stop"
+    skip = "skip"
+
+
+class MaskModeOpt(str, Enum):
+    strict = "strict"
+    nonzero = "nonzero"
+    labels = "labels"
+
+
+class MissingOpt(str, Enum):
+    error = "error"
+    empty = "empty"
+    skip = "skip"
+
+
+class NsdModeOpt(str, Enum):
+    boundary = "boundary"
+    subpixel = "subpixel"
+    cvpr24 = "cvpr24"
