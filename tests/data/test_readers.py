@@ -170,3 +170,35 @@ def test_label_maps_union_and_per_label(tmp_path):
     assert [s.case_id for s in per] == ["a_l1", "a_l3"] and all(s.mask.sum() == 4 for s in per)
     assert per[1].meta["label"] == 3
     assert expand_labels(samples, "keep") is samples
+
+
+def test_dicom_window_reaches_load_samples_and_parses_from_the_cli_form(tmp_path):
+    from medseg.data.readers.base import parse_dicom_window
+    from medseg.errors import MedsegError
+
+    px = np.array([[0, 100], [200, 300]], np.uint16)
+    p = make_dicom(tmp_path / "a.dcm", px, slope=2.0, intercept=-100.0, window=(100, 200))
+    header = load_samples(p)[0].image[..., 0]  # HU −100, 100, 300, 500 clipped to [0, 200]
+    none = load_samples(p, dicom_window=None)[0].image[..., 0]  # whole range
+    own = load_samples(p, dicom_window=(300, 400))[0].image[..., 0]  # [100, 500]
+    np.testing.assert_array_equal(header, [[0, 127], [255, 255]])
+    np.testing.assert_array_equal(none, [[0, 85], [170, 255]])
+    np.testing.assert_array_equal(own, [[0, 0], [127, 255]])
+    assert parse_dicom_window("header") == "header" and parse_dicom_window("none") is None
+    assert parse_dicom_window("40,400") == (40.0, 400.0)
+    with pytest.raises(MedsegError, match="CENTER,WIDTH"):
+        parse_dicom_window("soft tissue")
+
+
+def test_volume_conversion_keeps_the_slice_spacing(tmp_path, rng):
+    from medseg.data.convert import folder_to_npz
+
+    vol = (rng.random((6, 5, 4)) * 100).astype(np.float32)
+    ds = tmp_path / "src" / "mr" / "vols"
+    (ds / "images").mkdir(parents=True)
+    (ds / "masks").mkdir()
+    nib.save(nib.Nifti1Image(vol, np.diag([0.8, 0.9, 2.5, 1.0])), ds / "images" / "v.nii.gz")
+    nib.save(nib.Nifti1Image((vol > 50).astype(np.uint8), np.diag([0.8, 0.9, 2.5, 1.0])), ds / "masks" / "v.nii.gz")
+    (out,) = folder_to_npz(tmp_path / "src", tmp_path / "npz")
+    with np.load(out) as f:
+        np.testing.assert_allclose(f["spacing"], [0.8, 0.9, 2.5])  # (x, y, z) as the CVPR24 files store it
