@@ -92,3 +92,15 @@ def test_best_weights_plateau_and_early_stopping(tmp_path: Path) -> None:
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     sched = last["lr_schedulers"][0]  # ReduceLROnPlateau state: stepped per epoch on the configured metric
     assert sched["factor"] == 0.5 and sched["patience"] == 0 and sched["last_epoch"] >= 1
+
+
+def test_a_manifest_test_split_is_never_used_for_validation(tmp_path: Path) -> None:
+    from medseg.data import discover, stratified_split, write_manifest
+    from medseg.training.datamodule import select_entries
+
+    data = generate_dataset(tmp_path / "d", per_modality=5, size=32, seed=0, modalities=("xray",))
+    entries, _ = discover(data)
+    m = write_manifest(stratified_split(entries, test=0.4, seed=0), tmp_path / "m.csv")
+    cfg = load_config(None, [f"data.manifest={m}"])
+    train_rows, val_rows = select_entries(cfg.data, 0)
+    assert len(train_rows) == 3 and val_rows == []

@@ -16,7 +16,8 @@ from medseg.training.sampler import ResumableLoader, ResumableSampler
 
 
 def select_entries(cfg: DataConfig, seed: int) -> tuple[list[CatalogEntry], list[CatalogEntry]]:
-    """(train, val) catalog entries from ``cfg.manifest`` (split column) or ``cfg.root`` (seeded stratified split)."""
+    """(train, val) catalog entries from ``cfg.manifest`` (split column: ``train`` and ``val`` rows; ``test`` rows are
+    never read here) or ``cfg.root`` (seeded, group-aware stratified split)."""
     if cfg.manifest is not None:
         entries = read_manifest(cfg.manifest)
     elif cfg.root is not None:
@@ -39,8 +40,9 @@ def select_entries(cfg: DataConfig, seed: int) -> tuple[list[CatalogEntry], list
     if not entries:
         raise MedsegError(f"data: no image/mask pairs found in {cfg.manifest or cfg.root}")
     if cfg.manifest is not None and any(e.split for e in entries):
+        # only ``val`` rows validate: the test split is never used to choose weights or schedules
         train = [e for e in entries if e.split == "train"]
-        val = [e for e in entries if e.split == "val"] or [e for e in entries if e.split == "test"]
+        val = [e for e in entries if e.split == "val"]
         return train, val
     if cfg.val_fraction <= 0:
         return entries, []
