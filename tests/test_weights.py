@@ -107,3 +107,55 @@ def test_real_lite_medsam_file_loads_weights_only(tmp_path):
     n_params = sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k)
     assert 9.7e6 < n_params < 9.9e6
 
+
+
+def test_own_checkpoint_loads_by_its_sha256_and_imports_to_a_model_folder(tmp_path):
+    from medseg.models import build_model
+    from medseg.weights import state_digest
+    from tests.conftest import tiny_model_config
+
+    torch.manual_seed(0)
+    own = build_model("lite_medsam", **tiny_model_config("lite_medsam")).state_dict()
+    path = tmp_path / "finetuned.pth"
+    torch.save({"model": own}, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(InvalidInputError, match="your own checkpoint"):
+        fetch_weights("lite_medsam", path=path)  # not the published file, and no sha256 given
+    with pytest.raises(InvalidInputError, match="does not match"):
+        fetch_weights("lite_medsam", path=path, sha256="0" * 64)
+    got = fetch_weights("lite_medsam", path=path, sha256=digest)
+    assert state_digest(got) == state_digest(own)
+    # a .safetensors copy of the *published* weights is verified by content; any other content is refused
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in own.items()}, str(tmp_path / "lite_medsam.safetensors"))
+    with pytest.raises(InvalidInputError, match="content digest"):
+        fetch_weights("lite_medsam", path=tmp_path / "lite_medsam.safetensors")
+
+
+def test_weights_import_command(tmp_path, monkeypatch):
+    """`medseg weights import` with a test-scale architecture registered for the occasion."""
+    from medseg.cli.main import main
+    from medseg.models import build_model, registry
+    from medseg.models.io import load_model
+    from tests.conftest import tiny_model_config
+
+    opts = tiny_model_config("basic_unet")
+
+    def _tiny(**kw):
+        return build_model("basic_unet", **{**opts, **kw})
+
+    monkeypatch.setitem(registry._REGISTRY, "tiny_import_unet",
+                        registry.ModelEntry("tiny_import_unet", _tiny, "test-scale basic_unet"))
+    net = _tiny()
+    path = tmp_path / "own.pth"
+    torch.save(net.state_dict(), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    out = tmp_path / "folder"
+    assert main(["weights", "import", str(path), "--sha256", digest, "-o", str(out), "--model",
+                 "tiny_import_unet"]) == 0
+    loaded = load_model(out)
+    for k, v in net.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[k], v)
+    assert main(["weights", "import", str(path), "--sha256", "0" * 64, "-o", str(tmp_path / "x"), "--model",
+                 "tiny_import_unet"]) == 2
