@@ -81,7 +81,7 @@ def test_best_weights_plateau_and_early_stopping(tmp_path: Path) -> None:
     assert meta["weights"] == "best" and meta["monitor"] == "val/loss"
     assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
     best = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
-    assert meta["best_step"] == best["global_step"]
+    assert meta["best_step"] == best["global_step"] and isinstance(meta["best_score"], float)
     from medseg.models.io import load_model
 
     loaded = load_model(result.model_dir).model.state_dict()

@@ -112,8 +112,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, extra_callbacks: list[L.Cal
         if cfg.trainer.final_weights == "best" and best is not None:
             state = torch.load(best, map_location="cpu", weights_only=True)
             module.load_state_dict(state["state_dict"])
-            cb = next((c for c in state.get("callbacks", {}) if "best" in str(c)), None)
-            score = state["callbacks"][cb].get("best_model_score") if cb else None
+            states = state.get("callbacks", {}).values()
+            score = next((s.get("best_model_score") for s in states
+                          if isinstance(s, dict) and s.get("monitor") == cfg.trainer.monitor), None)
             extra.update(weights="best", best_step=int(state.get("global_step", -1)), monitor=cfg.trainer.monitor,
                          best_score=None if score is None else float(score))
         model_dir = save_model_folder(module.model, out / "model", name=cfg.model.name, options=module.model_options,
