@@ -46,6 +46,12 @@ DEFAULT_GROUP_RULES: dict[str, str] = {
     "chasedb1": r"regex:^(.*?\d+)[LR]$",
     # ISBI 2012: one serial-section EM stack of 30 slices — contiguous blocks of 5 slices
     "isbi2012": "stack:5",
+    # Duke DME: 110 B-scans = 10 subjects × 11 scans in file order (the fluid-free peripheral scans come in runs
+    # across every 11th boundary: dme_009–013, 029–033, …) — one group per subject
+    "dukedme": "stack:11",
+    # TG3K: frames of thyroid ultrasound videos, ids in video order — runs of 20 neighbouring frames stay together
+    # (the patient of each frame is not in the names; this removes near-duplicate neighbours, not every leak)
+    "tg3k": "stack:20",
 }
 """Group rule per dataset (key: dataset name lower-cased without punctuation); others use ``auto``."""
 
