@@ -68,3 +68,12 @@ def emit(title: str, rows: list[dict[str, Any]], out: Path | None) -> str:
         write_csv(rows, out / f"{slug}.csv")
         (out / f"{slug}.md").write_text(text)
     return text
+
+
+def reference_split(data_root: Path) -> list:
+    """The benchmarks' split of the real data: every labelled pair, ``stratified_split(test=0.2, val=0.1, seed=0)``
+    (per-dataset seeded, group-aware) — what ``medseg data split ROOT --test 0.2 --val 0.1 --seed 0`` writes."""
+    from medseg.data import discover, stratified_split
+
+    entries = [e for e in discover(data_root)[0] if e.mask is not None]
+    return stratified_split(entries, test=0.2, val=0.1, seed=0)

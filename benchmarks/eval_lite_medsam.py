@@ -1,6 +1,9 @@
 """LiteMedSAM on the shared real data: box-prompted (boxes from the ground truth) and prompt-free (whole-image box).
 
-    python benchmarks/eval_lite_medsam.py --data ../shared/data --out benchmarks/results [--limit N]
+    python benchmarks/eval_lite_medsam.py --data ../shared/data --out benchmarks/results [--split test|all] [--limit N]
+
+``--split test`` (default) scores the test split of the benchmarks' reference split (``_common.reference_split``),
+the same images as ``train_real_baseline.py`` and the method tables; ``all`` scores every image.
 
 Each image is encoded once and decoded with both prompt sets. GT boxes: one per 8-connected ground-truth component
 of ≥ 10 px (CVPR24 style one box per object), masks merged by union. Writes per-image CSV and a per-modality /
@@ -13,7 +16,8 @@ import argparse
 import time
 from pathlib import Path
 
-from medseg.data import discover, load_samples
+from _common import reference_split, versions_line
+from medseg.data import load_samples
 from medseg.data.geometry import boxes_from_mask
 from medseg.evaluation import format_markdown_table, write_csv
 from medseg.inference import Predictor
@@ -27,11 +31,14 @@ def main() -> None:
     ap.add_argument("--weights", default=None, help="checkpoint file (default: the registered lite_medsam)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--limit", type=int, default=0, help="images per dataset (0 = all)")
+    ap.add_argument("--split", choices=("test", "all"), default="test")
     args = ap.parse_args()
 
     model = build_model("lite_medsam", pretrained=args.weights or True)
     predictor = Predictor(model, img_size=256, batch_size=4)
-    entries, _ = discover(args.data)
+    entries = reference_split(args.data)
+    if args.split == "test":
+        entries = [e for e in entries if e.split == "test"]
     per_ds: dict[str, int] = {}
     metrics = {"gt_box": SegmentationMetric(MetricConfig()), "whole_image": SegmentationMetric(MetricConfig())}
     t0 = time.perf_counter()
@@ -61,7 +68,8 @@ def main() -> None:
     write_csv(rows, args.out / "lite_medsam_summary.csv")
     table = format_markdown_table(rows, digits=3)
     (args.out / "lite_medsam_summary.md").write_text(
-        f"LiteMedSAM on {n} real images ({time.perf_counter() - t0:.0f} s, CPU)\n\n{table}\n")
+        f"LiteMedSAM on {n} real images ({args.split} split; {time.perf_counter() - t0:.0f} s, CPU){versions_line()}"
+        f"\n\n{table}\n")
     print(table)
 
 

@@ -17,8 +17,8 @@ import argparse
 import time
 from pathlib import Path
 
-from _common import versions_line
-from medseg.data import discover, load_samples, stratified_split, write_manifest
+from _common import reference_split, versions_line
+from medseg.data import load_samples, write_manifest
 from medseg.evaluation import format_markdown_table, write_csv
 from medseg.inference import Predictor
 from medseg.metrics import MetricConfig, SegmentationMetric
@@ -35,8 +35,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, default=Path("runs/real_baseline"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
-    entries = [e for e in discover(args.data)[0] if e.mask is not None]
-    split = stratified_split(entries, test=0.2, val=0.1, seed=0)
+    split = reference_split(args.data)
     manifest = write_manifest(split, args.run / "manifest.csv")
     cfg = load_config(None, [
         f"out_dir={args.run}", f"data.manifest={manifest}", "data.img_size=256",
