@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from enum import Enum
 from pathlib import Path
 
 import typer
@@ -13,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from medseg.cli.model_cmds import report_skipped
-from medseg.cli.options import MaskModeOpt, OnErrorOpt
+from medseg.cli.options import MaskModeOpt, OnErrorOpt, Protocol, Target
 from medseg.data import catalog as catalog_mod
 from medseg.data.convert import folder_to_npz, npz_to_folder
 from medseg.data.scan import scan as scan_fn
@@ -27,16 +26,6 @@ data_app = typer.Typer(help="Data: scan a folder, convert formats, write split m
                        no_args_is_help=True)
 console = Console(width=None if Console().is_terminal else 120)
 err = Console(stderr=True)
-
-
-class Target(str, Enum):
-    npz = "npz"
-    folder = "folder"
-
-
-class Protocol(str, Enum):
-    stratified = "stratified"
-    cmmc = "cmmc"
 
 
 def _progress() -> Progress:

@@ -26,3 +26,13 @@ class NsdModeOpt(str, Enum):
     boundary = "boundary"
     subpixel = "subpixel"
     cvpr24 = "cvpr24"
+
+
+class Target(str, Enum):
+    npz = "npz"
+    folder = "folder"
+
+
+class Protocol(str, Enum):
+    stratified = "stratified"
+    cmmc = "cmmc"
