@@ -86,6 +86,11 @@ def predict(
                                         help="stop at the first unusable input, or skip it and list it at the end."),
     dicom_window: str = typer.Option("header", "--dicom-window",
                                      help="DICOM inputs: header (the file's window), none, or CENTER,WIDTH."),
+    tile: int | None = typer.Option(None, "--tile", min=16,
+                                    help="Segment at native resolution with TILE×TILE sliding windows (SAM-family "
+                                         "models: their input size, 256). Default: the letterbox."),
+    overlap: float = typer.Option(0.25, "--overlap", min=0.0, max=0.95, help="Sliding-window overlap."),
+    tta: bool = typer.Option(False, "--tta", help="Average the logits of the four flips."),
 ) -> None:
     """Segment files; writes masks in the input's format plus PNG overlays."""
     from medseg.data.loading import case_key
@@ -110,8 +115,14 @@ def predict(
             err.print(f"[yellow]warning:[/yellow] {len(without)} of {len(files)} inputs have no mask in "
                       f"{prompt_masks} and run prompt-free: {', '.join(str(f) for f in without[:5])}"
                       f"{' …' if len(without) > 5 else ''}", highlight=False, soft_wrap=True)
-    predictor = Predictor(loaded.model, img_size=loaded.img_size, device=device, threshold=threshold,
-                          batch_size=batch_size, optimize=optimize)
+    if tile is not None and prompts:
+        raise InvalidInputError(prompt_masks, "--box-from-masks cannot be combined with --tile (box prompts are "
+                                              "not tiled)")
+    try:
+        predictor = Predictor(loaded.model, img_size=loaded.img_size, device=device, threshold=threshold,
+                              batch_size=batch_size, optimize=optimize, tile=tile, overlap=overlap, tta=tta)
+    except ValueError as exc:
+        raise InvalidInputError(model, str(exc)) from exc
     with _progress() as bar:
         task = bar.add_task("predict", total=len(files))
         skipped: list[tuple[Path, str]] = []

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medseg.data.geometry import Letterbox, letterbox_image, unletterbox_logits
+from medseg.inference.sliding import FLIPS, flip_tta, model_logits, native_tensor, sliding_window_logits
 from medseg.models.fuse import fuse_conv_bn
 
 
@@ -32,18 +33,24 @@ class Predictor:
         threshold: probability threshold for the binary mask.
         batch_size: images per forward pass.
         max_boxes_per_pass: boxes decoded together against one image embedding.
+        tile, overlap, tta: sliding-window inference at native resolution and flip TTA (see below).
         optimize: fold BatchNorm into convolutions and use channels-last memory (1.36× / 1.65× faster LiteMedSAM
             at batch 1 / 8 on 2 CPU threads, logits within ~1e-4 of the plain model; see
             ``benchmarks/bench_lite_medsam.py``).
 
     For SAM-family models, ``boxes[i]`` is a (K, 4) xyxy array in image ``i``'s original pixel frame: each box is
     decoded against the cached image embedding and the K masks are merged by taking the maximum logit (the union).
-    ``None`` (or no ``boxes``) means the prompt-free whole-image box. U-Nets ignore boxes.
+    ``None`` (or no ``boxes``) means the prompt-free box of the image region. U-Nets ignore boxes.
+
+    Native resolution: with ``tile`` set, each image is segmented at its own size by sliding ``tile``×``tile``
+    windows (``overlap`` apart, Gaussian-blended logits, :mod:`medseg.inference.sliding`); SAM-family models run
+    prompt-free per tile and need ``tile`` = their input size. ``tta=True`` averages the logits of the four flips
+    (identity, horizontal, vertical, both) in either mode.
     """
 
     def __init__(self, model: nn.Module, *, img_size: int = 256, device: str | torch.device = "cpu",
                  threshold: float = 0.5, batch_size: int = 8, max_boxes_per_pass: int = 32,
-                 optimize: bool = False) -> None:
+                 optimize: bool = False, tile: int | None = None, overlap: float = 0.25, tta: bool = False) -> None:
         self.optimize = optimize
         if optimize:
             model = fuse_conv_bn(model).to(memory_format=torch.channels_last)
@@ -54,6 +61,10 @@ class Predictor:
         self.batch_size = batch_size
         self.max_boxes_per_pass = max_boxes_per_pass
         self.is_sam = bool(getattr(model, "accepts_boxes", False))
+        self.tile, self.overlap, self.tta = tile, overlap, tta
+        if tile is not None:
+            fn = model_logits(self.model, tile)  # checks that SAM-family tiles match the encoder's input size
+            self._tile_fn = flip_tta(fn) if tta else fn
 
     def predict(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray | None] | None = None,
                 progress: Callable[[int], None] | None = None) -> list[Prediction]:
@@ -69,30 +80,55 @@ class Predictor:
         """
         out: list[list[Prediction]] = []
         with torch.inference_mode():
+            if self.tile is not None:
+                if any(ps is not None and any(b is not None and len(b) for b in ps) for ps in prompt_sets):
+                    raise ValueError("box prompts are not tiled: predict with tile=None to use boxes")
+                for img in images:
+                    x = native_tensor(img).to(self.device)
+                    logits = sliding_window_logits(self._tile_fn, x, tile=self.tile, overlap=self.overlap,
+                                                   batch_size=self.batch_size)[0, 0]
+                    out.append([self._prediction(logits)] * len(prompt_sets))
+                    if progress is not None:
+                        progress(1)
+                return out
             for start in range(0, len(images), self.batch_size):
-                chunk = images[start:start + self.batch_size]
-                prepped = [letterbox_image(img, self.img_size) for img in chunk]
-                x = torch.from_numpy(np.stack([p[0] for p in prepped])).to(self.device)
-                if self.optimize:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                geos = [p[1] for p in prepped]
-                if self.is_sam:
-                    emb = self.model.image_encoder(x)
-                    per_set = []
-                    for boxes in prompt_sets:
-                        chunk_boxes = [None] * len(chunk) if boxes is None else list(boxes[start:start + len(chunk)])
-                        per_set.append(self._decode(x, emb, geos, chunk_boxes))
-                else:  # U-Nets ignore boxes: one forward pass serves every prompt set
-                    per_set = [list(self.model(x))] * len(prompt_sets)
-                for i, geo in enumerate(geos):
-                    preds = []
-                    for logits in per_set:
-                        prob = torch.sigmoid(unletterbox_logits(logits[i][None].float(), geo))[0, 0].cpu().numpy()
-                        preds.append(Prediction(mask=prob > self.threshold, prob=prob))
-                    out.append(preds)
+                chunk = list(images[start:start + self.batch_size])
+                sets = [None if b is None else list(b[start:start + len(chunk)]) for b in prompt_sets]
+                flips = FLIPS if self.tta else ((),)
+                total: list[list[torch.Tensor]] | None = None
+                for dims in flips:  # TTA in the image's own frame: the letterbox padding stays bottom/right
+                    imgs = [_flip_image(im, dims) for im in chunk]
+                    boxes = [None if b is None else [_flip_boxes(bb, im.shape[:2], dims) for bb, im in zip(b, chunk,
+                                                                                                   strict=True)]
+                             for b in sets]
+                    logits = [[_flip_logits(lg, dims) for lg in per] for per in self._letterbox_logits(imgs, boxes)]
+                    total = logits if total is None else [[t + lg for t, lg in zip(tp, lp, strict=True)]
+                                                          for tp, lp in zip(total, logits, strict=True)]
+                assert total is not None
+                out += [[self._prediction(lg / len(flips)) for lg in per] for per in total]
                 if progress is not None:
                     progress(len(chunk))
         return out
+
+    def _prediction(self, logits: torch.Tensor) -> Prediction:
+        prob = torch.sigmoid(logits.float()).cpu().numpy()
+        return Prediction(mask=prob > self.threshold, prob=prob)
+
+    def _letterbox_logits(self, chunk: list[np.ndarray], prompt_sets: list[list[np.ndarray | None] | None]
+                          ) -> list[list[torch.Tensor]]:
+        """(H, W) logits in each image's own frame, one per prompt set, for a chunk of images."""
+        prepped = [letterbox_image(img, self.img_size) for img in chunk]
+        x = torch.from_numpy(np.stack([p[0] for p in prepped])).to(self.device)
+        if self.optimize:
+            x = x.contiguous(memory_format=torch.channels_last)
+        geos = [p[1] for p in prepped]
+        if self.is_sam:
+            emb = self.model.image_encoder(x)
+            per_set = [self._decode(x, emb, geos, [None] * len(chunk) if b is None else b) for b in prompt_sets]
+        else:  # U-Nets ignore boxes: one forward pass serves every prompt set
+            per_set = [list(self.model(x))] * len(prompt_sets)
+        return [[unletterbox_logits(logits[i][None].float(), geo)[0, 0] for logits in per_set]
+                for i, geo in enumerate(geos)]
 
     def _decode(self, x: torch.Tensor, emb: torch.Tensor, geos: list[Letterbox],
                 boxes: list[np.ndarray | None]) -> list[torch.Tensor]:
@@ -108,3 +144,28 @@ class Predictor:
                 merged = low if merged is None else torch.maximum(merged, low)
             result.append(merged)
         return result
+
+
+def _flip_image(image: np.ndarray, dims: tuple[int, ...]) -> np.ndarray:
+    """Flip an (H, W, C) image along torch-style dims (-1 = width, -2 = height)."""
+    for d in dims:
+        image = image[:, ::-1] if d == -1 else image[::-1]
+    return np.ascontiguousarray(image)
+
+
+def _flip_boxes(boxes: np.ndarray | None, hw: tuple[int, int], dims: tuple[int, ...]) -> np.ndarray | None:
+    """Flip (K, 4) xyxy boxes of an (H, W) image like :func:`_flip_image`."""
+    if boxes is None or len(boxes) == 0:
+        return boxes
+    b = np.asarray(boxes, dtype=np.float32).copy()
+    h, w = hw
+    for d in dims:
+        if d == -1:
+            b[:, [0, 2]] = (w - 1) - b[:, [2, 0]]
+        else:
+            b[:, [1, 3]] = (h - 1) - b[:, [3, 1]]
+    return b
+
+
+def _flip_logits(logits: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    return torch.flip(logits, dims) if dims else logits
