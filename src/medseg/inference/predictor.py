@@ -83,10 +83,12 @@ class Predictor:
             if self.tile is not None:
                 if any(ps is not None and any(b is not None and len(b) for b in ps) for ps in prompt_sets):
                     raise ValueError("box prompts are not tiled: predict with tile=None to use boxes")
+                # windows one at a time on the CPU: faster there than batches of 8 (benchmarks/bench_sliding.py)
+                windows = 1 if self.device.type == "cpu" else self.batch_size
                 for img in images:
                     x = native_tensor(img).to(self.device)
                     logits = sliding_window_logits(self._tile_fn, x, tile=self.tile, overlap=self.overlap,
-                                                   batch_size=self.batch_size)[0, 0]
+                                                   batch_size=windows)[0, 0]
                     out.append([self._prediction(logits)] * len(prompt_sets))
                     if progress is not None:
                         progress(1)
