@@ -127,9 +127,9 @@ def _check_user(path: Path, sha256: str) -> None:
         raise InvalidInputError(path, f"sha256 {digest} does not match the expected {sha256}")
 
 
-def load_verified(path: str | Path, spec: WeightSpec, sha256: str | None = None) -> dict[str, torch.Tensor]:
+def load_verified(path: str | Path, spec: WeightSpec | None, sha256: str | None = None) -> dict[str, torch.Tensor]:
     """Load a local weights file after checking it: against ``sha256`` (your own file) when given, else against
-    the published ``spec`` (file sha256 for ``.pth``, content digest for ``.safetensors``).
+    the published ``spec`` (required then) (file sha256 for ``.pth``, content digest for ``.safetensors``).
 
     Raises:
         InvalidInputError: missing, unreadable, or failing its check (naming the file and both digests).
@@ -140,6 +140,8 @@ def load_verified(path: str | Path, spec: WeightSpec, sha256: str | None = None)
     if sha256:
         _check_user(p, sha256)
         return _load_any(p)
+    if spec is None:
+        raise InvalidInputError(p, "nothing to verify the file against: pass the sha256 you expect of it")
     if p.suffix != ".safetensors":
         try:
             _check_original(p, spec)
@@ -150,12 +152,6 @@ def load_verified(path: str | Path, spec: WeightSpec, sha256: str | None = None)
     state = _load_any(p)
     _check_state(p, state, spec)
     return state
-
-
-def spec_for_import(model: str) -> WeightSpec:
-    """The registered spec named like ``model`` when there is one, else a placeholder (own checkpoints are
-    verified by the sha256 their owner gives)."""
-    return _REGISTRY.get(model) or WeightSpec(model, "", "", "", 0, "", "", "user checkpoint")
 
 
 def default_cache_dir() -> Path:

@@ -254,10 +254,10 @@ def weights_import(
     loads. The file is verified against --sha256 before it is read; loading never unpickles code."""
     from medseg.models import build_model, load_state_strict
     from medseg.models.io import save_model_folder
-    from medseg.weights import load_verified, spec_for_import
+    from medseg.weights import load_verified
 
     check_output_dir(out)
-    state = load_verified(checkpoint, spec_for_import(model), sha256=sha256)
+    state = load_verified(checkpoint, None, sha256=sha256)
     net = build_model(model)
     load_state_strict(net, state, str(checkpoint))
     size = int(getattr(net, "img_size", 256))

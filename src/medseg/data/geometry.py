@@ -41,12 +41,24 @@ class Letterbox:
 
     def prompt_free_box(self) -> np.ndarray:
         """The image region [0, 0, w-1, h-1] in the canvas frame (the prompt-free box), float32 (4,)."""
-        h, w = self.new_hw
-        return np.array([0, 0, w - 1, h - 1], dtype=np.float32)
+        return region_box(self.new_hw)
 
     def box_to_canvas(self, boxes: np.ndarray) -> np.ndarray:
         """Original-frame xyxy boxes (..., 4) → canvas frame: ``int(box · S / max(H, W))`` (CVPR24 rule), float32."""
         return np.trunc(np.asarray(boxes, dtype=np.float64) * self.scale).astype(np.float32)
+
+
+def region_box(hw: tuple[int, int]) -> np.ndarray:
+    """The box [0, 0, w-1, h-1] of an (h, w) region at the top-left of a canvas, float32 (4,)."""
+    h, w = hw
+    return np.array([0, 0, w - 1, h - 1], dtype=np.float32)
+
+
+def minmax_unit(image: np.ndarray) -> np.ndarray:
+    """Per-image min-max to [0, 1] over all pixels and channels, float32 (a constant image becomes 0)."""
+    img = np.asarray(image, dtype=np.float32)
+    lo, hi = float(img.min()), float(img.max())
+    return (img - lo) / max(hi - lo, 1e-8)
 
 
 def letterbox_geometry(orig_hw: tuple[int, int], size: int) -> Letterbox:
@@ -107,9 +119,7 @@ def letterbox_image(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
     geo = letterbox_geometry(image.shape[:2], size)
     h, w = geo.new_hw
-    img = resize_image(image, geo.new_hw).astype(np.float32)
-    lo, hi = float(img.min()), float(img.max())
-    img = (img - lo) / max(hi - lo, 1e-8)
+    img = minmax_unit(resize_image(image, geo.new_hw))
     canvas = np.zeros((3, size, size), dtype=np.float32)
     canvas[:, :h, :w] = img.transpose(2, 0, 1)
     return canvas, geo

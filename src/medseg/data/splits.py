@@ -157,7 +157,7 @@ def _take(order: Sequence[str], sizes: Mapping[str, int], target: int, keep_free
         if not chosen or abs(new - target) < abs(total - target):
             chosen.append(g)
             total = new
-    return chosen if target > 0 else []
+    return chosen
 
 
 def stratified_split(entries: Iterable[CatalogEntry], *, test: float = 0.2, val: float = 0.0,

@@ -139,8 +139,7 @@ def evaluate_folders(pred: str | Path, gt: str | Path, out_dir: str | Path, *, c
         key = case_key(p if p is not None else t.mask)
         for z in range(pm.shape[0]):
             case = key if pm.shape[0] == 1 else f"{key}_z{z:03d}"
-            metric(pm[z] if mask_mode == "labels" else pm[z] > 0, gm[z] if mask_mode == "labels" else gm[z] > 0,
-                   spacing=spacing, case=case, modality=t.modality, dataset=t.dataset,
+            metric(pm[z], gm[z], spacing=spacing, case=case, modality=t.modality, dataset=t.dataset,
                    prediction="missing (scored empty)" if p is None else "found")
         if progress is not None:
             progress(1)

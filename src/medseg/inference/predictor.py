@@ -100,9 +100,7 @@ class Predictor:
                 total: list[list[torch.Tensor]] | None = None
                 for dims in flips:  # TTA in the image's own frame: the letterbox padding stays bottom/right
                     imgs = [_flip_image(im, dims) for im in chunk]
-                    boxes = [None if b is None else [_flip_boxes(bb, im.shape[:2], dims) for bb, im in zip(b, chunk,
-                                                                                                   strict=True)]
-                             for b in sets]
+                    boxes = [_flip_box_set(b, chunk, dims) for b in sets]
                     logits = [[_flip_logits(lg, dims) for lg in per] for per in self._letterbox_logits(imgs, boxes)]
                     total = logits if total is None else [[t + lg for t, lg in zip(tp, lp, strict=True)]
                                                           for tp, lp in zip(total, logits, strict=True)]
@@ -167,6 +165,14 @@ def _flip_boxes(boxes: np.ndarray | None, hw: tuple[int, int], dims: tuple[int, 
         else:
             b[:, [1, 3]] = (h - 1) - b[:, [3, 1]]
     return b
+
+
+def _flip_box_set(boxes: list[np.ndarray | None] | None, images: list[np.ndarray], dims: tuple[int, ...]
+                  ) -> list[np.ndarray | None] | None:
+    """One prompt set (boxes per image, or None = prompt-free) flipped with its images."""
+    if boxes is None:
+        return None
+    return [_flip_boxes(b, im.shape[:2], dims) for b, im in zip(boxes, images, strict=True)]
 
 
 def _flip_logits(logits: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from medseg.data.geometry import prompt_free_boxes, square_geometry
+from medseg.data.geometry import minmax_unit, prompt_free_boxes, square_geometry
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
@@ -27,9 +27,7 @@ def native_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 → (1, 3, H, W) float32, per-image min-max to [0, 1] (constant images become 0)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
-    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()[None]
-    lo, hi = x.amin(), x.amax()
-    return (x - lo) / torch.clamp(hi - lo, min=1e-8)
+    return torch.from_numpy(np.ascontiguousarray(minmax_unit(image).transpose(2, 0, 1)))[None]
 
 
 def model_logits(model: nn.Module, tile: int | None = None) -> Logits:

@@ -66,9 +66,16 @@ class SegmentationDataModule(L.LightningDataModule):
         self.cache_root = Path(cfg.cache_dir) if cfg.cache_dir is not None else cache_root
         self.train_set: SegmentationDataset | None = None
         self.val_set: SegmentationDataset | None = None
+        self._entries: tuple[list[CatalogEntry], list[CatalogEntry]] | None = None
+
+    def entries(self) -> tuple[list[CatalogEntry], list[CatalogEntry]]:
+        """(train, val) catalog entries, discovered and split once."""
+        if self._entries is None:
+            self._entries = select_entries(self.cfg, self.seed)
+        return self._entries
 
     def _caches(self) -> tuple[Path, Path | None]:
-        train, val = select_entries(self.cfg, self.seed)
+        train, val = self.entries()
         t = build_cache(train, self.cache_root, img_size=self.cfg.img_size, mask_mode=self.cfg.mask_mode)
         v = build_cache(val, self.cache_root, img_size=self.cfg.img_size, mask_mode=self.cfg.mask_mode) if val else None
         return t, v

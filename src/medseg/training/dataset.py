@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from medseg.data import CatalogEntry, load_samples
-from medseg.data.geometry import Letterbox, boxes_from_mask, letterbox_image, letterbox_mask
+from medseg.data.geometry import boxes_from_mask, letterbox_image, letterbox_mask, region_box
 
 CACHE_VERSION = 2
 
@@ -32,17 +32,15 @@ class CachedSplit:
     masks: np.ndarray
     valid: np.ndarray
     info: list[dict[str, str]]
-    native: np.ndarray | None = None
-    native_offsets: np.ndarray | None = None
-    native_shapes: np.ndarray | None = None
+    native: np.ndarray
+    native_offsets: np.ndarray
+    native_shapes: np.ndarray
 
     def __len__(self) -> int:
         return len(self.info)
 
     def native_mask(self, i: int) -> np.ndarray:
         """(H, W) bool ground truth of row ``i`` at the image's own resolution."""
-        if self.native is None or self.native_offsets is None or self.native_shapes is None:
-            raise ValueError("this cache holds no native-resolution masks (rebuild it)")
         h, w = (int(v) for v in self.native_shapes[i])
         start = int(self.native_offsets[i])
         return np.asarray(self.native[start:start + h * w]).reshape(h, w).astype(bool)
@@ -177,7 +175,7 @@ class SegmentationDataset(Dataset):
             box = boxes_from_mask(mask, per_component=False, shift=self.box_shift, rng=rng)[0]
             box = np.minimum(box, [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)  # jitter stays in the image
         else:
-            box = Letterbox((h, w), (h, w), mask.shape[0]).prompt_free_box()
+            box = region_box((h, w))
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)),
             "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],

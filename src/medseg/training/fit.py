@@ -14,7 +14,7 @@ from medseg.errors import MedsegError
 from medseg.models.io import save_model_folder
 from medseg.training.checkpoint_io import AtomicCheckpointIO
 from medseg.training.config import TrainConfig, dump_config
-from medseg.training.datamodule import SegmentationDataModule, select_entries
+from medseg.training.datamodule import SegmentationDataModule
 from medseg.training.module import SegmentationModule
 from medseg.utils.atomic import atomic_write_text
 from medseg.utils.checks import check_accelerator, check_output_dir
@@ -99,7 +99,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, extra_callbacks: list[L.Cal
     module = SegmentationModule(cfg.model_dump(mode="json"))
     data = SegmentationDataModule(cfg.data, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
                                   cache_root=out / "cache")
-    has_val = bool(select_entries(cfg.data, cfg.seed)[1])
+    has_val = bool(data.entries()[1])
     trainer = build_trainer(cfg, extra_callbacks=extra_callbacks, unused_parameters=module.is_sam, has_val=has_val)
     if trainer.is_global_zero:
         atomic_write_text(out / "config.yaml", dump_config(cfg))

@@ -90,10 +90,10 @@ class SegmentationModule(L.LightningModule):
         if o.scheduler == "none":
             return opt
         if o.scheduler == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min" if "loss" in self._plateau_monitor()
-                                                               else "max", factor=o.plateau_factor,
-                                                               patience=o.plateau_patience)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self._plateau_monitor(),
+            monitor = self._plateau_monitor()
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min" if "loss" in monitor else "max",
+                                                               factor=o.plateau_factor, patience=o.plateau_patience)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": monitor,
                                                        "interval": "epoch", "frequency": 1}}
         total = self._total_steps()
         warm = min(o.warmup_steps, total - 1)

@@ -37,7 +37,7 @@ def check_output_file(path: str | Path) -> Path:
     p = Path(path)
     if p.is_dir():
         raise InvalidInputError(p, "output file is an existing folder; give a file name")
-    check_output_dir(p.parent if str(p.parent) else Path("."))
+    check_output_dir(p.parent)
     if p.exists() and not os.access(p, os.W_OK):
         raise InvalidInputError(p, "output file exists and is read-only")
     return p
