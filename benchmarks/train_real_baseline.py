@@ -1,76 +1,167 @@
-"""A supervised U-Net baseline on the shared real data, trained for a fixed number of steps on the CPU, scored on
-the held-out split at native resolution (Dice, NSD τ = 2 px) next to prompt-free LiteMedSAM on the same images.
+"""The supervised reference on every dataset of the shared data: one ResNet U-Net per dataset (the task-specific
+baseline the method papers compare against) and one universal model over all datasets (one output per target),
+trained on native-resolution patches within a stated CPU budget, scored on the held-out test split at native
+resolution (sliding windows; Dice, NSD τ = 2 px, HD95), with per-image CSVs for paired comparisons.
 
-    python benchmarks/train_real_baseline.py --steps 660 --out benchmarks/results
+    python benchmarks/train_real_baseline.py --per-dataset --universal --out benchmarks/results
 
-A fixed step count (not a wall-time budget) makes the result the same on a busy and a quiet machine; the wall time
-is reported beside it (660 steps ≈ 12 minutes on 2 quiet cores). ``--minutes`` adds a wall-time cap.
+Datasets are discovered from the folder tree (``<modality>/<dataset>/images|masks``). The split is the reference
+split every benchmark shares (``medseg data split --test 0.2 --val 0.1 --seed 0``: per-dataset seeded, group-aware,
+so 80 % train+val / 20 % test); weights are chosen on ``val`` (best validation Dice, sliding window at native
+resolution) and every number is measured on ``test`` only.
 
-The split is the one ``medseg data split --test 0.2 --val 0.1 --seed 0`` writes (per-dataset seeded, group-aware:
-no CHASE_DB1 child or ISBI 2012 slice block on two sides): the U-Net trains on ``train``, its weights are chosen on
-``val`` (best validation Dice at native resolution), and every model is scored on ``test`` only.
+Every stage is cached under ``--run``: a trained model is reused, an interrupted training resumes from its last
+checkpoint (the wall-time budget counts the time already spent), and scoring is redone only when missing.
+
+Budgets are wall-clock minutes on this machine (``--minutes`` for every dataset, ``--budget DATASET=MIN`` to
+override one, ``--universal-minutes``); the table states each model's budget, steps and minutes used.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 from _common import reference_split, versions_line
-from medseg.data import load_samples, write_manifest
+from medseg.data import CatalogEntry, load_samples, write_manifest
 from medseg.evaluation import format_markdown_table, write_csv
 from medseg.inference import Predictor
 from medseg.metrics import MetricConfig, SegmentationMetric
-from medseg.models import build_model
 from medseg.models.io import load_model
 from medseg.training import load_config, train
+from medseg.training.fit import last_checkpoint
+
+# targets shared by several datasets (README of the data): they share one output of the universal model
+SHARED_TARGETS = {"ph2": "skin-lesion", "isic2017": "skin-lesion"}
+
+RECIPE = [
+    "model.name=resnet_unet",
+    "model.options={arch: resnet18, base_width: 32, decoder_channels: [128, 64, 32, 16, 16]}",
+    "data.patch_size=256", "data.foreground_oversample=0.33", "data.val_overlap=0.25",
+    "data.augment={flips: true, rot90: true, affine_p: 0.2, intensity_p: 0.15, gamma_p: 0.3}",
+    "loss.weights={dice: 1.0, bce: 1.0}", "optim.lr=0.001", "optim.weight_decay=0.0001",
+    "optim.scheduler=plateau", "optim.plateau_monitor=val/dice", "optim.plateau_factor=0.5",
+    "optim.plateau_patience=4", "trainer.batch_size=8", "trainer.max_epochs=-1", "trainer.max_steps=-1",
+    "trainer.accelerator=cpu", "trainer.progress_bar=false", "trainer.checkpoint_every_n_steps=50",
+    "trainer.gradient_clip_val=1.0", "trainer.final_weights=best", "trainer.log_every_n_steps=10",
+]
+
+
+def _train(name: str, entries: list[CatalogEntry], run: Path, minutes: float, steps_per_epoch: int,
+           extra: list[str]) -> tuple[Path, dict]:
+    """Train (or reuse / resume) one model; returns its folder and the training facts for the table."""
+    facts_path = run / "facts.json"
+    if (run / "model" / "model.json").is_file() and facts_path.is_file():
+        return run / "model", json.loads(facts_path.read_text())
+    manifest = write_manifest(entries, run / "manifest.csv")
+    secs = int(minutes * 60)
+    cfg = load_config(None, [*RECIPE, f"out_dir={run}", f"data.manifest={manifest}",
+                             f"data.cache_dir={run.parent}/cache",
+                             f"data.patches_per_epoch={steps_per_epoch * 8}",
+                             f"trainer.max_time=00:{secs // 3600:02d}:{secs % 3600 // 60:02d}:{secs % 60:02d}",
+                             *extra])
+    t0 = time.perf_counter()
+    result = train(cfg, resume=last_checkpoint(run) is not None)
+    facts = {"model": name, "budget_min": minutes, "steps": result.global_step,
+             "minutes_this_run": round((time.perf_counter() - t0) / 60, 1),
+             "best_val_dice": json.loads((result.model_dir / "model.json").read_text()).get("best_score")}
+    facts_path.write_text(json.dumps(facts))
+    return result.model_dir, facts
+
+
+def _score(model_dir: Path, test: list[CatalogEntry], csv: Path, target_of: dict[str, str] | None) -> list[dict]:
+    """Per-image metrics of a model on the test entries (cached in ``csv``)."""
+    import csv as _csv
+
+    if csv.is_file():
+        with open(csv, newline="") as f:
+            return list(_csv.DictReader(f))
+    loaded = load_model(model_dir)
+    targets = loaded.meta.get("targets")
+    metric = SegmentationMetric(MetricConfig())
+    predictors: dict[int, Predictor] = {}
+    for e in test:
+        channel = targets.index(target_of.get(e.dataset, e.dataset)) if targets and target_of is not None else 0
+        if channel not in predictors:
+            predictors[channel] = Predictor(loaded.model, img_size=loaded.img_size, tile=loaded.tile,
+                                            overlap=loaded.overlap, channel=channel)
+        for s in load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode="nonzero"):
+            metric(predictors[channel].predict([s.image])[0].mask, s.binary_mask(), case=s.case_id,
+                   modality=s.modality, dataset=s.dataset)
+    write_csv(metric.rows, csv)
+    return [{k: str(v) for k, v in r.items()} for r in metric.rows]
+
+
+def _summary(rows: list[dict], facts: dict) -> list[dict]:
+    import numpy as np
+
+    out = []
+    keys = sorted({(r["modality"], r["dataset"]) for r in rows})
+    for mod, ds in keys:
+        sel = [r for r in rows if (r["modality"], r["dataset"]) == (mod, ds)]
+        col = {k: np.array([float(r[k]) for r in sel]) for k in ("dice", "nsd", "hd95")}
+        hd = col["hd95"][np.isfinite(col["hd95"])]
+        out.append({"model": facts["model"], "modality": mod, "dataset": ds, "n": len(sel),
+                    "dice_mean": float(col["dice"].mean()), "nsd_mean": float(col["nsd"].mean()),
+                    "hd95_median": float(np.median(hd)) if len(hd) else float("nan"),
+                    "budget_min": facts["budget_min"], "steps": facts["steps"]})
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
-    ap.add_argument("--steps", type=int, default=660, help="optimiser steps (batch 8)")
-    ap.add_argument("--minutes", type=int, default=None, help="optional wall-time cap")
-    ap.add_argument("--run", type=Path, default=Path("runs/real_baseline"))
+    ap.add_argument("--run", type=Path, default=Path("runs/reference"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--per-dataset", action="store_true", help="one model per dataset")
+    ap.add_argument("--universal", action="store_true", help="one model over all datasets")
+    ap.add_argument("--datasets", nargs="*", default=None, help="only these datasets (default: all discovered)")
+    ap.add_argument("--minutes", type=float, default=5.0, help="per-dataset wall-time budget")
+    ap.add_argument("--budget", action="append", default=[], metavar="DATASET=MIN", help="override one budget")
+    ap.add_argument("--universal-minutes", type=float, default=30.0)
+    ap.add_argument("--steps-per-epoch", type=int, default=50, help="optimiser steps between validations")
+    ap.add_argument("--summary-only", action="store_true", help="only rebuild the tables from cached results")
     args = ap.parse_args()
+    budgets = {k: float(v) for k, v in (b.split("=", 1) for b in args.budget)}
     split = reference_split(args.data)
-    manifest = write_manifest(split, args.run / "manifest.csv")
-    cfg = load_config(None, [
-        f"out_dir={args.run}", f"data.manifest={manifest}", "data.img_size=256",
-        "model.name=resnet_unet",
-        "model.options={arch: resnet18, base_width: 32, decoder_channels: [128, 64, 32, 16, 16]}",
-        "loss.weights={dice: 1.0, bce: 1.0}", "optim.lr=0.001", "optim.scheduler=none",
-        "trainer.max_epochs=-1", f"trainer.max_steps={args.steps}", "trainer.batch_size=8",
-        *([f"trainer.max_time=00:00:{args.minutes:02d}:00"] if args.minutes else []),
-        "trainer.accelerator=cpu", "trainer.progress_bar=false", "trainer.checkpoint_every_n_steps=200",
-        "trainer.gradient_clip_val=1.0", "trainer.final_weights=best",
-    ])
-    t0 = time.perf_counter()
-    result = train(cfg)
-    minutes = (time.perf_counter() - t0) / 60
-    unet = Predictor(load_model(result.model_dir).model, img_size=256)
-    sam = Predictor(build_model("lite_medsam", pretrained=True), img_size=256)
+    datasets = sorted({(e.modality, e.dataset) for e in split})
+    if args.datasets:
+        datasets = [d for d in datasets if d[1] in args.datasets]
     test = [e for e in split if e.split == "test"]
-    metrics = {name: SegmentationMetric(MetricConfig()) for name in ("unet", "lite_medsam_prompt_free")}
-    for e in test:
-        for s in load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode="nonzero"):
-            gt = s.binary_mask()
-            for name, pred in (("unet", unet), ("lite_medsam_prompt_free", sam)):
-                metrics[name](pred.predict([s.image])[0].mask, gt, case=s.case_id, modality=s.modality,
-                              dataset=s.dataset)
-    rows = []
-    for name, m in metrics.items():
-        write_csv(m.rows, args.out / f"real_baseline_{name}_per_image.csv")
-        rows += [{"model": name, **{k: r[k] for k in ("modality", "dataset", "n", "dice_mean", "nsd_mean",
-                                                      "hd95_median")}} for r in m.summary(by=("modality", "dataset"))]
-    table = format_markdown_table(rows, digits=3)
-    write_csv(rows, args.out / "real_baseline_summary.csv")
-    (args.out / "real_baseline_summary.md").write_text(
-        f"resnet_unet (ResNet-18, width 32) trained {result.global_step} steps ({minutes:.1f} min) on the CPU "
-        f"(weights chosen on the 10 % validation split); scored on the held-out 20 % test split ({len(test)} "
-        f"images){versions_line()}\n\n{table}\n")
+    summary: list[dict] = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.per_dataset:
+        for mod, ds in datasets:
+            run = args.run / f"{mod}-{ds}"
+            mine = [e for e in split if e.dataset == ds and e.modality == mod]
+            if args.summary_only and not (run / "facts.json").is_file():
+                continue
+            model_dir, facts = _train("per-dataset", [e for e in mine if e.split != "test"], run,
+                                      budgets.get(ds, args.minutes), args.steps_per_epoch, [])
+            rows = _score(model_dir, [e for e in mine if e.split == "test"],
+                          args.out / "reference" / f"per_dataset_{mod}-{ds}.csv", None)
+            summary += _summary(rows, facts)
+            print(f"{mod}/{ds}: {facts}", flush=True)
+    if args.universal and not (args.summary_only and not (args.run / "universal" / "facts.json").is_file()):
+        names = {d: SHARED_TARGETS.get(d, d) for _, d in datasets}
+        heads = ["data.heads=per_target", f"data.target_of={json.dumps(names)}"]
+        wanted = {d for _, d in datasets}
+        model_dir, facts = _train("universal", [e for e in split if e.split != "test" and e.dataset in wanted],
+                                  args.run / "universal", args.universal_minutes, args.steps_per_epoch, heads)
+        rows = _score(model_dir, [e for e in test if e.dataset in wanted], args.out / "reference" / "universal.csv",
+                      names)
+        summary += _summary(rows, facts)
+        print(f"universal: {facts}", flush=True)
+    if not summary:
+        return
+    write_csv(summary, args.out / "reference_summary.csv")
+    table = format_markdown_table(summary, digits=3)
+    (args.out / "reference_summary.md").write_text(
+        "ResNet-18 U-Net (width 32, scSE) on 256² native-resolution patches, CPU (2 threads), weights chosen on the "
+        "validation split, scored on the held-out test split by sliding windows at native resolution; budget = "
+        f"wall-clock minutes{versions_line()}\n\n{table}\n")
     print(table)
 
 

@@ -123,3 +123,28 @@ def test_predict_dicom_writes_dicom_mask(trained: tuple[Path, Path], tmp_path: P
     assert main(["predict", str(model), str(src), "--out", str(out)]) == 0
     ds = pydicom.dcmread(out / "ct.dcm")
     assert ds.pixel_array.shape == (50, 60) and ds.PatientID == "anon"
+
+
+def test_evaluate_with_model_equals_predict_then_evaluate(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, model = trained
+    opts = ["--tile", "32", "--overlap", "0.5", "--tta"]
+    assert main(["predict", str(model), str(data), "--out", str(tmp_path / "pred"), *opts]) == 0
+    assert main(["evaluate", str(tmp_path / "pred"), str(data), "--out", str(tmp_path / "a")]) == 0
+    assert main(["evaluate", str(data), str(data), "--model", str(model), "--out", str(tmp_path / "b"), *opts]) == 0
+    a = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
+    b = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
+    assert [(r["case"], r["dice"]) for r in a] == [(r["case"], r["dice"]) for r in b]
+    assert (tmp_path / "b" / "predictions").is_dir()
+
+
+def test_patch_trained_multi_target_model_tiles_and_needs_a_target(trained: tuple[Path, Path], tmp_path: Path,
+                                                                   capfd: pytest.CaptureFixture) -> None:
+    data, _ = trained
+    run = tmp_path / "run"
+    assert main(["train", f"out_dir={run}", f"data.root={data}", *TINY, "data.patch_size=32",
+                 "data.heads=per_target"]) == 0
+    assert main(["predict", str(run / "model"), str(data), "--out", str(tmp_path / "p")]) != 0
+    assert "choose the target" in capfd.readouterr().err.replace("\n", " ")
+    target = sorted(p.name for p in data.glob("*/*") if p.is_dir())[0]
+    assert main(["predict", str(run / "model"), str(data), "--out", str(tmp_path / "p"), "--target", target]) == 0
+    assert len([p for p in (tmp_path / "p").rglob("*.png") if not p.stem.endswith("_overlay")]) == 8

@@ -62,7 +62,7 @@ def test_boxes_from_mask_hand_case() -> None:
 def test_predictor_returns_masks_at_original_size(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(name, **tiny_model_config(name))
-    pred = Predictor(model, img_size=64, batch_size=2)
+    pred = Predictor(model, img_size=64, batch_size=2, engine="eager")
     images = [np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)
               for i, (h, w) in enumerate([(40, 70), (64, 64), (100, 30)])]
     boxes = [np.array([[5, 5, 30, 30]], np.float32), None, np.zeros((0, 4), np.float32)]
@@ -72,7 +72,7 @@ def test_predictor_returns_masks_at_original_size(name: str) -> None:
     sets = pred.predict_prompt_sets(images, [boxes, None])
     assert len(sets) == 3 and all(len(s) == 2 for s in sets)
     np.testing.assert_array_equal(sets[0][0].prob, out[0].prob)
-    fast = Predictor(model, img_size=64, batch_size=2, optimize=True).predict(images, boxes)
+    fast = Predictor(model, img_size=64, batch_size=2, engine="optimized").predict(images, boxes)
     for a, b in zip(fast, out, strict=True):
         np.testing.assert_allclose(a.prob, b.prob, atol=1e-4)
 
@@ -101,7 +101,7 @@ def test_predictor_model_and_onnx_agree_on_a_non_square_image(tmp_path) -> None:
     torch.manual_seed(0)
     model = build_model("lite_medsam", **tiny_model_config("lite_medsam")).eval()
     img = np.random.default_rng(3).integers(0, 256, (37, 64, 3), dtype=np.uint8)
-    prob = Predictor(model, img_size=64).predict([img])[0].prob
+    prob = Predictor(model, img_size=64, engine="eager").predict([img])[0].prob
     x, geo = letterbox_image(img, 64)
     boxes = prompt_free_boxes([geo])
     with torch.inference_mode():

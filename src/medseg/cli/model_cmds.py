@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from medseg.cli.options import MaskModeOpt, MissingOpt, NsdModeOpt, OnErrorOpt
+from medseg.cli.options import EngineOpt, MaskModeOpt, MissingOpt, NsdModeOpt, OnErrorOpt
 from medseg.errors import InvalidInputError
 from medseg.utils.checks import check_device, check_output_dir, check_output_file
 
@@ -81,21 +81,26 @@ def predict(
     batch_size: int = typer.Option(8, min=1, help="Slices per forward pass."),
     threshold: float = typer.Option(0.5, help="Probability threshold."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
-    optimize: bool = typer.Option(False, "--optimize", help="Fold BatchNorm + channels-last (faster on CPU)."),
+    engine: EngineOpt = typer.Option(EngineOpt.optimized, "--engine",
+                                     help="How the model runs: optimized (BN folded, channels-last), eager, compile, "
+                                          "onnx (ONNX Runtime) or onnx-int8 (dynamic int8)."),
     on_error: OnErrorOpt = typer.Option(OnErrorOpt.stop, "--on-error",
                                         help="stop at the first unusable input, or skip it and list it at the end."),
     dicom_window: str = typer.Option("header", "--dicom-window",
                                      help="DICOM inputs: header (the file's window), none, or CENTER,WIDTH."),
-    tile: int | None = typer.Option(None, "--tile", min=16,
+    tile: int | None = typer.Option(None, "--tile", min=0,
                                     help="Segment at native resolution with TILE×TILE sliding windows (SAM-family "
-                                         "models: their input size, 256). Default: the letterbox."),
-    overlap: float = typer.Option(0.25, "--overlap", min=0.0, max=0.95, help="Sliding-window overlap."),
+                                         "models: their input size, 256); 0 = letterbox. Default: the model's own "
+                                         "(patch-trained models tile, the others letterbox)."),
+    overlap: float | None = typer.Option(None, "--overlap", min=0.0, max=0.95,
+                                         help="Sliding-window overlap (default: the model's, else 0.25)."),
     tta: bool = typer.Option(False, "--tta", help="Average the logits of the four flips."),
+    target: str | None = typer.Option(None, "--target",
+                                      help="Models with one output per target (universal models): which one."),
 ) -> None:
     """Segment files; writes masks in the input's format plus PNG overlays."""
     from medseg.data.loading import case_key
     from medseg.data.readers.base import parse_dicom_window
-    from medseg.inference import Predictor
     from medseg.inference.files import collect_inputs, masks_by_case, predict_files
     from medseg.models.io import load_model
 
@@ -115,14 +120,11 @@ def predict(
             err.print(f"[yellow]warning:[/yellow] {len(without)} of {len(files)} inputs have no mask in "
                       f"{prompt_masks} and run prompt-free: {', '.join(str(f) for f in without[:5])}"
                       f"{' …' if len(without) > 5 else ''}", highlight=False, soft_wrap=True)
-    if tile is not None and prompts:
-        raise InvalidInputError(prompt_masks, "--box-from-masks cannot be combined with --tile (box prompts are "
-                                              "not tiled)")
-    try:
-        predictor = Predictor(loaded.model, img_size=loaded.img_size, device=device, threshold=threshold,
-                              batch_size=batch_size, optimize=optimize, tile=tile, overlap=overlap, tta=tta)
-    except ValueError as exc:
-        raise InvalidInputError(model, str(exc)) from exc
+    if prompts and (tile if tile is not None else loaded.tile):
+        raise InvalidInputError(prompt_masks, "--box-from-masks cannot be combined with tiling (box prompts are "
+                                              "not tiled): add --tile 0")
+    predictor = _predictor(model, loaded, device=device, threshold=threshold, batch_size=batch_size,
+                           engine=engine.value, tile=tile, overlap=overlap, tta=tta, target=target)
     with _progress() as bar:
         task = bar.add_task("predict", total=len(files))
         skipped: list[tuple[Path, str]] = []
@@ -133,8 +135,25 @@ def predict(
     report_skipped(skipped)
 
 
+def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_size: int = 8,
+               engine: str = "optimized", tile: int | None = None, overlap: float | None = None, tta: bool = False,
+               target: str | None = None):
+    """The :class:`Predictor` of a loaded model with the CLI's defaults: the model's own tile/overlap unless given
+    (``tile=0``: letterbox)."""
+    from medseg.inference import Predictor
+
+    tile = loaded.tile if tile is None else (tile or None)
+    overlap = loaded.overlap if overlap is None else overlap
+    try:
+        return Predictor(loaded.model, img_size=loaded.img_size, device=device, threshold=threshold,
+                         batch_size=batch_size, engine=engine, tile=tile, overlap=overlap, tta=tta,
+                         channel=loaded.channel(target))
+    except ValueError as exc:
+        raise InvalidInputError(spec, str(exc)) from exc
+
+
 def evaluate(
-    pred: Path = typer.Argument(..., help="Predicted mask file or folder."),
+    pred: Path = typer.Argument(..., help="Predicted mask file or folder (with --model: the images to segment)."),
     gt: Path = typer.Argument(..., help="Ground-truth mask file, folder, or catalog tree."),
     out: Path = typer.Option(Path("evaluation"), "--out", "-o", help="Output folder."),
     tolerance: float = typer.Option(2.0, help="NSD tolerance (physical units; pixels at unit spacing)."),
@@ -151,13 +170,39 @@ def evaluate(
                                                     "weighted) or cvpr24 (the challenge's)."),
     leaderboard: bool = typer.Option(False, "--leaderboard",
                                      help="CVPR24 rules: the challenge's NSD, NSD = 0 where Dice ≤ 0.2."),
+    model: str | None = typer.Option(None, "--model",
+                                     help="Segment the images given as PRED with this model first (predictions go "
+                                          "to OUT/predictions), then score them."),
+    engine: EngineOpt = typer.Option(EngineOpt.optimized, "--engine", help="With --model: how the model runs."),
+    tile: int | None = typer.Option(None, "--tile", min=0, help="With --model: sliding-window tile (0 = letterbox; "
+                                                                "default: the model's)."),
+    overlap: float | None = typer.Option(None, "--overlap", min=0.0, max=0.95, help="With --model: window overlap."),
+    tta: bool = typer.Option(False, "--tta", help="With --model: average the logits of the four flips."),
+    target: str | None = typer.Option(None, "--target", help="With --model: output of a multi-target model."),
+    device: str = typer.Option("cpu", help="With --model: torch device."),
 ) -> None:
-    """Per-image Dice, IoU, NSD, HD95 (CSV), per-modality/dataset summary (Markdown) and box plots."""
+    """Per-image Dice, IoU, NSD, HD95 (CSV), per-modality/dataset summary (Markdown) and box plots.
+
+    With ``--model``, PRED is the images: they are segmented first (same options as ``medseg predict``)."""
     from medseg.evaluation.compare import SUMMARY_COLUMNS, evaluate_folders
     from medseg.evaluation.tables import format_markdown_table
     from medseg.metrics import MetricConfig
 
     check_output_dir(out)
+    if model is not None:
+        from medseg.inference.files import collect_inputs, predict_files
+        from medseg.models.io import load_model
+
+        check_device(device)
+        files = collect_inputs([pred])
+        if not files:
+            raise InvalidInputError(pred, "no supported image files found")
+        predictor = _predictor(model, load_model(model, device=device), device=device, engine=engine.value,
+                               tile=tile, overlap=overlap, tta=tta, target=target)
+        with _progress() as bar:
+            task = bar.add_task("predict", total=len(files))
+            predict_files(predictor, files, out / "predictions", progress=lambda k: bar.advance(task, k))
+        pred = out / "predictions"
     cfg = MetricConfig(tolerance=tolerance, leaderboard=leaderboard, nsd_mode=nsd_mode.value if nsd_mode else None)
     with _progress() as bar:
         task = bar.add_task("evaluate", total=None)

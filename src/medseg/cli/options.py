@@ -36,3 +36,13 @@ class Target(str, Enum):
 class Protocol(str, Enum):
     stratified = "stratified"
     cmmc = "cmmc"
+
+
+class EngineOpt(str, Enum):
+    """:data:`medseg.inference.engines.ENGINES`."""
+
+    optimized = "optimized"
+    eager = "eager"
+    compile = "compile"
+    onnx = "onnx"
+    onnx_int8 = "onnx-int8"

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from medseg.data.geometry import Letterbox, letterbox_image, unletterbox_logits
+from medseg.inference.engines import prepare_engine
 from medseg.inference.sliding import FLIPS, flip_tta, model_logits, native_tensor, sliding_window_logits
-from medseg.models.fuse import fuse_conv_bn
 
 
 @dataclass
@@ -34,9 +34,10 @@ class Predictor:
         batch_size: images per forward pass.
         max_boxes_per_pass: boxes decoded together against one image embedding.
         tile, overlap, tta: sliding-window inference at native resolution and flip TTA (see below).
-        optimize: fold BatchNorm into convolutions and use channels-last memory (1.36× / 1.65× faster LiteMedSAM
-            at batch 1 / 8 on 2 CPU threads, logits within ~1e-4 of the plain model; see
-            ``benchmarks/bench_lite_medsam.py``).
+        channel: which output of a model with one output per target (``model.json``'s ``targets`` order).
+        engine: how the model runs (:mod:`medseg.inference.engines`): ``optimized`` (default: BatchNorm folded,
+            channels-last; logits within ~1e-4 of ``eager``), ``eager``, ``compile``, ``onnx``, ``onnx-int8``
+            (see ``benchmarks/bench_vs_reference.py`` for speed and mask agreement).
 
     For SAM-family models, ``boxes[i]`` is a (K, 4) xyxy array in image ``i``'s original pixel frame: each box is
     decoded against the cached image embedding and the K masks are merged by taking the maximum logit (the union).
@@ -50,20 +51,24 @@ class Predictor:
 
     def __init__(self, model: nn.Module, *, img_size: int = 256, device: str | torch.device = "cpu",
                  threshold: float = 0.5, batch_size: int = 8, max_boxes_per_pass: int = 32,
-                 optimize: bool = False, tile: int | None = None, overlap: float = 0.25, tta: bool = False) -> None:
-        self.optimize = optimize
-        if optimize:
-            model = fuse_conv_bn(model).to(memory_format=torch.channels_last)
-        self.model = model.eval().to(device)
+                 engine: str = "optimized", tile: int | None = None, overlap: float = 0.25, tta: bool = False,
+                 channel: int = 0) -> None:
+        self.engine = engine
+        if engine.startswith("onnx") and torch.device(device).type != "cpu":
+            raise ValueError(f"engine {engine!r} runs on the CPU; use engine='optimized' on {device}")
+        model = model.eval().to(device)
+        self.model = prepare_engine(model, engine, img_size=img_size)
         self.img_size = img_size
         self.device = torch.device(device)
         self.threshold = threshold
         self.batch_size = batch_size
         self.max_boxes_per_pass = max_boxes_per_pass
         self.is_sam = bool(getattr(model, "accepts_boxes", False))
-        self.tile, self.overlap, self.tta = tile, overlap, tta
+        self.tile, self.overlap, self.tta, self.channel = tile, overlap, tta, channel
+        if self.is_sam and channel:
+            raise ValueError("SAM-family models have one output (channel 0)")
         if tile is not None:
-            fn = model_logits(self.model, tile)  # checks that SAM-family tiles match the encoder's input size
+            fn = model_logits(self.model, tile, channel)  # checks that SAM-family tiles match the encoder's input size
             self._tile_fn = flip_tta(fn) if tta else fn
 
     def predict(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray | None] | None = None,
@@ -119,14 +124,14 @@ class Predictor:
         """(H, W) logits in each image's own frame, one per prompt set, for a chunk of images."""
         prepped = [letterbox_image(img, self.img_size) for img in chunk]
         x = torch.from_numpy(np.stack([p[0] for p in prepped])).to(self.device)
-        if self.optimize:
+        if self.engine in ("optimized", "compile"):
             x = x.contiguous(memory_format=torch.channels_last)
         geos = [p[1] for p in prepped]
         if self.is_sam:
             emb = self.model.image_encoder(x)
             per_set = [self._decode(x, emb, geos, [None] * len(chunk) if b is None else b) for b in prompt_sets]
         else:  # U-Nets ignore boxes: one forward pass serves every prompt set
-            per_set = [list(self.model(x))] * len(prompt_sets)
+            per_set = [list(self.model(x)[:, self.channel:self.channel + 1])] * len(prompt_sets)
         return [[unletterbox_logits(logits[i][None].float(), geo)[0, 0] for logits in per_set]
                 for i, geo in enumerate(geos)]
 

@@ -30,10 +30,13 @@ def native_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(minmax_unit(image).transpose(2, 0, 1)))[None]
 
 
-def model_logits(model: nn.Module, tile: int | None = None) -> Logits:
-    """``x → logits`` for any medseg model; SAM-family models get the prompt-free box of a full ``tile``."""
+def model_logits(model: nn.Module, tile: int | None = None, channel: int = 0) -> Logits:
+    """``x → (B, 1, h, w) logits`` for any medseg model: output ``channel`` of a model with one output per target;
+    SAM-family models get the prompt-free box of a full ``tile``."""
     if not getattr(model, "accepts_boxes", False):
-        return lambda x: model(x)
+        return lambda x: model(x)[:, channel:channel + 1]
+    if channel:
+        raise ValueError("SAM-family models have one output")
     size = int(getattr(model, "img_size", tile or 0))
     if tile is not None and tile != size:
         raise ValueError(f"a SAM-family model takes {size}² inputs; use tile={size}")

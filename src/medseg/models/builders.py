@@ -67,27 +67,28 @@ def lite_medsam(*, pretrained: bool | str | Path = False, img_size: int = 256,
 
 
 @register_model("basic_unet", "MONAI BasicUNet (2-D), features (32, 32, 64, 128, 256, 32)")
-def basic_unet(*, in_channels: int = 3, features: Sequence[int] = (32, 32, 64, 128, 256, 32), norm: str = "instance",
-               dropout: float = 0.0) -> BasicUNet:
+def basic_unet(*, in_channels: int = 3, out_channels: int = 1, features: Sequence[int] = (32, 32, 64, 128, 256, 32),
+               norm: str = "instance", dropout: float = 0.0) -> BasicUNet:
     """MONAI BasicUNet."""
-    return BasicUNet(in_channels=in_channels, features=features, norm=norm, dropout=dropout)
+    return BasicUNet(in_channels=in_channels, out_channels=out_channels, features=features, norm=norm,
+                     dropout=dropout)
 
 
 @register_model("resnet_unet", "U-Net, ResNet-50 encoder, scSE decoder attention (MedSASS CNN)")
-def resnet_unet(*, arch: str = "resnet50", in_channels: int = 3, encoder_depth: int = 5,
+def resnet_unet(*, arch: str = "resnet50", in_channels: int = 3, out_channels: int = 1, encoder_depth: int = 5,
                 decoder_channels: Sequence[int] = (256, 128, 64, 32, 16), base_width: int = 64,
                 attention: str | None = "scse") -> ResNetUNet:
     """ResNet encoder + scSE U-Net decoder."""
-    return ResNetUNet(arch=arch, in_channels=in_channels, encoder_depth=encoder_depth,
+    return ResNetUNet(arch=arch, in_channels=in_channels, out_channels=out_channels, encoder_depth=encoder_depth,
                       decoder_channels=decoder_channels, base_width=base_width, attention=attention)
 
 
 @register_model("vit_unet", "U-Net with a ViT-small/16 encoder (MONAI UNETR sizes 384/6/1536)")
-def vit_unet(*, img_size: int = 256, in_channels: int = 3, hidden_size: int = 384, mlp_dim: int = 1536,
-             num_heads: int = 6, feature_size: int = 16, dropout: float = 0.0) -> ViTUNet:
+def vit_unet(*, img_size: int = 256, in_channels: int = 3, out_channels: int = 1, hidden_size: int = 384,
+             mlp_dim: int = 1536, num_heads: int = 6, feature_size: int = 16, dropout: float = 0.0) -> ViTUNet:
     """ViT-small encoder U-Net."""
-    return ViTUNet(img_size=img_size, in_channels=in_channels, hidden_size=hidden_size, mlp_dim=mlp_dim,
-                   num_heads=num_heads, feature_size=feature_size, dropout=dropout)
+    return ViTUNet(img_size=img_size, in_channels=in_channels, out_channels=out_channels, hidden_size=hidden_size,
+                   mlp_dim=mlp_dim, num_heads=num_heads, feature_size=feature_size, dropout=dropout)
 
 
 # Test/demo-scale variants of the same designs (registered so that configs and the demo can name them).

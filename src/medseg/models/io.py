@@ -36,6 +36,38 @@ class LoadedModel:
     img_size: int
     meta: dict[str, Any]
 
+    @property
+    def tile(self) -> int | None:
+        """Sliding-window tile the model was trained for (patch training), else ``None`` (letterbox input)."""
+        t = self.meta.get("tile")
+        return None if t is None else int(t)
+
+    @property
+    def targets(self) -> list[str]:
+        """Output names of a model with one output per target (``data.heads: per_target``), else ``[]``."""
+        return list(self.meta.get("targets") or [])
+
+    def channel(self, target: str | None) -> int:
+        """Output index of ``target``; a one-output model takes ``None``.
+
+        Raises:
+            ValueError: a multi-output model without a (known) target — the message lists them.
+        """
+        names = self.targets
+        if not names:
+            if target is not None:
+                raise ValueError(f"{self.name} has one output; it takes no target")
+            return 0
+        if target not in names:
+            raise ValueError(f"choose the target to segment: {', '.join(names)}" if target is None else
+                             f"unknown target {target!r}; this model segments: {', '.join(names)}")
+        return names.index(target)
+
+    @property
+    def overlap(self) -> float:
+        """Default sliding-window overlap (the one used in validation)."""
+        return float(self.meta.get("overlap", 0.25))
+
 
 def save_model_folder(model: nn.Module, folder: str | Path, *, name: str, options: dict[str, Any], img_size: int,
                       extra: dict[str, Any] | None = None) -> Path:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from medseg.data.augment import AugmentOptions
 from medseg.errors import InvalidInputError
 
 
@@ -22,6 +23,23 @@ class DataConfig(_Strict):
     alternative CSV with a ``split`` column (``medseg data split``). Without a manifest, a seeded
     modality/dataset-stratified, group-aware ``val_fraction`` is held out (``group_rules``: dataset → rule, see
     :mod:`medseg.data.splits`).
+
+    Two input modes:
+
+    * letterbox (``patch_size: null``): every image is letterboxed to ``img_size``² (the SAM family's canvas);
+    * native resolution (``patch_size: P``): training on random P×P patches of the images at their own size, a share
+      ``foreground_oversample`` of them centred on foreground (nnU-Net: one third); ``patches_per_epoch`` draws per
+      epoch (default: one per training image); validation by sliding ``P``-windows over whole images
+      (``val_overlap``). SAM-family models need P = ``img_size``. The saved model records ``tile: P``, so
+      ``medseg predict`` segments at native resolution by default.
+
+    ``augment``: see :class:`medseg.data.augment.AugmentOptions` (all seeded by draw; 90° rotations and the affine
+    apply to patches only).
+
+    ``heads: per_target`` gives a model trained on several datasets one output per *target* (what is segmented),
+    so that different targets of one modality (retinal vessels vs. optic disc) stay apart: each image's loss and
+    validation use its target's output only. A dataset's target is its name unless ``target_of`` maps it to a
+    shared one (e.g. ``{ph2: skin-lesion, isic2017: skin-lesion}``). The saved model lists its ``targets``.
     """
 
     root: Path | None = None
@@ -33,7 +51,13 @@ class DataConfig(_Strict):
     max_per_dataset: int | None = None
     mask_mode: Literal["strict", "nonzero", "labels"] = "nonzero"
     cache_dir: Path | None = None
-    flips: bool = True
+    patch_size: int | None = Field(None, ge=16)
+    foreground_oversample: float = Field(1 / 3, ge=0.0, le=1.0)
+    patches_per_epoch: int | None = Field(None, ge=1)
+    val_overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    augment: AugmentOptions = Field(default_factory=AugmentOptions)
+    heads: Literal["single", "per_target"] = "single"
+    target_of: dict[str, str] = Field(default_factory=dict)
     box_prompt: Literal["gt", "whole"] = "gt"
     box_shift: int = 5
     num_workers: int = 0

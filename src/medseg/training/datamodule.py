@@ -1,4 +1,5 @@
-"""LightningDataModule: catalog → split → on-disk letterbox cache → resumable loaders."""
+"""LightningDataModule: catalog → split → on-disk cache → resumable loaders (letterboxed images, or native-resolution
+patches with whole-image validation)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from medseg.data import CatalogEntry, discover, read_manifest, stratified_split
 from medseg.data.modality import canonical_modality
 from medseg.errors import MedsegError
 from medseg.training.config import DataConfig
-from medseg.training.dataset import SegmentationDataset, build_cache, open_cache
+from medseg.training.dataset import NativeDataset, PatchDataset, SegmentationDataset, build_cache, open_cache
 from medseg.training.sampler import ResumableLoader, ResumableSampler
 
 
@@ -64,8 +65,8 @@ class SegmentationDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg, self.batch_size, self.seed = cfg, batch_size, seed
         self.cache_root = Path(cfg.cache_dir) if cfg.cache_dir is not None else cache_root
-        self.train_set: SegmentationDataset | None = None
-        self.val_set: SegmentationDataset | None = None
+        self.train_set: SegmentationDataset | PatchDataset | None = None
+        self.val_set: SegmentationDataset | NativeDataset | None = None
         self._entries: tuple[list[CatalogEntry], list[CatalogEntry]] | None = None
 
     def entries(self) -> tuple[list[CatalogEntry], list[CatalogEntry]]:
@@ -73,6 +74,22 @@ class SegmentationDataModule(L.LightningDataModule):
         if self._entries is None:
             self._entries = select_entries(self.cfg, self.seed)
         return self._entries
+
+    def targets(self) -> list[str] | None:
+        """Output names of a ``heads: per_target`` model (sorted target names of the training and validation
+        data), else ``None``."""
+        if self.cfg.heads == "single":
+            return None
+        train, val = self.entries()
+        return sorted({self.cfg.target_of.get(e.dataset, e.dataset) for e in [*train, *val]})
+
+    def _target_index(self) -> dict[str, int] | None:
+        """dataset → output index (``None``: one output)."""
+        targets = self.targets()
+        if targets is None:
+            return None
+        train, val = self.entries()
+        return {e.dataset: targets.index(self.cfg.target_of.get(e.dataset, e.dataset)) for e in [*train, *val]}
 
     def _caches(self) -> tuple[Path, Path | None]:
         train, val = self.entries()
@@ -85,11 +102,20 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         t, v = self._caches()
-        self.train_set = SegmentationDataset(open_cache(t), augment=self.cfg.flips, box_prompt=self.cfg.box_prompt,
-                                             box_shift=self.cfg.box_shift, seed=self.seed)
+        c = self.cfg
+        index = self._target_index()
+        if c.patch_size is not None:
+            self.train_set = PatchDataset(open_cache(t), patch_size=c.patch_size,
+                                          foreground_oversample=c.foreground_oversample, augment=c.augment,
+                                          length=c.patches_per_epoch, box_prompt=c.box_prompt, box_shift=c.box_shift,
+                                          seed=self.seed, target_index=index)
+            self.val_set = NativeDataset(open_cache(v), target_index=index) if v is not None else None
+            return
+        self.train_set = SegmentationDataset(open_cache(t), augment=c.augment, box_prompt=c.box_prompt,
+                                             box_shift=c.box_shift, seed=self.seed, target_index=index)
         if v is not None:
-            self.val_set = SegmentationDataset(open_cache(v), augment=False, box_prompt=self.cfg.box_prompt,
-                                               box_shift=0, seed=self.seed)
+            self.val_set = SegmentationDataset(open_cache(v), augment=None, box_prompt=c.box_prompt, box_shift=0,
+                                               seed=self.seed, target_index=index)
 
     def _world(self) -> tuple[int, int]:
         if self.trainer is None:
@@ -108,4 +134,5 @@ class SegmentationDataModule(L.LightningDataModule):
             return []
         world, rank = self._world()
         shard = list(range(rank, len(self.val_set), world))  # no padding: every case counted once
-        return DataLoader(self.val_set, batch_size=self.batch_size, sampler=shard, num_workers=self.cfg.num_workers)
+        batch = 1 if isinstance(self.val_set, NativeDataset) else self.batch_size  # native sizes differ
+        return DataLoader(self.val_set, batch_size=batch, sampler=shard, num_workers=self.cfg.num_workers)

@@ -90,15 +90,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, extra_callbacks: list[L.Cal
 
     Rank 0 writes ``out_dir/config.yaml`` and, at the end, ``out_dir/model/`` (safetensors + JSON) holding the
     best-on-validation weights (``trainer.final_weights=best``, when a validation set exists) or the last ones;
-    ``model.json`` says which (``weights``, ``best_step``, ``best_score``).
+    ``model.json`` says which (``weights``, ``best_step``, ``best_score``) and, for patch training, the ``tile`` and
+    ``overlap`` that ``medseg predict`` uses by default.
     """
     out = Path(cfg.out_dir)
     check_accelerator(cfg.trainer.accelerator)  # before anything is written
     check_output_dir(out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = SegmentationModule(cfg.model_dump(mode="json"))
     data = SegmentationDataModule(cfg.data, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
                                   cache_root=out / "cache")
+    module = SegmentationModule(cfg.model_dump(mode="json"), targets=data.targets())
     has_val = bool(data.entries()[1])
     trainer = build_trainer(cfg, extra_callbacks=extra_callbacks, unused_parameters=module.is_sam, has_val=has_val)
     if trainer.is_global_zero:
@@ -108,6 +109,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, extra_callbacks: list[L.Cal
     model_dir = None
     if trainer.is_global_zero:
         extra = {"trained_steps": int(trainer.global_step), "seed": cfg.seed, "weights": "last"}
+        if cfg.data.patch_size is not None:  # trained on native-resolution patches: predict with sliding windows
+            extra.update(tile=cfg.data.patch_size, overlap=cfg.data.val_overlap)
+        if module.targets is not None:  # one output per target, in this order
+            extra["targets"] = module.targets
         best = best_checkpoint(out)
         if cfg.trainer.final_weights == "best" and best is not None:
             state = torch.load(best, map_location="cpu", weights_only=True)

@@ -9,9 +9,10 @@ import lightning as L
 import torch
 
 from medseg.data.geometry import Letterbox, unletterbox_logits
+from medseg.inference.sliding import model_logits, sliding_window_logits
 from medseg.losses import CompositeLoss
 from medseg.metrics.overlap import dice_iou_torch
-from medseg.models import build_model, sized_options
+from medseg.models import build_model, builder_options, sized_options
 from medseg.training.config import TrainConfig
 
 INIT_ONLY_OPTIONS = frozenset({"pretrained", "weights", "cache_dir", "weights_sha256"})
@@ -22,20 +23,33 @@ class SegmentationModule(L.LightningModule):
 
     Args:
         config: the run's :class:`TrainConfig` as a plain dict (stored in checkpoints as ``hyper_parameters``).
+        targets: output names of a ``data.heads: per_target`` model (one output channel each); ``None``: one output.
 
     Batches are dicts from :class:`medseg.training.dataset.SegmentationDataset`. SAM-family models receive the
     batch's boxes and are trained with their IoU head (``iou_mse``); U-Nets ignore boxes.
+
+    Validation scores Dice at each image's own resolution: letterboxed logits are mapped back to the image frame;
+    with ``data.patch_size`` the whole native image is segmented by sliding windows (the prediction path).
     """
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], targets: list[str] | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters({"config": config})
+        self.save_hyperparameters({"config": config, "targets": targets})
         self.cfg = TrainConfig.model_validate(config)
+        self.targets = targets
         opts = sized_options(self.cfg.model.name, self.cfg.data.img_size, self.cfg.model.options)
+        if targets is not None:
+            if "out_channels" not in builder_options(self.cfg.model.name):
+                raise ValueError(f"{self.cfg.model.name} has one output: data.heads=per_target needs a U-Net")
+            opts["out_channels"] = len(targets)
         self.model = build_model(self.cfg.model.name, **opts)
         # what rebuilds the architecture (initialisation-only options such as ``pretrained`` are dropped)
         self.model_options = {k: v for k, v in opts.items() if k not in INIT_ONLY_OPTIONS}
         self.is_sam = bool(getattr(self.model, "accepts_boxes", False))
+        self.tile = self.cfg.data.patch_size
+        if self.is_sam and self.tile is not None and self.tile != self.cfg.data.img_size:
+            raise ValueError(f"{self.cfg.model.name} takes {self.cfg.data.img_size}² inputs: set data.patch_size to "
+                             f"{self.cfg.data.img_size} (or data.img_size to {self.tile})")
         self.loss_fn = CompositeLoss(self.cfg.loss.weights, self.cfg.loss.options)
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> tuple[torch.Tensor,
@@ -46,6 +60,7 @@ class SegmentationModule(L.LightningModule):
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         logits, iou = self(batch["image"], batch["box"])
+        logits = _own_output(logits, batch["target"])
         loss, parts = self.loss_fn(logits, batch["mask"], iou)
         return loss, parts, logits
 
@@ -62,11 +77,18 @@ class SegmentationModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, _, logits = self._step(batch)
         bs = batch["image"].shape[0]
+        if self.tile is not None:  # whole native image, sliding windows (batch of one)
+            fn = model_logits(self.model, self.tile, int(batch["target"][0]))
+            logits = sliding_window_logits(fn, batch["image"], tile=self.tile,
+                                           overlap=self.cfg.data.val_overlap, batch_size=self.cfg.trainer.batch_size)
+            loss, _ = self.loss_fn(logits, batch["mask"], None)
+            dice = dice_iou_torch(logits[:, 0] > 0, batch["mask"][:, 0] > 0.5)[0]
+        else:
+            loss, _, logits = self._step(batch)
+            dice = self._native_dice(logits, batch["index"])
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=bs)
-        self.log("val/dice", self._native_dice(logits, batch["index"]).mean(), prog_bar=True, sync_dist=True,
-                 batch_size=bs)
+        self.log("val/dice", dice.mean(), prog_bar=True, sync_dist=True, batch_size=bs)
 
     def _native_dice(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Dice per image at the image's own resolution: canvas logits cropped to the image region and resized
@@ -140,3 +162,11 @@ class SegmentationModule(L.LightningModule):
             torch.set_rng_state(rng["torch"])
             if "cuda" in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _own_output(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) logits → (B, 1, H, W): each image's own target output (K = 1: unchanged)."""
+    if logits.shape[1] == 1:
+        return logits
+    index = target.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[2:])
+    return logits.gather(1, index)

@@ -1,0 +1,143 @@
+"""Patch sampling and augmentations: deterministic per draw, image and mask transformed alike, small images padded
+(never upscaled), foreground oversampling as configured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from medseg.data import CatalogEntry
+from medseg.data.augment import AugmentOptions, extract_patch, flip_rotate, intensity, patch_centre, random_affine
+from medseg.training.dataset import NativeDataset, PatchDataset, build_cache, open_cache
+
+ALL = AugmentOptions(flips=True, rot90=True, affine_p=1.0, intensity_p=1.0, gamma_p=1.0)
+
+
+def _entries(tmp_path: Path, shapes: list[tuple[int, int]]) -> list[CatalogEntry]:
+    rng = np.random.default_rng(1)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    out = []
+    for i, (h, w) in enumerate(shapes):
+        img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        m = np.zeros((h, w), np.uint8)
+        m[h // 3:h // 3 + 3, w // 2:w // 2 + 4] = 255  # a small object: uniform patches often miss it
+        Image.fromarray(img).save(tmp_path / "images" / f"c{i}.png")
+        Image.fromarray(m).save(tmp_path / "masks" / f"c{i}.png")
+        out.append(CatalogEntry(tmp_path / "images" / f"c{i}.png", tmp_path / "masks" / f"c{i}.png", "xray", "d",
+                                f"c{i}"))
+    return out
+
+
+@pytest.fixture()
+def split(tmp_path: Path):
+    return open_cache(build_cache(_entries(tmp_path, [(90, 120), (70, 64), (20, 24)]), tmp_path / "cache",
+                                  img_size=32))
+
+
+def test_cache_holds_native_images(split, tmp_path: Path) -> None:
+    for i in range(len(split)):
+        np.testing.assert_array_equal(split.native_image(i), np.asarray(Image.open(tmp_path / "images" / f"c{i}.png")))
+
+
+def test_patches_are_deterministic_per_draw_and_differ_between_draws(split) -> None:
+    ds = PatchDataset(split, patch_size=32, augment=ALL, seed=5)
+    again = PatchDataset(split, patch_size=32, augment=ALL, seed=5)
+    for draw in (0, 4, 17):
+        a, b = ds[draw], again[draw]
+        for k in a:
+            assert np.array_equal(a[k].numpy(), b[k].numpy()), k
+    assert not np.array_equal(ds[0]["image"].numpy(), ds[3]["image"].numpy())  # same row, another draw
+    assert ds[0]["image"].shape == (3, 32, 32) and ds[0]["mask"].shape == (1, 32, 32)
+
+
+def test_foreground_oversampling(split) -> None:
+    always = PatchDataset(split, patch_size=16, foreground_oversample=1.0, seed=0)
+    never = PatchDataset(split, patch_size=16, foreground_oversample=0.0, seed=0)
+    draws = [3 * k for k in range(60)]  # row 0: 90×120 image, 3×4 object
+    assert all(always[d]["mask"].sum() > 0 for d in draws)
+    share = np.mean([never[d]["mask"].sum() > 0 for d in draws])
+    assert share < 0.3  # a 16² window meets the object in about (16+3)(16+4) / (75·105) ≈ 5 % of places
+
+
+def test_a_small_image_is_padded_not_upscaled(split) -> None:
+    ds = PatchDataset(split, patch_size=32, seed=0)
+    item = ds[2]  # row 2: a 20×24 image
+    img = item["image"].numpy()
+    content = np.argwhere(img.sum(0) > 0)
+    h = content[:, 0].max() - content[:, 0].min() + 1
+    w = content[:, 1].max() - content[:, 1].min() + 1
+    assert (h, w) <= (20, 24) and img.shape == (3, 32, 32)
+    assert item["mask"].sum() == 12  # the whole 3×4 object, unresampled
+
+
+def test_identity_affine_equals_plain_crop() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.random((3, 40, 50)).astype(np.float32)
+    mask = (rng.random((40, 50)) > 0.5).astype(np.uint8)
+    for centre in ((20, 25), (3, 4), (38, 49)):
+        a = extract_patch(img, mask, centre, 16)
+        b = extract_patch(img, mask, centre, 16, np.eye(2))
+        np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+        np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_spatial_augmentation_moves_image_and_mask_together() -> None:
+    rng = np.random.default_rng(0)
+    mask = (rng.random((24, 24)) > 0.5).astype(np.uint8)
+    image = np.repeat(mask[None].astype(np.float32), 3, axis=0)  # the image *is* the mask
+    for seed in range(12):
+        r = np.random.default_rng(seed)
+        im, m = flip_rotate(image, mask, r, ALL)
+        np.testing.assert_array_equal(im[0] > 0.5, m > 0)
+        matrix = random_affine(np.random.default_rng(seed), ALL)
+        pi, pm = extract_patch(image, mask, (12, 12), 24, matrix)
+        agree = np.mean((pi[0] > 0.5) == (pm > 0))
+        assert agree > 0.9  # bilinear image vs nearest mask differ only along edges
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0.0, 1.0), st.integers(0, 2**32 - 1))
+def test_intensity_keeps_range_and_constant_images_constant(value: float, seed: int) -> None:
+    image = np.full((3, 8, 8), value, np.float32)
+    out = intensity(image, np.random.default_rng(seed), ALL)
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert np.ptp(out) < 1e-6  # brightness, contrast about the mean and gamma keep a constant image constant
+
+
+def test_no_augmentation_is_identity() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.random((3, 8, 8)).astype(np.float32)
+    mask = np.zeros((8, 8), np.uint8)
+    off = AugmentOptions(flips=False)
+    assert random_affine(rng, off) is None
+    np.testing.assert_array_equal(flip_rotate(image, mask, rng, off)[0], image)
+    np.testing.assert_array_equal(intensity(image, rng, off), image)
+
+
+def test_patch_centre_keeps_patch_inside_large_images() -> None:
+    mask = np.zeros((50, 60), bool)
+    mask[0, 0] = True  # a corner object: the foreground patch is shifted inside
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        for fg in (True, False):
+            cy, cx = patch_centre(mask, 16, rng, foreground=fg)
+            assert 8 <= cy <= 50 - 8 and 8 <= cx <= 60 - 8
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="affine_p"):
+        AugmentOptions(affine_p=1.5)
+    with pytest.raises(ValueError, match="gamma"):
+        AugmentOptions(gamma=(1.5, 0.7))
+
+
+def test_native_dataset_serves_whole_images(split) -> None:
+    ds = NativeDataset(split)
+    assert ds[0]["image"].shape == (3, 90, 120) and ds[1]["mask"].shape == (1, 70, 64)
+    assert float(ds[0]["image"].min()) == 0.0 and float(ds[0]["image"].max()) == 1.0

@@ -1,0 +1,45 @@
+"""Every inference engine gives the eager model's masks (ONNX exported once and cached; int8 approximately)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.errors import MedsegError
+from medseg.inference import Predictor
+from medseg.inference.engines import ENGINES, prepare_engine
+from medseg.models import build_model
+from tests.conftest import tiny_model_config
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["lite_medsam", "basic_unet"])
+def test_engines_agree_with_eager(name: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, **tiny_model_config(name)).eval()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in [(40, 70), (64, 64)]]
+    boxes = [np.array([[5, 5, 30, 30], [0, 0, 20, 20]], np.float32), None]
+    ref = Predictor(model, img_size=64, engine="eager").predict(images, boxes)
+    for engine in ("optimized", "onnx", "onnx-int8"):
+        got = Predictor(model, img_size=64, engine=engine).predict(images, boxes)
+        for a, b in zip(got, ref, strict=True):
+            assert a.prob.shape == b.prob.shape
+            tol = 0.1 if engine == "onnx-int8" else 1e-4
+            np.testing.assert_allclose(a.prob, b.prob, atol=tol, err_msg=engine)
+    assert len(list((tmp_path / "medseg" / "onnx").glob("*.onnx"))) == (4 if name == "lite_medsam" else 2)
+
+
+def test_unknown_engine_is_refused() -> None:
+    with pytest.raises(MedsegError, match="unknown engine"):
+        prepare_engine(torch.nn.Identity(), "tensorrt")
+    assert "optimized" in ENGINES
