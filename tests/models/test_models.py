@@ -15,8 +15,20 @@ from tests.conftest import SHARED_WEIGHTS, requires_shared_weights, tiny_model_c
 
 
 def test_registry_lists_every_model() -> None:
-    assert {m.name for m in list_models()} == set(TINY_CONFIGS) == {"lite_medsam", "basic_unet", "resnet_unet",
-                                                                     "vit_unet"}
+    assert {m.name for m in list_models()} == set(TINY_CONFIGS) == {"lite_medsam", "lite_medsam_student",
+                                                                     "basic_unet", "resnet_unet", "vit_unet"}
+
+
+@requires_shared_weights
+def test_student_takes_lite_medsams_prompt_encoder_and_decoder() -> None:
+    student = build_model("lite_medsam_student", pretrained=str(SHARED_WEIGHTS))
+    teacher = build_model("lite_medsam", pretrained=str(SHARED_WEIGHTS))
+    s, t = student.state_dict(), teacher.state_dict()
+    shared = [k for k in t if not k.startswith("image_encoder.")]
+    assert shared and all(torch.equal(s[k], t[k]) for k in shared)
+    assert student.image_encoder(torch.rand(1, 3, 256, 256)).shape == (1, 256, 64, 64)
+    n = sum(p.numel() for p in student.image_encoder.parameters())
+    assert n < 0.3 * sum(p.numel() for p in teacher.image_encoder.parameters())
 
 
 @pytest.mark.parametrize("name", sorted(TINY_CONFIGS))

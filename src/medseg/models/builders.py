@@ -66,6 +66,43 @@ def lite_medsam(*, pretrained: bool | str | Path = False, img_size: int = 256,
     return model
 
 
+STUDENT_ENCODER: dict[str, tuple[int, ...]] = dict(embed_dims=(32, 64, 128, 160), depths=(1, 1, 2, 1),
+                                                  num_heads=(1, 2, 4, 5), window_sizes=(7, 7, 14, 7))
+"""The distilled encoder of CMMC / ESP-MedSAM (our design: LiteMedSAM's TinyViT halved in width and depth)."""
+
+
+@register_model("lite_medsam_student", "LiteMedSAM with a distilled half-width/half-depth TinyViT encoder (256²)")
+def lite_medsam_student(*, pretrained: bool | str | Path = False, img_size: int = 256,
+                        embed_dims: Sequence[int] = STUDENT_ENCODER["embed_dims"],
+                        depths: Sequence[int] = STUDENT_ENCODER["depths"],
+                        num_heads: Sequence[int] = STUDENT_ENCODER["num_heads"],
+                        window_sizes: Sequence[int] = STUDENT_ENCODER["window_sizes"],
+                        prompt_embed_dim: int = 256, decoder_mlp_dim: int = 2048, decoder_heads: int = 8,
+                        drop_path_rate: float = 0.0, cache_dir: str | None = None) -> Sam:
+    """A lighter TinyViT image encoder (to be distilled from LiteMedSAM's, :mod:`medseg.distill`) joined to
+    LiteMedSAM's prompt encoder and mask decoder. ``pretrained=True`` (or a LiteMedSAM checkpoint path) loads the
+    prompt encoder and mask decoder from the LiteMedSAM weights (hash-checked); the encoder stays as initialised."""
+    model = lite_medsam(img_size=img_size, embed_dims=embed_dims, depths=depths, num_heads=num_heads,
+                        window_sizes=window_sizes, prompt_embed_dim=prompt_embed_dim, decoder_mlp_dim=decoder_mlp_dim,
+                        decoder_heads=decoder_heads, drop_path_rate=drop_path_rate)
+    if pretrained:
+        from medseg.weights import fetch_weights
+
+        path = None if pretrained is True else pretrained
+        state = fetch_weights("lite_medsam", path=path, cache_dir=cache_dir)
+        parts = {k: v for k, v in state.items() if not k.startswith("image_encoder.")}
+        load_state_strict(_Parts(model), parts, str(path or "lite_medsam"))  # fills the model's own modules
+    return model
+
+
+class _Parts(nn.Module):
+    """The prompt encoder and mask decoder of a :class:`Sam` (for a strict partial load with a readable error)."""
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__()
+        self.prompt_encoder, self.mask_decoder = sam.prompt_encoder, sam.mask_decoder
+
+
 @register_model("basic_unet", "MONAI BasicUNet (2-D), features (32, 32, 64, 128, 256, 32)")
 def basic_unet(*, in_channels: int = 3, out_channels: int = 1, features: Sequence[int] = (32, 32, 64, 128, 256, 32),
                norm: str = "instance", dropout: float = 0.0) -> BasicUNet:
@@ -95,6 +132,8 @@ def vit_unet(*, img_size: int = 256, in_channels: int = 3, out_channels: int = 1
 TINY_CONFIGS: dict[str, dict[str, object]] = {
     "lite_medsam": dict(embed_dims=(16, 32, 40, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4),
                         window_sizes=(7, 7, 7, 7), prompt_embed_dim=32, decoder_mlp_dim=64, decoder_heads=2),
+    "lite_medsam_student": dict(embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),
+                                window_sizes=(7, 7, 7, 7), prompt_embed_dim=32, decoder_mlp_dim=64, decoder_heads=2),
     "basic_unet": dict(features=(8, 8, 16, 32, 64, 8)),
     "resnet_unet": dict(arch="resnet18", base_width=8, decoder_channels=(32, 16, 16, 8, 8)),
     "vit_unet": dict(hidden_size=48, mlp_dim=96, num_heads=2, feature_size=8),
