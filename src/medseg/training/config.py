@@ -158,8 +158,10 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"invalid YAML: {problem}" + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark else "")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config (or start from defaults when ``path`` is None) and apply overrides.
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                schema: type[TrainConfig] = TrainConfig) -> TrainConfig:
+    """Read a YAML config (or start from defaults when ``path`` is None) and apply overrides; ``schema`` is the
+    config class (a :class:`TrainConfig` subclass for method-specific stages, e.g. distillation).
 
     Raises:
         InvalidInputError: unreadable YAML, unknown keys or wrong types — naming the file and the field.
@@ -177,7 +179,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise InvalidInputError(src, "config must be a mapping")
     raw = apply_overrides(raw, overrides or [])
     try:
-        return TrainConfig.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])

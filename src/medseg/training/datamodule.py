@@ -91,17 +91,18 @@ class SegmentationDataModule(L.LightningDataModule):
         train, val = self.entries()
         return {e.dataset: targets.index(self.cfg.target_of.get(e.dataset, e.dataset)) for e in [*train, *val]}
 
-    def _caches(self) -> tuple[Path, Path | None]:
+    def caches(self) -> tuple[Path, Path | None]:
+        """(train, val) cache folders, built on first use (content-addressed: reused across runs)."""
         train, val = self.entries()
         t = build_cache(train, self.cache_root, img_size=self.cfg.img_size, mask_mode=self.cfg.mask_mode)
         v = build_cache(val, self.cache_root, img_size=self.cfg.img_size, mask_mode=self.cfg.mask_mode) if val else None
         return t, v
 
     def prepare_data(self) -> None:
-        self._caches()
+        self.caches()
 
     def setup(self, stage: str | None = None) -> None:
-        t, v = self._caches()
+        t, v = self.caches()
         c = self.cfg
         index = self._target_index()
         if c.patch_size is not None:
