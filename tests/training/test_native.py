@@ -78,3 +78,22 @@ def test_own_output_picks_each_images_channel() -> None:
     torch.testing.assert_close(got[0, 0], logits[0, 2])
     torch.testing.assert_close(got[1, 0], logits[1, 0])
     assert _own_output(logits[:, :1], torch.tensor([0, 0])) is not None
+
+
+def test_edge_training_is_recorded_and_applied_at_prediction(tmp_path: Path, data_root: Path) -> None:
+    from medseg.ops.edges import edge_filter_numpy
+
+    cfg = load_config(None, [*BASE, f"out_dir={tmp_path / 'run'}", f"data.root={data_root}", "data.edge=sobel"])
+    result = train(cfg)
+    loaded = load_model(result.model_dir)
+    assert loaded.edge == "sobel"
+    dm = SegmentationDataModule(cfg.data, batch_size=2, seed=0, cache_root=cfg.out_dir / "cache")
+    from medseg.training.dataset import open_cache
+
+    split = open_cache(dm.caches()[0])
+    e = dm.entries()[0][0]
+    raw = load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode="nonzero")[0].image
+    np.testing.assert_array_equal(split.native_image(0), edge_filter_numpy(raw, "sobel"))
+    p = Predictor(loaded.model, img_size=32, tile=32, edge=loaded.edge)
+    q = Predictor(loaded.model, img_size=32, tile=32)
+    np.testing.assert_array_equal(p.predict([raw])[0].prob, q.predict([edge_filter_numpy(raw, "sobel")])[0].prob)

@@ -147,7 +147,7 @@ def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_
     try:
         return Predictor(loaded.model, img_size=loaded.img_size, device=device, threshold=threshold,
                          batch_size=batch_size, engine=engine, tile=tile, overlap=overlap, tta=tta,
-                         channel=loaded.channel(target))
+                         channel=loaded.channel(target), edge=loaded.edge)
     except ValueError as exc:
         raise InvalidInputError(spec, str(exc)) from exc
 

@@ -13,6 +13,7 @@ from torch import nn
 from medseg.data.geometry import Letterbox, letterbox_image, unletterbox_logits
 from medseg.inference.engines import prepare_engine
 from medseg.inference.sliding import FLIPS, flip_tta, model_logits, native_tensor, sliding_window_logits
+from medseg.ops.edges import edge_filter_numpy
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Predictor:
         max_boxes_per_pass: boxes decoded together against one image embedding.
         tile, overlap, tta: sliding-window inference at native resolution and flip TTA (see below).
         channel: which output of a model with one output per target (``model.json``'s ``targets`` order).
+        edge: edge operator applied to every input first, for a model trained on edge images (``model.json``'s
+            ``edge``; :mod:`medseg.ops.edges`).
         engine: how the model runs (:mod:`medseg.inference.engines`): ``optimized`` (default: BatchNorm folded,
             channels-last; logits within ~1e-4 of ``eager``), ``eager``, ``compile``, ``onnx``, ``onnx-int8``
             (see ``benchmarks/bench_vs_reference.py`` for speed and mask agreement).
@@ -52,8 +55,8 @@ class Predictor:
     def __init__(self, model: nn.Module, *, img_size: int = 256, device: str | torch.device = "cpu",
                  threshold: float = 0.5, batch_size: int = 8, max_boxes_per_pass: int = 32,
                  engine: str = "optimized", tile: int | None = None, overlap: float = 0.25, tta: bool = False,
-                 channel: int = 0) -> None:
-        self.engine = engine
+                 channel: int = 0, edge: str | None = None) -> None:
+        self.engine, self.edge = engine, edge
         if engine.startswith("onnx") and torch.device(device).type != "cpu":
             raise ValueError(f"engine {engine!r} runs on the CPU; use engine='optimized' on {device}")
         model = model.eval().to(device)
@@ -84,6 +87,8 @@ class Predictor:
         Returns one list per image with one :class:`Prediction` per prompt set.
         """
         out: list[list[Prediction]] = []
+        if self.edge not in (None, "none"):
+            images = [edge_filter_numpy(im, self.edge) for im in images]  # type: ignore[arg-type]
         with torch.inference_mode():
             if self.tile is not None:
                 if any(ps is not None and any(b is not None and len(b) for b in ps) for ps in prompt_sets):

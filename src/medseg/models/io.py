@@ -43,6 +43,12 @@ class LoadedModel:
         return None if t is None else int(t)
 
     @property
+    def edge(self) -> str | None:
+        """Edge operator the model was trained on (inputs must be filtered the same way), else ``None``."""
+        e = self.meta.get("edge")
+        return None if e in (None, "none") else str(e)
+
+    @property
     def targets(self) -> list[str]:
         """Output names of a model with one output per target (``data.heads: per_target``), else ``[]``."""
         return list(self.meta.get("targets") or [])

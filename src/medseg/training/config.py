@@ -36,6 +36,9 @@ class DataConfig(_Strict):
     ``augment``: see :class:`medseg.data.augment.AugmentOptions` (all seeded by draw; 90° rotations and the affine
     apply to patches only).
 
+    ``edge``: train on the edge magnitude of every image (:mod:`medseg.ops.edges`; CMMC's edge-enhanced
+    pre-training) instead of the image itself; the saved model records it and prediction applies it too.
+
     ``heads: per_target`` gives a model trained on several datasets one output per *target* (what is segmented),
     so that different targets of one modality (retinal vessels vs. optic disc) stay apart: each image's loss and
     validation use its target's output only. A dataset's target is its name unless ``target_of`` maps it to a
@@ -56,6 +59,7 @@ class DataConfig(_Strict):
     patches_per_epoch: int | None = Field(None, ge=1)
     val_overlap: float = Field(0.25, ge=0.0, lt=1.0)
     augment: AugmentOptions = Field(default_factory=AugmentOptions)
+    edge: Literal["none", "kirsch", "sobel", "prewitt", "scharr", "laplacian"] = "none"
     heads: Literal["single", "per_target"] = "single"
     target_of: dict[str, str] = Field(default_factory=dict)
     box_prompt: Literal["gt", "whole"] = "gt"

@@ -94,8 +94,9 @@ class SegmentationDataModule(L.LightningDataModule):
     def caches(self) -> tuple[Path, Path | None]:
         """(train, val) cache folders, built on first use (content-addressed: reused across runs)."""
         train, val = self.entries()
-        t = build_cache(train, self.cache_root, img_size=self.cfg.img_size, mask_mode=self.cfg.mask_mode)
-        v = build_cache(val, self.cache_root, img_size=self.cfg.img_size, mask_mode=self.cfg.mask_mode) if val else None
+        c = self.cfg
+        t = build_cache(train, self.cache_root, img_size=c.img_size, mask_mode=c.mask_mode, edge=c.edge)
+        v = build_cache(val, self.cache_root, img_size=c.img_size, mask_mode=c.mask_mode, edge=c.edge) if val else None
         return t, v
 
     def prepare_data(self) -> None:

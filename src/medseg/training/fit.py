@@ -111,6 +111,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, extra_callbacks: list[L.Cal
         extra = {"trained_steps": int(trainer.global_step), "seed": cfg.seed, "weights": "last"}
         if cfg.data.patch_size is not None:  # trained on native-resolution patches: predict with sliding windows
             extra.update(tile=cfg.data.patch_size, overlap=cfg.data.val_overlap)
+        if cfg.data.edge != "none":  # trained on edge images: prediction filters its inputs the same way
+            extra["edge"] = cfg.data.edge
         if module.targets is not None:  # one output per target, in this order
             extra["targets"] = module.targets
         best = best_checkpoint(out)
