@@ -97,3 +97,18 @@ def test_edge_training_is_recorded_and_applied_at_prediction(tmp_path: Path, dat
     p = Predictor(loaded.model, img_size=32, tile=32, edge=loaded.edge)
     q = Predictor(loaded.model, img_size=32, tile=32)
     np.testing.assert_array_equal(p.predict([raw])[0].prob, q.predict([edge_filter_numpy(raw, "sobel")])[0].prob)
+
+
+def test_model_init_starts_from_a_model_folder(tmp_path: Path, data_root: Path) -> None:
+    from medseg.errors import MedsegError
+    from medseg.training.module import SegmentationModule
+
+    first = train(load_config(None, [*BASE, f"out_dir={tmp_path / 'a'}", f"data.root={data_root}"]))
+    cfg = load_config(None, [*BASE, f"data.root={data_root}", f"model.init={first.model_dir}"])
+    module = SegmentationModule(cfg.model_dump(mode="json"))
+    ref = load_model(first.model_dir).model.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in module.model.state_dict().items())
+    other = load_config(None, [*BASE, f"data.root={data_root}", f"model.init={first.model_dir}",
+                               "model.options={features: [8, 8, 8, 8, 16, 8], norm: batch}"])
+    with pytest.raises(MedsegError, match="do not match"):
+        SegmentationModule(other.model_dump(mode="json"))

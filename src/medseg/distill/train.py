@@ -30,7 +30,7 @@ from medseg.training.config import ModelConfig, OptimConfig, TrainConfig, Traine
 from medseg.training.datamodule import SegmentationDataModule
 from medseg.training.dataset import open_cache
 from medseg.training.fit import TrainResult, best_checkpoint, build_trainer, last_checkpoint
-from medseg.training.module import INIT_ONLY_OPTIONS
+from medseg.training.module import INIT_ONLY_OPTIONS, init_from_folder
 from medseg.training.sampler import ResumableLoader, ResumableSampler
 from medseg.utils.atomic import atomic_write_text
 from medseg.utils.checks import check_accelerator, check_output_dir
@@ -163,6 +163,8 @@ class DistillModule(L.LightningModule):
         m = self.cfg.model
         opts = sized_options(m.name, self.cfg.data.img_size, m.options)
         self.model = build_model(m.name, **opts)
+        if m.init is not None:
+            init_from_folder(self.model, m.init)
         self.model_options = {k: v for k, v in opts.items() if k not in INIT_ONLY_OPTIONS}
         for name, p in self.model.named_parameters():  # only the encoder learns
             p.requires_grad_(name.startswith("image_encoder."))

@@ -68,10 +68,12 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """A registered model (``medseg models`` lists them) and its builder options."""
+    """A registered model (``medseg models`` lists them) and its builder options; ``init``: start from the weights
+    of a model folder (from ``medseg train`` or distillation; hash-checked, same architecture)."""
 
     name: str = "basic_unet"
     options: dict[str, Any] = Field(default_factory=dict)
+    init: Path | None = None
 
 
 class LossConfig(_Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -43,6 +44,8 @@ class SegmentationModule(L.LightningModule):
                 raise ValueError(f"{self.cfg.model.name} has one output: data.heads=per_target needs a U-Net")
             opts["out_channels"] = len(targets)
         self.model = build_model(self.cfg.model.name, **opts)
+        if self.cfg.model.init is not None:
+            init_from_folder(self.model, self.cfg.model.init)
         # what rebuilds the architecture (initialisation-only options such as ``pretrained`` are dropped)
         self.model_options = {k: v for k, v in opts.items() if k not in INIT_ONLY_OPTIONS}
         self.is_sam = bool(getattr(self.model, "accepts_boxes", False))
@@ -170,3 +173,16 @@ def _own_output(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return logits
     index = target.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[2:])
     return logits.gather(1, index)
+
+
+def init_from_folder(model: torch.nn.Module, folder: str | Path) -> None:
+    """Load the weights of a model folder into ``model`` (hash-checked; the architectures must match exactly).
+
+    Raises:
+        MedsegError / InvalidInputError: unreadable folder, hash mismatch, or different architecture.
+    """
+    from medseg.models import load_state_strict
+    from medseg.models.io import load_model
+
+    loaded = load_model(folder)
+    load_state_strict(model, loaded.model.state_dict(), str(folder))
