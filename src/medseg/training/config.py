@@ -102,6 +102,9 @@ class TrainerConfig(_Strict):
     max_epochs: int = 10
     max_steps: int = -1
     max_time: str | None = None  # "DD:HH:MM:SS" wall-clock cap (Lightning's max_time)
+    # CPU-time cap of the training process (user + system, all threads; summed over resumes): 30 minutes on
+    # 2 cores = 60; the same work on a quiet and on a shared machine (medseg.training.callbacks.CpuTimeBudget)
+    max_cpu_minutes: float | None = Field(None, gt=0)
     batch_size: int = 8
     accumulate_grad_batches: int = 1
     precision: str = "32-true"

@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from medseg.errors import MedsegError
 from medseg.models.io import save_model_folder
+from medseg.training.callbacks import CpuTimeBudget
 from medseg.training.checkpoint_io import AtomicCheckpointIO
 from medseg.training.config import TrainConfig, dump_config
 from medseg.training.datamodule import SegmentationDataModule
@@ -58,6 +59,8 @@ def build_trainer(cfg: TrainConfig, *, extra_callbacks: list[L.Callback] | None 
                            every_n_train_steps=t.checkpoint_every_n_steps, save_last=True, save_top_k=1,
                            monitor=None)
     callbacks: list[L.Callback] = [ckpt, LearningRateMonitor(logging_interval="step"), *(extra_callbacks or [])]
+    if t.max_cpu_minutes is not None:
+        callbacks.append(CpuTimeBudget(60 * t.max_cpu_minutes))
     if has_val:
         callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename=BEST_NAME, monitor=t.monitor,
                                          mode=t.monitor_mode, save_top_k=1, save_last=False,
