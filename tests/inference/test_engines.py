@@ -43,3 +43,21 @@ def test_unknown_engine_is_refused() -> None:
     with pytest.raises(MedsegError, match="unknown engine"):
         prepare_engine(torch.nn.Identity(), "tensorrt")
     assert "optimized" in ENGINES
+
+
+def test_auto_uses_onnx_for_sam_on_the_cpu_and_optimized_otherwise() -> None:
+    from medseg.inference.engines import OnnxEngine
+
+    sam = build_model("lite_medsam", **tiny_model_config("lite_medsam")).eval()
+    unet = build_model("basic_unet", **tiny_model_config("basic_unet")).eval()
+    assert isinstance(prepare_engine(sam, "auto", img_size=64), OnnxEngine)
+    assert not isinstance(prepare_engine(unet, "auto", img_size=64), OnnxEngine)
+
+
+def test_onnx_unet_tiles_at_any_size(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    unet = build_model("basic_unet", **tiny_model_config("basic_unet")).eval()
+    img = np.random.default_rng(1).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    ref = Predictor(unet, img_size=64, tile=32, engine="eager").predict([img])[0].prob
+    got = Predictor(unet, img_size=64, tile=32, engine="onnx").predict([img])[0].prob
+    np.testing.assert_allclose(got, ref, atol=1e-4)

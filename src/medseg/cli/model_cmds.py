@@ -81,9 +81,10 @@ def predict(
     batch_size: int = typer.Option(8, min=1, help="Slices per forward pass."),
     threshold: float = typer.Option(0.5, help="Probability threshold."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
-    engine: EngineOpt = typer.Option(EngineOpt.optimized, "--engine",
-                                     help="How the model runs: optimized (BN folded, channels-last), eager, compile, "
-                                          "onnx (ONNX Runtime) or onnx-int8 (dynamic int8)."),
+    engine: EngineOpt = typer.Option(EngineOpt.auto, "--engine",
+                                     help="How the model runs: auto (onnx when ONNX Runtime is installed, else "
+                                          "optimized), optimized (BN folded, channels-last), eager, compile, onnx "
+                                          "(ONNX Runtime; exported once, cached) or onnx-int8 (dynamic int8)."),
     on_error: OnErrorOpt = typer.Option(OnErrorOpt.stop, "--on-error",
                                         help="stop at the first unusable input, or skip it and list it at the end."),
     dicom_window: str = typer.Option("header", "--dicom-window",
@@ -173,7 +174,7 @@ def evaluate(
     model: str | None = typer.Option(None, "--model",
                                      help="Segment the images given as PRED with this model first (predictions go "
                                           "to OUT/predictions), then score them."),
-    engine: EngineOpt = typer.Option(EngineOpt.optimized, "--engine", help="With --model: how the model runs."),
+    engine: EngineOpt = typer.Option(EngineOpt.auto, "--engine", help="With --model: how the model runs."),
     tile: int | None = typer.Option(None, "--tile", min=0, help="With --model: sliding-window tile (0 = letterbox; "
                                                                 "default: the model's)."),
     overlap: float | None = typer.Option(None, "--overlap", min=0.0, max=0.95, help="With --model: window overlap."),

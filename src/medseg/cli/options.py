@@ -41,6 +41,7 @@ class Protocol(str, Enum):
 class EngineOpt(str, Enum):
     """:data:`medseg.inference.engines.ENGINES`."""
 
+    auto = "auto"
     optimized = "optimized"
     eager = "eager"
     compile = "compile"

@@ -10,6 +10,8 @@ engine         what                                                             
 ``compile``    ``optimized`` + ``torch.compile`` (first call compiles: tens of seconds)                 ~1e-4
 ``onnx``       ONNX Runtime, fp32 (graph exported once, cached by weight digest)                        ~1e-4
 ``onnx-int8``  ONNX Runtime with dynamic int8 quantisation of the MatMul weights                        approx.
+``auto``       SAM family on the CPU with ONNX Runtime installed: ``onnx`` (falls back to ``optimized``  ~1e-4
+               if the export fails); everything else: ``optimized``
 =============  =======================================================================================  =========
 
 ``benchmarks/bench_vs_reference.py`` measures their speed and mask agreement (Dice against ``eager``) on real
@@ -19,6 +21,7 @@ images; the approximate engine is kept only where its masks stay within Dice 0.9
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ from medseg.models.fuse import fuse_conv_bn
 from medseg.models.inputs import example_inputs
 from medseg.utils.atomic import atomic_path
 
-ENGINES = ("eager", "optimized", "compile", "onnx", "onnx-int8")
+ENGINES = ("eager", "optimized", "compile", "onnx", "onnx-int8", "auto")
 
 
 def model_digest(model: nn.Module) -> str:
@@ -59,6 +62,15 @@ def prepare_engine(model: nn.Module, engine: str = "optimized", *, img_size: int
     if engine not in ENGINES:
         raise MedsegError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     model = model.eval()
+    if engine == "auto":
+        on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+        if on_cpu and getattr(model, "accepts_boxes", False) and _has_onnxruntime():
+            try:
+                return prepare_engine(model, "onnx", img_size=img_size, cache_dir=cache_dir, threads=threads)
+            except MedsegError as exc:
+                warnings.warn(f"ONNX Runtime engine unavailable ({exc}); using the optimized PyTorch engine",
+                              stacklevel=2)
+        engine = "optimized"
     if engine == "eager":
         return model
     if engine in ("optimized", "compile"):
@@ -69,12 +81,18 @@ def prepare_engine(model: nn.Module, engine: str = "optimized", *, img_size: int
             else:
                 fused.forward = torch.compile(fused.forward)  # type: ignore[method-assign]
         return fused
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:
-        raise MedsegError(f"engine {engine!r} needs ONNX Runtime: pip install 'medseg[onnx]'") from exc
+    if not _has_onnxruntime():
+        raise MedsegError(f"engine {engine!r} needs ONNX Runtime: pip install 'medseg[onnx]'")
     return OnnxEngine(model, img_size=img_size, quantize=engine == "onnx-int8",
                       cache_dir=Path(cache_dir) if cache_dir is not None else default_engine_cache(), threads=threads)
+
+
+def _has_onnxruntime() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class _Decode(nn.Module):
@@ -117,30 +135,40 @@ class OnnxEngine(nn.Module):
             opts.intra_op_num_threads = threads
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
-        def session(name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str],
-                    dynamic: tuple[dict[int, Any] | None, ...]) -> Any:
-            path = cache_dir / f"{key}-{name}.onnx"
-            if not path.is_file():
-                _export(module, inputs, names, dynamic, path)
-            if quantize:
-                qpath = cache_dir / f"{key}-{name}-int8.onnx"
-                if not qpath.is_file():
-                    _quantize(path, qpath)
-                path = qpath
-            return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
+        self._opts, self._quantize, self._cache, self._key = opts, quantize, cache_dir, key
         model = model.cpu().eval()
-        batch = torch.export.Dim("batch", min=1, max=1024)
+        self._model = model  # U-Nets: exported lazily, once per input size (tiles and canvases differ)
+        self._nets: dict[tuple[int, int], Any] = {}
         if self.accepts_boxes:
             x, boxes = example_inputs(model, 2, img_size)
             with torch.inference_mode():
                 emb = model.image_encoder(x[:1])
-            self._encoder = session("encoder", _Plain(model.image_encoder), (x,), ["images"], ({0: batch},))
+            batch = torch.export.Dim("batch", min=1, max=1024)
+            self._encoder = self._session("encoder", _Plain(model.image_encoder), (x,), ["images"], ({0: batch},))
             k = torch.export.Dim("boxes", min=1, max=1024)
-            self._decoder = session("decoder", _Decode(model), (emb, boxes), ["emb", "boxes"], (None, {0: k}))
-        else:
-            (x,) = example_inputs(model, 2, img_size)
-            self._net = session("net", _Plain(model), (x,), ["images"], ({0: batch},))
+            self._decoder = self._session("decoder", _Decode(model), (emb, boxes), ["emb", "boxes"], (None, {0: k}))
+
+    def _session(self, name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str],
+                 dynamic: tuple[dict[int, Any] | None, ...]) -> Any:
+        """An ONNX Runtime session of ``module``, exported (and quantised) once into the cache."""
+        import onnxruntime as ort
+
+        path = self._cache / f"{self._key}-{name}.onnx"
+        if not path.is_file():
+            _export(module, inputs, names, dynamic, path)
+        if self._quantize:
+            qpath = self._cache / f"{self._key}-{name}-int8.onnx"
+            if not qpath.is_file():
+                _quantize(path, qpath)
+            path = qpath
+        return ort.InferenceSession(str(path), sess_options=self._opts, providers=["CPUExecutionProvider"])
+
+    def _net(self, h: int, w: int) -> Any:
+        if (h, w) not in self._nets:
+            x = torch.rand(2, 3, h, w)
+            batch = torch.export.Dim("batch", min=1, max=1024)
+            self._nets[(h, w)] = self._session(f"net{h}x{w}", _Plain(self._model), (x,), ["images"], ({0: batch},))
+        return self._nets[(h, w)]
 
     @staticmethod
     def _run(sess: Any, *arrays: torch.Tensor) -> torch.Tensor:
@@ -158,7 +186,7 @@ class OnnxEngine(nn.Module):
 
     def forward(self, x: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         if not self.accepts_boxes:
-            return self._run(self._net, x)
+            return self._run(self._net(*x.shape[-2:]), x)
         if boxes is None:
             raise ValueError("SAM-family engines need boxes (prompt_free_boxes for prompt-free use)")
         emb = self.image_encoder(x)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medseg.data.geometry import Letterbox, letterbox_image, unletterbox_logits
-from medseg.inference.engines import prepare_engine
+from medseg.inference.engines import OnnxEngine, prepare_engine
 from medseg.inference.sliding import FLIPS, flip_tta, model_logits, native_tensor, sliding_window_logits
 from medseg.ops.edges import edge_filter_numpy
 
@@ -61,6 +61,7 @@ class Predictor:
             raise ValueError(f"engine {engine!r} runs on the CPU; use engine='optimized' on {device}")
         model = model.eval().to(device)
         self.model = prepare_engine(model, engine, img_size=img_size)
+        self._channels_last = engine != "eager" and not isinstance(self.model, OnnxEngine)
         self.img_size = img_size
         self.device = torch.device(device)
         self.threshold = threshold
@@ -129,7 +130,7 @@ class Predictor:
         """(H, W) logits in each image's own frame, one per prompt set, for a chunk of images."""
         prepped = [letterbox_image(img, self.img_size) for img in chunk]
         x = torch.from_numpy(np.stack([p[0] for p in prepped])).to(self.device)
-        if self.engine in ("optimized", "compile"):
+        if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         geos = [p[1] for p in prepped]
         if self.is_sam:
