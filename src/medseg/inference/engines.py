@@ -156,6 +156,14 @@ class OnnxEngine(nn.Module):
         path = self._cache / f"{self._key}-{name}.onnx"
         if not path.is_file():
             _export(module, inputs, names, dynamic, path)
+        fused = self._cache / f"{self._key}-{name}-fused.onnx"
+        if not fused.is_file() and not (self._cache / f"{fused.name}.rejected").is_file():
+            try:
+                _fuse(path, fused, names, inputs)
+            except _Rejected:
+                pass
+        if fused.is_file():
+            path = fused
         if self._quantize:
             qpath = self._cache / f"{self._key}-{name}-int8.onnx"
             if not qpath.is_file():
@@ -216,6 +224,37 @@ def _export(module: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str
         diff = float(np.abs(ref - got).max())
         if not diff <= atol:
             raise MedsegError(f"{path.name}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {atol})")
+
+
+def _fuse(src: Path, dest: Path, names: list[str], inputs: tuple[torch.Tensor, ...], atol: float = 1e-4) -> None:
+    """ONNX Runtime's transformer graph fusions (GELU / bias-GELU kernels), kept only if the fused graph gives the
+    unfused graph's outputs within ``atol``; otherwise a ``.rejected`` marker records that it was tried.
+
+    The layer-norm fusion stays off: it turns the SAM neck's channel LayerNorm into an RMS norm
+    (``SimplifiedLayerNormalization``) and changes LiteMedSAM's embeddings by up to 0.27 (onnxruntime 1.32).
+    """
+    import onnxruntime as ort
+
+    try:
+        from onnxruntime.transformers.fusion_options import FusionOptions
+        from onnxruntime.transformers.optimizer import optimize_model
+    except ImportError:  # a minimal ONNX Runtime build
+        return
+    options = FusionOptions("bert")
+    options.enable_layer_norm = False
+    feed = {n: t.numpy() for n, t in zip(names, inputs, strict=True)}
+    ref = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    with atomic_path(dest) as tmp:
+        optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, opt_level=1,
+                       optimization_options=options).save_model_to_file(str(tmp))
+        got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+        if not float(np.abs(ref - got).max()) <= atol:
+            dest.with_name(f"{dest.name}.rejected").write_text(f"max |diff| {float(np.abs(ref - got).max()):.3g}\n")
+            raise _Rejected
+
+
+class _Rejected(Exception):
+    """The fused graph changed the outputs: the unfused one is used."""
 
 
 def _quantize(src: Path, dest: Path) -> None:
