@@ -140,6 +140,20 @@ def bootstrap_ci(values: Sequence[float], *, statistic: Callable[[np.ndarray], f
     return float(np.quantile(boots, alpha)), float(np.quantile(boots, 1 - alpha))
 
 
+def stratified_bootstrap_ci(groups: Sequence[Sequence[float]], *, n_boot: int = 10_000, level: float = 0.95,
+                            seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the **mean of group means** (e.g. a score averaged per modality, then over
+    modalities): each group is resampled within itself, so every replicate keeps the groups' sizes and weights."""
+    arrays = [np.asarray(g, dtype=np.float64) for g in groups]
+    if not arrays or any(a.ndim != 1 or len(a) == 0 for a in arrays):
+        raise ValueError("every group needs a non-empty 1-D sample")
+    rng = np.random.default_rng(seed)
+    means = np.stack([a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1) for a in arrays])
+    boots = means.mean(axis=0)
+    alpha = (1.0 - level) / 2
+    return float(np.quantile(boots, alpha)), float(np.quantile(boots, 1 - alpha))
+
+
 def relative_change(new: float, old: float) -> float:
     """(new − old) / old — the paper's "relative Δ" (+19.30 % of the router over raw)."""
     return (new - old) / old if old else float("nan")

@@ -60,3 +60,14 @@ def test_relative_measures_and_stars() -> None:
     assert relative_change(0.3530, 0.2959) == pytest.approx(0.193, abs=1e-3)  # the paper's +19.30 %
     assert relative_error_reduction(0.8, 0.6) == pytest.approx(0.5)
     assert [stars(p) for p in (0.0005, 0.005, 0.03, 0.2, float("nan"))] == ["***", "**", "*", "", ""]
+
+
+def test_stratified_bootstrap_keeps_group_weights() -> None:
+    from medseg.stats import stratified_bootstrap_ci
+
+    big = np.full(100, 1.0)
+    small = np.array([0.0, 0.0])
+    lo, hi = stratified_bootstrap_ci([big, small], n_boot=200)
+    assert lo == hi == 0.5  # constant groups: the mean of group means, not the pooled mean (≈0.98)
+    lo, hi = stratified_bootstrap_ci([np.arange(10.0), np.arange(5.0)], n_boot=500, seed=3)
+    assert lo < (4.5 + 2.0) / 2 < hi
