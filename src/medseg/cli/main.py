@@ -11,6 +11,7 @@ from rich.console import Console
 from medseg import __version__
 from medseg.cli import model_cmds
 from medseg.cli.data import data_app
+from medseg.cli.experiment import experiment_app
 from medseg.errors import MedsegError
 from medseg.utils.checks import check_output_dir
 
@@ -24,6 +25,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(model_cmds.export_app, name="export")
 app.add_typer(model_cmds.weights_app, name="weights")
+app.add_typer(experiment_app, name="experiment")
 for _cmd in (model_cmds.models, model_cmds.train, model_cmds.predict, model_cmds.evaluate, model_cmds.benchmark):
     app.command()(_cmd)
 err = Console(stderr=True)

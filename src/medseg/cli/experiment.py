@@ -1,0 +1,25 @@
+"""``medseg experiment``: the method experiments, one command each, every stage cached and resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+experiment_app = typer.Typer(help="Run a method's experiment end to end (stages cached; a killed run resumes).",
+                             no_args_is_help=True)
+
+
+@experiment_app.command("cmmc")
+def cmmc(
+    config: Path = typer.Argument(..., help="Experiment YAML (configs/cmmc-cpu.yaml, configs/cmmc-paper.yaml)."),
+    overrides: list[str] = typer.Argument(None, help="key.path=value overrides, e.g. out_dir=runs/x."),
+) -> None:
+    """Edge-enhanced pre-training + meta-routing (CMMC): distil → pre-train raw/edge → fine-tune → score → report."""
+    from medseg.experiments.cmmc import CmmcExperiment, load_cmmc_config
+    from medseg.utils.checks import check_output_dir
+
+    cfg = load_cmmc_config(config, overrides or [])
+    check_output_dir(cfg.out_dir)
+    report = CmmcExperiment(cfg, progress=lambda m: typer.echo(f"[cmmc] {m}")).run()
+    typer.echo(f"report → {report}")

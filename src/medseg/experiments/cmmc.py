@@ -1,0 +1,376 @@
+"""CMMC end to end (``medseg experiment cmmc CONFIG``): split → distil the encoder → pre-train on raw and on
+edge-enhanced images → fine-tune each per subset on raw images, prompt-free → score the test images → statistics,
+routers, report.
+
+Every stage writes into ``out_dir/<stage>/`` and is skipped when its output exists; a training stage that was
+killed resumes from its ``last.ckpt`` (the engine's exact resume). Stages:
+
+=====================  ===============================================================================================
+``split.csv``          seeded, group-aware split of ``data.root`` (``split.test`` / ``split.val``), optionally
+                       capped per dataset (``data.max_per_dataset``, the CPU scale)
+``distill/``           student encoder ← LiteMedSAM encoder (MSE on cached embeddings; :mod:`medseg.distill`)
+``pretrain-raw/``      student, all modalities, raw images, GT boxes with jitter, BCE + Dice + IoU-MSE (unweighted)
+``pretrain-edge/``     the same on edge-enhanced images (``edge``: Kirsch by default)
+``finetune/{raw,edge}/<subset>/``  each pre-trained model fine-tuned on one subset's **raw** images with the
+                       whole-image box (prompt-free)
+``scores/``            per-image Dice / NSD (τ = 2 px) at native resolution of every fine-tuned model and of
+                       prompt-free LiteMedSAM on the test images, and the images' meta-features
+``report/``            significance, Table 1, Table 2 per router (CSV + Markdown), routers as JSON, plots, report.md
+=====================  ===============================================================================================
+
+Subsets: the paper fine-tunes per modality, where each modality had one target; here a modality may hold several
+targets (fundus: vessels and optic disc), so the subset is the (modality, target) pair — a dataset, unless
+``data.target_of`` merges datasets with one target. Tables are per modality as in the paper.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from medseg.data import CatalogEntry, discover, load_samples, read_manifest, stratified_split, write_manifest
+from medseg.errors import InvalidInputError
+from medseg.evaluation import format_markdown_table, write_csv
+from medseg.utils.atomic import atomic_write_text
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CmmcData(_Strict):
+    root: Path = Path("../shared/data")
+    img_size: int = 256
+    max_per_dataset: int | None = Field(None, ge=2)
+    target_of: dict[str, str] = Field(default_factory=dict)
+    group_rules: dict[str, str] = Field(default_factory=dict)
+
+
+class CmmcSplit(_Strict):
+    test: float = Field(0.2, gt=0, lt=1)
+    val: float = Field(0.1, ge=0, lt=1)
+
+
+class CmmcStage(_Strict):
+    """One training stage: optimiser steps, batch, learning rate, weight decay."""
+
+    steps: int = Field(100, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+
+
+class CmmcTrainer(_Strict):
+    """Hardware options passed through to every stage (Lightning's own)."""
+
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_workers: int = 0
+
+
+class CmmcRouting(_Strict):
+    features: list[str] = Field(default_factory=lambda: ["std", "entropy"])
+    routers: list[Literal["threshold", "logistic", "tree"]] = Field(
+        default_factory=lambda: ["threshold", "logistic", "tree"])
+    folds: int = Field(5, ge=2)
+    n_boot: int = Field(10_000, ge=100)
+
+
+class CmmcConfig(_Strict):
+    """The whole experiment (see the module docstring); paths relative to the working directory."""
+
+    out_dir: Path = Path("runs/cmmc")
+    seed: int = 2024
+    data: CmmcData = Field(default_factory=CmmcData)
+    split: CmmcSplit = Field(default_factory=CmmcSplit)
+    edge: Literal["kirsch", "sobel", "prewitt", "scharr", "laplacian"] = "kirsch"
+    teacher_weights: str | None = None  # LiteMedSAM checkpoint path (default: the registered weights)
+    distill: CmmcStage = Field(default_factory=lambda: CmmcStage(steps=300))
+    pretrain: CmmcStage = Field(default_factory=lambda: CmmcStage(steps=300))
+    finetune: CmmcStage = Field(default_factory=lambda: CmmcStage(steps=60))
+    box_shift: int = 5
+    student: dict[str, Any] = Field(default_factory=dict)  # lite_medsam_student options (test scale: smaller)
+    teacher: dict[str, Any] = Field(default_factory=dict)  # lite_medsam options (test scale: smaller)
+    trainer: CmmcTrainer = Field(default_factory=CmmcTrainer)
+    routing: CmmcRouting = Field(default_factory=CmmcRouting)
+    baseline: bool = True  # also score prompt-free LiteMedSAM on the test images
+
+
+def load_cmmc_config(path: str | Path, overrides: list[str] | None = None) -> CmmcConfig:
+    """Read an experiment YAML (unknown keys and wrong types name the file and field); ``key.path=value``
+    overrides as in ``medseg train``."""
+    from medseg.training.config import _yaml_problem, apply_overrides
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise InvalidInputError(path, f"cannot read config: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(path, f"cannot read config: {_yaml_problem(exc)}") from exc
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return CmmcConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInputError(path, f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from exc
+
+
+def subset_of(e: CatalogEntry, target_of: dict[str, str]) -> str:
+    """The fine-tuning subset of an entry: ``<modality>-<target>``."""
+    return f"{e.modality}-{target_of.get(e.dataset, e.dataset)}"
+
+
+class CmmcExperiment:
+    """Runs the stages of one :class:`CmmcConfig`; each ``stage_*`` method is idempotent.
+
+    Args:
+        cfg: the experiment.
+        progress: called with a one-line message when a stage starts or is skipped.
+    """
+
+    def __init__(self, cfg: CmmcConfig, progress: Callable[[str], None] = print) -> None:
+        self.cfg, self.out, self.say = cfg, Path(cfg.out_dir), progress
+
+    # ---- data -----------------------------------------------------------------------------------------------
+    def stage_split(self) -> Path:
+        path = self.out / "split.csv"
+        if path.is_file():
+            return path
+        c = self.cfg
+        entries = [e for e in discover(c.data.root)[0] if e.mask is not None]
+        if c.data.max_per_dataset:
+            rng = np.random.default_rng(c.seed)
+            by: dict[tuple[str, str], list[CatalogEntry]] = {}
+            for e in entries:
+                by.setdefault((e.modality, e.dataset), []).append(e)
+            entries = [g[i] for g in by.values()
+                       for i in sorted(rng.permutation(len(g))[:c.data.max_per_dataset].tolist())]
+        split = stratified_split(entries, test=c.split.test, val=c.split.val, seed=c.seed,
+                                 group_rules=c.data.group_rules)
+        self.say(f"split: {sum(e.split == 'train' for e in split)} train / {sum(e.split == 'val' for e in split)} "
+                 f"val / {sum(e.split == 'test' for e in split)} test")
+        return write_manifest(split, path)
+
+    def entries(self) -> list[CatalogEntry]:
+        return read_manifest(self.stage_split())
+
+    def subsets(self) -> list[str]:
+        return sorted({subset_of(e, self.cfg.data.target_of) for e in self.entries()})
+
+    # ---- training stages --------------------------------------------------------------------------------------
+    def _common(self, stage: CmmcStage, out: Path, manifest: Path) -> list[str]:
+        t = self.cfg.trainer
+        return [f"out_dir={out}", f"seed={self.cfg.seed}", f"data.manifest={manifest}",
+                f"data.img_size={self.cfg.data.img_size}", f"data.cache_dir={self.out / 'cache'}",
+                f"data.num_workers={t.num_workers}",
+                f"optim.lr={stage.lr}", f"optim.weight_decay={stage.weight_decay}", "optim.scheduler=cosine",
+                f"trainer.max_steps={stage.steps}", "trainer.max_epochs=-1", f"trainer.batch_size={stage.batch_size}",
+                f"trainer.accelerator={t.accelerator}", f"trainer.devices={json.dumps(t.devices)}",
+                f"trainer.strategy={t.strategy}", f"trainer.precision={t.precision}", "trainer.progress_bar=false",
+                f"trainer.checkpoint_every_n_steps={max(10, stage.steps // 10)}"]
+
+    def _student_options(self, pretrained: bool) -> dict[str, Any]:
+        opts = dict(self.cfg.student)
+        if pretrained:
+            opts["pretrained"] = self.cfg.teacher_weights or True
+        return opts
+
+    def stage_distill(self) -> Path:
+        from medseg.distill import distill, load_distill_config
+
+        out = self.out / "distill"
+        if (out / "model" / "model.json").is_file():
+            return out / "model"
+        self.say("distill: student encoder ← LiteMedSAM encoder")
+        teacher = {"pretrained": self.cfg.teacher_weights or True, **self.cfg.teacher}
+        cfg = load_distill_config(None, [
+            *self._common(self.cfg.distill, out, self.stage_split()),
+            f"model.options={json.dumps(self._student_options(True))}",
+            f"teacher.options={json.dumps(teacher)}", "trainer.final_weights=best"])
+        return distill(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file()).model_dir  # type: ignore[return-value]
+
+    def _train(self, out: Path, stage: CmmcStage, manifest: Path, init: Path, extra: list[str]) -> Path:
+        from medseg.training import load_config, train
+
+        if (out / "model" / "model.json").is_file():
+            return out / "model"
+        cfg = load_config(None, [
+            *self._common(stage, out, manifest), "model.name=lite_medsam_student",
+            f"model.options={json.dumps(self._student_options(False))}", f"model.init={init}",
+            "loss.weights={dice: 1.0, bce: 1.0, iou_mse: 1.0}", *extra])
+        return train(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file()).model_dir  # type: ignore[return-value]
+
+    def stage_pretrain(self, kind: Literal["raw", "edge"]) -> Path:
+        out = self.out / f"pretrain-{kind}"
+        if not (out / "model" / "model.json").is_file():
+            self.say(f"pretrain-{kind}: all modalities, {'raw' if kind == 'raw' else self.cfg.edge} images, GT boxes")
+        edge = "none" if kind == "raw" else self.cfg.edge
+        return self._train(out, self.cfg.pretrain, self.stage_split(), self.stage_distill(),
+                           [f"data.edge={edge}", "data.box_prompt=gt", f"data.box_shift={self.cfg.box_shift}"])
+
+    def stage_finetune(self, kind: Literal["raw", "edge"], subset: str) -> Path:
+        out = self.out / "finetune" / kind / subset
+        manifest = out.parent / f"{subset}.csv"
+        if not (out / "model" / "model.json").is_file():
+            self.say(f"finetune {kind} → {subset}: raw images, whole-image box")
+            mine = [e for e in self.entries() if subset_of(e, self.cfg.data.target_of) == subset]
+            write_manifest(mine, manifest)
+        return self._train(out, self.cfg.finetune, manifest, self.stage_pretrain(kind),
+                           ["data.edge=none", "data.box_prompt=whole", "data.box_shift=0"])
+
+    # ---- scoring ----------------------------------------------------------------------------------------------
+    def _score(self, csv_path: Path, model_for: Callable[[CatalogEntry], Any]) -> list[dict[str, Any]]:
+        from medseg.metrics import MetricConfig, SegmentationMetric
+
+        if csv_path.is_file():
+            with open(csv_path, newline="") as f:
+                return list(csv.DictReader(f))
+        metric = SegmentationMetric(MetricConfig(tolerance=2.0))
+        for e in [e for e in self.entries() if e.split == "test"]:
+            predictor = model_for(e)
+            for s in load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode="nonzero"):
+                metric(predictor.predict([s.image])[0].mask, s.binary_mask(), case=s.case_id, modality=s.modality,
+                       dataset=s.dataset, subset=subset_of(e, self.cfg.data.target_of))
+        write_csv(metric.rows, csv_path)
+        return [{k: str(v) for k, v in r.items()} for r in metric.rows]
+
+    def stage_scores(self) -> dict[str, list[dict[str, Any]]]:
+        from medseg.inference import Predictor
+        from medseg.models import build_model
+        from medseg.models.io import load_model
+        from medseg.ops.metafeatures import meta_features
+
+        scores = self.out / "scores"
+        out: dict[str, list[dict[str, Any]]] = {}
+        for kind in ("raw", "edge"):
+            cache: dict[str, Predictor] = {}
+
+            def model_for(e: CatalogEntry, kind: str = kind, cache: dict = cache) -> Predictor:
+                sub = subset_of(e, self.cfg.data.target_of)
+                if sub not in cache:
+                    loaded = load_model(self.stage_finetune(kind, sub))  # type: ignore[arg-type]
+                    cache[sub] = Predictor(loaded.model, img_size=loaded.img_size)
+                return cache[sub]
+
+            if not (scores / f"{kind}.csv").is_file():
+                self.say(f"scores: {kind}-pretrained fine-tuned models on the test images")
+            out[kind] = self._score(scores / f"{kind}.csv", model_for)
+        if self.cfg.baseline:
+            if not (scores / "lite_medsam.csv").is_file():
+                self.say("scores: prompt-free LiteMedSAM (the baseline)")
+            base = Predictor(build_model("lite_medsam", pretrained=self.cfg.teacher_weights or True,
+                                         img_size=self.cfg.data.img_size, **self.cfg.teacher),
+                             img_size=self.cfg.data.img_size)
+            out["lite_medsam"] = self._score(scores / "lite_medsam.csv", lambda e: base)
+        feats = scores / "features.csv"
+        if not feats.is_file():
+            rows = []
+            for e in [e for e in self.entries() if e.split == "test"]:
+                for s in load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode="nonzero"):
+                    rows.append({"modality": s.modality, "dataset": s.dataset, "case": s.case_id,
+                                 **meta_features(s.image)})
+            write_csv(rows, feats)
+        with open(feats, newline="") as f:
+            out["features"] = list(csv.DictReader(f))
+        return out
+
+    # ---- analysis and report ----------------------------------------------------------------------------------
+    def stage_report(self) -> Path:
+        from medseg.experiments.cmmc_analysis import paired_rows, regression_table, routing_table, significance_table
+        from medseg.routing import FITTERS
+
+        scores = self.stage_scores()
+        rep = self.out / "report"
+        rows = paired_rows(scores["raw"], scores["edge"], scores["features"])
+        r = self.cfg.routing
+        sig, reg = significance_table(rows), regression_table(rows, r.features)
+        write_csv(sig, rep / "significance.csv")
+        write_csv(reg, rep / "table1_regression.csv")
+        sections = ["# CMMC experiment report", "", f"Config: `{self.out / 'config.yaml'}`.", "",
+                    "## Raw vs edge pre-training per modality (paired t-test, Wilcoxon; score = (DSC + NSD) / 2 ×100)",
+                    "", format_markdown_table(sig, digits=3), "",
+                    "## Table 1: regression of (edge − raw) on each meta-feature", "",
+                    format_markdown_table(reg, digits=4), ""]
+        aggregates = []
+        routers: dict[str, Any] = {}
+        for name in r.routers:
+            table, agg = routing_table(rows, router=name, features=r.features, folds=r.folds, seed=self.cfg.seed,
+                                       n_boot=r.n_boot)
+            write_csv(table, rep / f"table2_{name}.csv")
+            aggregates.append(agg)
+            sections += [f"## Table 2, {name} router ({r.folds}-fold cross-validated)", "",
+                         format_markdown_table(table, digits=3), ""]
+            per_mod = {}
+            for mod in sorted({x["modality"] for x in rows}):
+                mine = [x for x in rows if x["modality"] == mod]
+                rule = FITTERS[name]({f: [float(x[f]) for x in mine] for f in r.features},
+                                     [x["score_raw"] for x in mine], [x["score_edge"] for x in mine])
+                per_mod[mod] = rule.to_dict()
+            routers[name] = per_mod
+        write_csv(aggregates, rep / "routers_aggregate.csv")
+        sections += ["## Aggregate over modalities (routed vs single models; 95 % stratified bootstrap of the gain)",
+                     "", format_markdown_table(aggregates, digits=3), ""]
+        if "lite_medsam" in scores:
+            sections += self._baseline_section(scores)
+        atomic_write_text(rep / "routers.json", json.dumps({
+            "kind": "cmmc-router", "a": "raw", "b": "edge", "features": r.features, "routers": routers,
+            "models": {kind: {s: str(self.out / "finetune" / kind / s / "model") for s in self.subsets()}
+                       for kind in ("raw", "edge")}}, indent=1))
+        self._plots(rows, rep)
+        sections += ["![score difference vs entropy](diff_vs_entropy.png)", ""]
+        atomic_write_text(rep / "report.md", "\n".join(sections))
+        return rep / "report.md"
+
+    def _baseline_section(self, scores: dict[str, list[dict[str, Any]]]) -> list[str]:
+        out = []
+        for mod in sorted({r["modality"] for r in scores["raw"]}):
+            row: dict[str, Any] = {"modality": mod}
+            for k in ("lite_medsam", "raw", "edge"):
+                vals = [float(r["dice"]) for r in scores[k] if r["modality"] == mod]
+                row[f"dice_{k}"] = float(np.mean(vals)) if vals else float("nan")
+            out.append(row)
+        write_csv(out, self.out / "report" / "vs_lite_medsam.csv")
+        return ["## Prompt-free Dice: fine-tuned models vs LiteMedSAM (image-region box)", "",
+                format_markdown_table(out, digits=3), ""]
+
+    @staticmethod
+    def _plots(rows: list[dict[str, Any]], rep: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        mods = sorted({r["modality"] for r in rows})
+        fig, axes = plt.subplots(1, len(mods), figsize=(3.2 * len(mods), 3), squeeze=False)
+        for ax, mod in zip(axes[0], mods, strict=True):
+            mine = [r for r in rows if r["modality"] == mod]
+            ax.scatter([r["entropy"] for r in mine], [100 * (r["score_edge"] - r["score_raw"]) for r in mine], s=8)
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.set_title(mod)
+            ax.set_xlabel("entropy (bits)")
+        axes[0][0].set_ylabel("edge − raw score")
+        fig.tight_layout()
+        fig.savefig(rep / "diff_vs_entropy.png", dpi=100)
+        plt.close(fig)
+
+    def run(self) -> Path:
+        """Every stage in order (each skipped when done); returns the report."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
+        self.stage_split()
+        self.stage_distill()
+        for kind in ("raw", "edge"):
+            self.stage_pretrain(kind)  # type: ignore[arg-type]
+        for kind in ("raw", "edge"):
+            for sub in self.subsets():
+                self.stage_finetune(kind, sub)  # type: ignore[arg-type]
+        return self.stage_report()
