@@ -33,10 +33,9 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from medseg.data import CatalogEntry, discover, load_samples, read_manifest, stratified_split, write_manifest
-from medseg.errors import InvalidInputError
 from medseg.evaluation import format_markdown_table, write_csv
 from medseg.utils.atomic import atomic_write_text
 
@@ -108,20 +107,9 @@ class CmmcConfig(_Strict):
 def load_cmmc_config(path: str | Path, overrides: list[str] | None = None) -> CmmcConfig:
     """Read an experiment YAML (unknown keys and wrong types name the file and field); ``key.path=value``
     overrides as in ``medseg train``."""
-    from medseg.training.config import _yaml_problem, apply_overrides
+    from medseg.training.config import load_config
 
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as exc:
-        raise InvalidInputError(path, f"cannot read config: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise InvalidInputError(path, f"cannot read config: {_yaml_problem(exc)}") from exc
-    raw = apply_overrides(raw, overrides or [])
-    try:
-        return CmmcConfig.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InvalidInputError(path, f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from exc
+    return load_config(path, overrides, schema=CmmcConfig)
 
 
 def subset_of(e: CatalogEntry, target_of: dict[str, str]) -> str:

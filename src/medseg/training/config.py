@@ -168,9 +168,10 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                schema: type[TrainConfig] = TrainConfig) -> TrainConfig:
+                schema: type[BaseModel] = TrainConfig) -> Any:
     """Read a YAML config (or start from defaults when ``path`` is None) and apply overrides; ``schema`` is the
-    config class (a :class:`TrainConfig` subclass for method-specific stages, e.g. distillation).
+    config class (:class:`TrainConfig`, a subclass for method-specific stages such as distillation, or an
+    experiment's config).
 
     Raises:
         InvalidInputError: unreadable YAML, unknown keys or wrong types — naming the file and the field.
