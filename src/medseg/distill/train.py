@@ -25,14 +25,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from medseg.distill.embeddings import build_embedding_cache, open_embeddings
 from medseg.models import build_model, sized_options
-from medseg.models.io import save_model_folder
-from medseg.training.config import ModelConfig, OptimConfig, TrainConfig, TrainerConfig, dump_config, load_config
+from medseg.training.config import ModelConfig, OptimConfig, TrainConfig, TrainerConfig, load_config
 from medseg.training.datamodule import SegmentationDataModule
 from medseg.training.dataset import open_cache
-from medseg.training.fit import TrainResult, best_checkpoint, build_trainer, last_checkpoint
+from medseg.training.fit import TrainResult, build_trainer, fit_and_save
 from medseg.training.module import INIT_ONLY_OPTIONS, init_from_folder
 from medseg.training.sampler import ResumableLoader, ResumableSampler
-from medseg.utils.atomic import atomic_write_text
 from medseg.utils.checks import check_accelerator, check_output_dir
 
 
@@ -207,20 +205,5 @@ def distill(cfg: DistillConfig, *, resume: bool = False) -> TrainResult:
     has_val = bool(data.images.entries()[1])
     module = DistillModule(cfg.model_dump(mode="json"))
     trainer = build_trainer(cfg, has_val=has_val)
-    if trainer.is_global_zero:
-        atomic_write_text(out / "config.yaml", dump_config(cfg))
-    ckpt = last_checkpoint(out) if resume else None
-    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt) if ckpt else None)
-    model_dir = None
-    if trainer.is_global_zero:
-        extra: dict[str, Any] = {"distilled_from": cfg.teacher.name, "trained_steps": int(trainer.global_step),
-                                 "weights": "last"}
-        best = best_checkpoint(out)
-        if cfg.trainer.final_weights == "best" and best is not None:
-            state = torch.load(best, map_location="cpu", weights_only=True)
-            module.load_state_dict(state["state_dict"])
-            extra.update(weights="best", best_step=int(state.get("global_step", -1)))
-        model_dir = save_model_folder(module.model, out / "model", name=cfg.model.name,
-                                      options=module.model_options, img_size=cfg.data.img_size, extra=extra)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    return TrainResult(out, model_dir, last_checkpoint(out), metrics, int(trainer.global_step))
+    return fit_and_save(cfg, trainer, module, data, resume=resume, extra={"distilled_from": cfg.teacher.name})
+

@@ -105,19 +105,29 @@ def train(cfg: TrainConfig, *, resume: bool = False, extra_callbacks: list[L.Cal
     module = SegmentationModule(cfg.model_dump(mode="json"), targets=data.targets())
     has_val = bool(data.entries()[1])
     trainer = build_trainer(cfg, extra_callbacks=extra_callbacks, unused_parameters=module.is_sam, has_val=has_val)
+    extra: dict[str, object] = {"seed": cfg.seed}
+    if cfg.data.patch_size is not None:  # trained on native-resolution patches: predict with sliding windows
+        extra.update(tile=cfg.data.patch_size, overlap=cfg.data.val_overlap)
+    if cfg.data.edge != "none":  # trained on edge images: prediction filters its inputs the same way
+        extra["edge"] = cfg.data.edge
+    if module.targets is not None:  # one output per target, in this order
+        extra["targets"] = module.targets
+    return fit_and_save(cfg, trainer, module, data, resume=resume, extra=extra)
+
+
+def fit_and_save(cfg: TrainConfig, trainer: L.Trainer, module: L.LightningModule, data: L.LightningDataModule, *,
+                 resume: bool, extra: dict[str, object]) -> TrainResult:
+    """The common tail of every training stage: write ``config.yaml``, fit (resuming from ``last.ckpt``), and on
+    rank 0 save ``out_dir/model/`` with the best-on-validation weights (``trainer.final_weights=best``, when a
+    best checkpoint exists) or the last ones. ``module`` exposes ``model`` and ``model_options``."""
+    out = Path(cfg.out_dir)
     if trainer.is_global_zero:
         atomic_write_text(out / "config.yaml", dump_config(cfg))
     ckpt = last_checkpoint(out) if resume else None
     trainer.fit(module, datamodule=data, ckpt_path=str(ckpt) if ckpt else None)
     model_dir = None
     if trainer.is_global_zero:
-        extra = {"trained_steps": int(trainer.global_step), "seed": cfg.seed, "weights": "last"}
-        if cfg.data.patch_size is not None:  # trained on native-resolution patches: predict with sliding windows
-            extra.update(tile=cfg.data.patch_size, overlap=cfg.data.val_overlap)
-        if cfg.data.edge != "none":  # trained on edge images: prediction filters its inputs the same way
-            extra["edge"] = cfg.data.edge
-        if module.targets is not None:  # one output per target, in this order
-            extra["targets"] = module.targets
+        extra = {**extra, "trained_steps": int(trainer.global_step), "weights": "last"}
         best = best_checkpoint(out)
         if cfg.trainer.final_weights == "best" and best is not None:
             state = torch.load(best, map_location="cpu", weights_only=True)
@@ -127,7 +137,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, extra_callbacks: list[L.Cal
                           if isinstance(s, dict) and s.get("monitor") == cfg.trainer.monitor), None)
             extra.update(weights="best", best_step=int(state.get("global_step", -1)), monitor=cfg.trainer.monitor,
                          best_score=None if score is None else float(score))
-        model_dir = save_model_folder(module.model, out / "model", name=cfg.model.name, options=module.model_options,
-                                      img_size=cfg.data.img_size, extra=extra)
+        model_dir = save_model_folder(module.model, out / "model", name=cfg.model.name,
+                                      options=module.model_options, img_size=cfg.data.img_size, extra=extra)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     return TrainResult(out, model_dir, last_checkpoint(out), metrics, int(trainer.global_step))
