@@ -141,3 +141,19 @@ def test_native_dataset_serves_whole_images(split) -> None:
     ds = NativeDataset(split)
     assert ds[0]["image"].shape == (3, 90, 120) and ds[1]["mask"].shape == (1, 70, 64)
     assert float(ds[0]["image"].min()) == 0.0 and float(ds[0]["image"].max()) == 1.0
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_patch_of_raw_image_scaled_after_equals_patch_of_scaled_image(affine: bool) -> None:
+    """PatchDataset cuts the uint8 image and scales only the patch; padding ``fill=lo`` keeps that exact."""
+    from medseg.data.geometry import minmax_unit
+
+    rng = np.random.default_rng(0)
+    raw = (rng.random((3, 50, 70)) * 200 + 30).astype(np.uint8)
+    mask = (rng.random((50, 70)) > 0.5).astype(np.uint8)
+    lo, hi = float(raw.min()), float(raw.max())
+    matrix = np.array([[0.9, 0.1], [-0.1, 1.1]]) if affine else None
+    want, want_mask = extract_patch(minmax_unit(raw), mask, (5, 60), 32, matrix)
+    got, got_mask = extract_patch(raw, mask, (5, 60), 32, matrix, fill=lo)
+    np.testing.assert_allclose((got - lo) / (hi - lo), want, atol=1e-6)
+    np.testing.assert_array_equal(got_mask, want_mask)

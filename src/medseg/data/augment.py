@@ -86,11 +86,12 @@ def random_affine(rng: np.random.Generator, opts: AugmentOptions) -> np.ndarray 
 
 
 def extract_patch(image: np.ndarray, mask: np.ndarray, centre: tuple[int, int], size: int,
-                  matrix: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Cut a ``size``×``size`` patch around ``centre`` from (C, H, W) ``image`` and (H, W) ``mask``.
+                  matrix: np.ndarray | None = None, fill: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a ``size``×``size`` patch around ``centre`` from (C, H, W) ``image`` (any real dtype; only the patch is
+    converted to float32) and (H, W) ``mask``.
 
-    Outside the image is zero. With ``matrix`` (2×2, patch offsets → image offsets, from :func:`random_affine`) the
-    patch is resampled through it about the centre (bilinear image, nearest mask).
+    Outside the image is ``fill`` (mask: 0). With ``matrix`` (2×2, patch offsets → image offsets, from
+    :func:`random_affine`) the patch is resampled through it about the centre (bilinear image, nearest mask).
 
     Returns:
         (C, size, size) float32 and (size, size) uint8.
@@ -98,7 +99,7 @@ def extract_patch(image: np.ndarray, mask: np.ndarray, centre: tuple[int, int], 
     half = size // 2
     cy, cx = centre
     if matrix is None:
-        out_img = np.zeros((image.shape[0], size, size), np.float32)
+        out_img = np.full((image.shape[0], size, size), fill, np.float32)
         out_mask = np.zeros((size, size), np.uint8)
         y0, x0 = cy - half, cx - half
         ys, xs = max(y0, 0), max(x0, 0)
@@ -109,8 +110,8 @@ def extract_patch(image: np.ndarray, mask: np.ndarray, centre: tuple[int, int], 
         return out_img, out_mask
     # image coordinate = centre + M (patch coordinate - patch centre)
     offset = np.array([cy, cx], np.float64) - matrix @ np.array([half, half], np.float64)
-    out_img = np.stack([ndimage.affine_transform(ch.astype(np.float32), matrix, offset, output_shape=(size, size),
-                                                 order=1, mode="constant", cval=0.0) for ch in image])
+    out_img = np.stack([ndimage.affine_transform(ch, matrix, offset, output_shape=(size, size), output=np.float32,
+                                                 order=1, mode="constant", cval=fill) for ch in image])
     out_mask = ndimage.affine_transform(mask.astype(np.uint8), matrix, offset, output_shape=(size, size), order=0,
                                         mode="constant", cval=0)
     return out_img.astype(np.float32), out_mask.astype(np.uint8)

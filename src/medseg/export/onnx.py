@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +38,45 @@ class OnnxExport:
     batch: int
 
 
+def export_module(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: str | Path, *, input_names: list[str],
+                  output_name: str = "out", dynamic: tuple[dict[int, Any] | None, ...] | None = None,
+                  opset: int = 18, atol: float = 1e-3) -> float:
+    """Export ``module`` to ``path`` atomically (dynamo exporter, one file) and check ONNX Runtime against PyTorch
+    on ``inputs`` before the file appears. The one export path of medseg: ``export_onnx`` and the ONNX engines of
+    :mod:`medseg.inference.engines` both go through it.
+
+    Args:
+        inputs: example tensors, one per name in ``input_names``.
+        dynamic: per input, ``{axis: torch.export.Dim}`` or None (static).
+
+    Returns:
+        The largest absolute difference between the runtime's and PyTorch's first output.
+
+    Raises:
+        MedsegError: export failed, or the outputs differ by more than ``atol`` (nothing is written then).
+    """
+    import onnxruntime as ort
+
+    module = module.eval()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        try:
+            prog = torch.onnx.export(module, inputs, input_names=input_names, output_names=[output_name],
+                                     dynamic_shapes=dynamic, opset_version=opset, dynamo=True, external_data=False)
+            prog.save(str(tmp))
+        except Exception as exc:  # the exporter raises many types
+            raise MedsegError(f"ONNX export of {type(module).__name__} failed: {exc}") from exc
+        sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        with torch.inference_mode():
+            ref = module(*inputs).numpy()
+        got = sess.run(None, {n: t.numpy() for n, t in zip(input_names, inputs, strict=True)})[0]
+        diff = float(np.abs(ref - got).max())
+        if not diff <= atol:
+            raise MedsegError(f"{path}: ONNX Runtime output differs from PyTorch by {diff:.2e} (> {atol})")
+    return diff
+
+
 def export_onnx(model: nn.Module, path: str | Path, *, img_size: int, opset: int = 18, check_batch: int = 2,
                 atol: float = 1e-3) -> OnnxExport:
     """Export ``model`` (dynamic batch axis) and verify ONNX Runtime against PyTorch on random input.
@@ -53,24 +93,10 @@ def export_onnx(model: nn.Module, path: str | Path, *, img_size: int, opset: int
     names = input_names(model)
     example = example_inputs(model, check_batch, img_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    dynamic = {"images": {0: batch}} if len(names) == 1 else {"images": {0: batch}, "boxes": {0: batch}}
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        try:
-            prog = torch.onnx.export(wrapper, example, input_names=names, output_names=["logits"],
-                                     dynamic_shapes=dynamic, opset_version=opset, dynamo=True,
-                                     external_data=False)
-            prog.save(str(tmp))
-        except Exception as exc:  # the exporter raises many types
-            raise MedsegError(f"ONNX export of {type(model).__name__} failed: {exc}") from exc
-    sess = OnnxPredictor(path)
-    with torch.inference_mode():
-        ref = wrapper(*example).numpy()
-    got = sess(*[t.numpy() for t in example])
-    diff = float(np.abs(ref - got).max())
-    if not diff <= atol:
-        raise MedsegError(f"{path}: ONNX Runtime logits differ from PyTorch by {diff:.2e} (> {atol})")
-    return OnnxExport(path, diff, check_batch)
+    dynamic = tuple({0: batch} for _ in names)
+    diff = export_module(wrapper, tuple(example), path, input_names=names, output_name="logits", dynamic=dynamic,
+                         opset=opset, atol=atol)
+    return OnnxExport(Path(path), diff, check_batch)
 
 
 class OnnxPredictor:

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from medseg.errors import MedsegError
+from medseg.export.onnx import export_module
 from medseg.models.fuse import fuse_conv_bn
 from medseg.models.inputs import example_inputs
 from medseg.utils.atomic import atomic_path
@@ -155,7 +156,7 @@ class OnnxEngine(nn.Module):
 
         path = self._cache / f"{self._key}-{name}.onnx"
         if not path.is_file():
-            _export(module, inputs, names, dynamic, path)
+            export_module(module, inputs, path, input_names=names, dynamic=dynamic)
         fused = self._cache / f"{self._key}-{name}-fused.onnx"
         if not fused.is_file() and not (self._cache / f"{fused.name}.rejected").is_file():
             try:
@@ -202,28 +203,6 @@ class OnnxEngine(nn.Module):
         if out.shape[-2:] != x.shape[-2:]:
             out = torch.nn.functional.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return out
-
-
-def _export(module: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str],
-            dynamic: tuple[dict[int, Any] | None, ...], path: Path, atol: float = 1e-3) -> None:
-    """Export ``module`` to ``path`` atomically and check ONNX Runtime against PyTorch."""
-    import onnxruntime as ort
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        try:
-            prog = torch.onnx.export(module.eval(), inputs, input_names=names, output_names=["out"],
-                                     dynamic_shapes=dynamic, opset_version=18, dynamo=True, external_data=False)
-            prog.save(str(tmp))
-        except Exception as exc:  # the exporter raises many types
-            raise MedsegError(f"ONNX export of {type(module).__name__} failed: {exc}") from exc
-        sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        with torch.inference_mode():
-            ref = module(*inputs).numpy()
-        got = sess.run(None, {n: t.numpy() for n, t in zip(names, inputs, strict=True)})[0]
-        diff = float(np.abs(ref - got).max())
-        if not diff <= atol:
-            raise MedsegError(f"{path.name}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {atol})")
 
 
 def _fuse(src: Path, dest: Path, names: list[str], inputs: tuple[torch.Tensor, ...], atol: float = 1e-4) -> None:

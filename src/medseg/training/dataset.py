@@ -256,13 +256,17 @@ class PatchDataset(Dataset):
     def __getitem__(self, draw: int) -> dict[str, torch.Tensor]:
         row = int(draw) % len(self.split)
         rng = np.random.default_rng((self.seed, int(draw)))
-        image = minmax_unit(self.split.native_image(row)).transpose(2, 0, 1)
+        raw = self.split.native_image(row).transpose(2, 0, 1)  # (3, H, W) uint8, a view of the cache
+        lo, hi = float(raw.min()), float(raw.max())
         mask = self.split.native_mask(row).astype(np.uint8)
         foreground = rng.random() < self.foreground_oversample
         centre = patch_centre(mask, self.patch_size, rng, foreground=foreground)
         opts = self.augment
         matrix = random_affine(rng, opts) if opts is not None else None
-        image, mask = extract_patch(image, mask, centre, self.patch_size, matrix)
+        # min-max over the whole image (as the sliding-window predictor does), applied to the patch only; the
+        # padding is ``lo``, i.e. 0 after scaling
+        image, mask = extract_patch(raw, mask, centre, self.patch_size, matrix, fill=lo)
+        image = (image - lo) / max(hi - lo, 1e-8)
         if opts is not None:
             image, mask = flip_rotate(image, mask, rng, opts)
             image = intensity(image, rng, opts)
