@@ -22,16 +22,17 @@ states each model's budget, steps, and the wall minutes it actually took.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
 
 from _common import reference_split, versions_line
-from medseg.data import CatalogEntry, load_samples, write_manifest
-from medseg.evaluation import format_markdown_table, write_csv
+from medseg.data import CatalogEntry, write_manifest
+from medseg.evaluation import format_markdown_table, score_entries, write_csv
 from medseg.inference import Predictor
-from medseg.metrics import MetricConfig, SegmentationMetric
-from medseg.models.io import load_model
+from medseg.metrics import summarize_rows
+from medseg.models.io import LoadedModel, load_model
 from medseg.training import load_config, train
 from medseg.training.fit import last_checkpoint
 
@@ -73,42 +74,30 @@ def _train(name: str, entries: list[CatalogEntry], run: Path, minutes: float, st
 
 
 def _score(model_dir: Path, test: list[CatalogEntry], csv: Path, target_of: dict[str, str] | None) -> list[dict]:
-    """Per-image metrics of a model on the test entries (cached in ``csv``)."""
-    import csv as _csv
-
-    if csv.is_file():
-        with open(csv, newline="") as f:
-            return list(_csv.DictReader(f))
-    loaded = load_model(model_dir)
-    targets = loaded.meta.get("targets")
-    metric = SegmentationMetric(MetricConfig())
+    """Per-image metrics of a model on the test entries (cached in ``csv``; the model loads only when needed)."""
     predictors: dict[int, Predictor] = {}
-    for e in test:
+
+    @functools.cache
+    def loaded() -> LoadedModel:
+        return load_model(model_dir)
+
+    def predictor_for(e: CatalogEntry) -> Predictor:
+        targets = loaded().meta.get("targets")
         channel = targets.index(target_of.get(e.dataset, e.dataset)) if targets and target_of is not None else 0
         if channel not in predictors:
-            predictors[channel] = Predictor(loaded.model, img_size=loaded.img_size, tile=loaded.tile,
-                                            overlap=loaded.overlap, channel=channel)
-        for s in load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode="nonzero"):
-            metric(predictors[channel].predict([s.image])[0].mask, s.binary_mask(), case=s.case_id,
-                   modality=s.modality, dataset=s.dataset)
-    write_csv(metric.rows, csv)
-    return [{k: str(v) for k, v in r.items()} for r in metric.rows]
+            m = loaded()
+            predictors[channel] = Predictor(m.model, img_size=m.img_size, tile=m.tile, overlap=m.overlap,
+                                            channel=channel)
+        return predictors[channel]
+
+    return score_entries(test, predictor_for, csv_path=csv)
 
 
 def _summary(rows: list[dict], facts: dict) -> list[dict]:
-    import numpy as np
-
-    out = []
-    keys = sorted({(r["modality"], r["dataset"]) for r in rows})
-    for mod, ds in keys:
-        sel = [r for r in rows if (r["modality"], r["dataset"]) == (mod, ds)]
-        col = {k: np.array([float(r[k]) for r in sel]) for k in ("dice", "nsd", "hd95")}
-        hd = col["hd95"][np.isfinite(col["hd95"])]
-        out.append({"model": facts["model"], "modality": mod, "dataset": ds, "n": len(sel),
-                    "dice_mean": float(col["dice"].mean()), "nsd_mean": float(col["nsd"].mean()),
-                    "hd95_median": float(np.median(hd)) if len(hd) else float("nan"),
-                    "budget_min": facts["budget_min"], "steps": facts["steps"]})
-    return out
+    keep = ("modality", "dataset", "n", "dice_mean", "nsd_mean", "hd95_median")
+    return [{"model": facts["model"], **{k: g[k] for k in keep}, "budget_min": facts["budget_min"],
+             "steps": facts["steps"]} for g in summarize_rows(rows, by=("modality", "dataset"))
+            if g["dataset"] != "all"]
 
 
 def main() -> None:

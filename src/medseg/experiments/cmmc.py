@@ -217,19 +217,11 @@ class CmmcExperiment:
 
     # ---- scoring ----------------------------------------------------------------------------------------------
     def _score(self, csv_path: Path, model_for: Callable[[CatalogEntry], Any]) -> list[dict[str, Any]]:
-        from medseg.metrics import MetricConfig, SegmentationMetric
+        from medseg.evaluation import score_entries
 
-        if csv_path.is_file():
-            with open(csv_path, newline="") as f:
-                return list(csv.DictReader(f))
-        metric = SegmentationMetric(MetricConfig(tolerance=2.0))
-        for e in [e for e in self.entries() if e.split == "test"]:
-            predictor = model_for(e)
-            for s in load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode="nonzero"):
-                metric(predictor.predict([s.image])[0].mask, s.binary_mask(), case=s.case_id, modality=s.modality,
-                       dataset=s.dataset, subset=subset_of(e, self.cfg.data.target_of))
-        write_csv(metric.rows, csv_path)
-        return [{k: str(v) for k, v in r.items()} for r in metric.rows]
+        target_of = self.cfg.data.target_of
+        return score_entries([e for e in self.entries() if e.split == "test"], model_for, csv_path=csv_path,
+                             columns=lambda e: {"subset": subset_of(e, target_of)})
 
     def stage_scores(self) -> dict[str, list[dict[str, Any]]]:
         from medseg.inference import Predictor

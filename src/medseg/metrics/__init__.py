@@ -9,6 +9,7 @@ from medseg.metrics.segmentation import (
     SegmentationMetric,
     compute_label_metrics,
     compute_metrics,
+    summarize_rows,
 )
 from medseg.metrics.surface import (
     SurfaceDistances,
@@ -24,5 +25,6 @@ __all__ = [
     "METRIC_NAMES", "Confusion", "MetricConfig", "SegmentationMetric", "SurfaceDistances", "SurfaceMetrics",
     "compute_label_metrics", "compute_metrics", "confusion", "dice", "dice_iou_torch", "hausdorff_distance", "iou",
     "mask_boundary",
-    "normalized_surface_distance", "precision", "recall", "surface_distances", "surface_metrics",
+    "normalized_surface_distance", "precision", "recall", "summarize_rows", "surface_distances",
+    "surface_metrics",
 ]

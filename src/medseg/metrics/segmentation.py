@@ -158,19 +158,26 @@ class SegmentationMetric:
 
     def summary(self, by: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Mean, median and count of each metric per group (plus an ``all`` row when grouping)."""
-        groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-        for r in self._rows:
-            groups[tuple(r.get(k, "") for k in by)].append(r)
-        out = [_summarise(dict(zip(by, key, strict=True)), rows) for key, rows in sorted(groups.items())]
-        if by and len(groups) > 1:
-            out.append(_summarise(dict.fromkeys(by, "all"), self._rows))
-        return out
+        return summarize_rows(self._rows, by)
+
+
+def summarize_rows(rows: Sequence[dict[str, Any]], by: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Mean, median and count of each metric per group of per-image ``rows`` (numbers or their CSV strings, as
+    :class:`SegmentationMetric` and :func:`medseg.evaluation.score.score_entries` give them), plus an ``all`` row
+    when grouping by something that has more than one group."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[tuple(r.get(k, "") for k in by)].append(r)
+    out = [_summarise(dict(zip(by, key, strict=True)), members) for key, members in sorted(groups.items())]
+    if by and len(groups) > 1:
+        out.append(_summarise(dict.fromkeys(by, "all"), list(rows)))
+    return out
 
 
 def _summarise(head: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
     out = {**head, "n": len(rows)}
     for k in METRIC_NAMES:
-        vals = np.array([r[k] for r in rows if k in r], dtype=np.float64)
+        vals = np.array([float(r[k]) for r in rows if k in r], dtype=np.float64)
         if vals.size:
             out[f"{k}_mean"] = float(np.mean(vals))
             out[f"{k}_median"] = float(np.median(vals))

@@ -1,0 +1,52 @@
+"""Per-image scores of a model on catalogue entries, cached as a CSV (the rows paired tests compare)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from medseg.data import CatalogEntry, load_samples
+from medseg.evaluation.tables import write_csv
+from medseg.metrics import MetricConfig, SegmentationMetric
+
+
+class MaskPredictor(Protocol):
+    """Anything with ``Predictor.predict``'s shape: a list of (H, W, 3) images → results with ``.mask``."""
+
+    def predict(self, images: Sequence[np.ndarray]) -> Sequence[Any]: ...
+
+
+def score_entries(entries: Sequence[CatalogEntry], predictor_for: Callable[[CatalogEntry], MaskPredictor], *,
+                  csv_path: str | Path | None = None, config: MetricConfig | None = None,
+                  columns: Callable[[CatalogEntry], dict[str, str]] | None = None) -> list[dict[str, str]]:
+    """Predict every sample of ``entries`` at native resolution and score it against its mask.
+
+    Args:
+        entries: images + masks (every sample of a stack file is scored).
+        predictor_for: the predictor of one entry (lets callers route entries to models or output channels).
+        csv_path: per-image rows are written here; when the file exists it is read back instead (cache).
+        config: metric settings (default NSD tolerance 2 px).
+        columns: extra per-entry columns (e.g. the CMMC subset).
+
+    Returns:
+        One row per sample: case, modality, dataset, the extra columns and every metric, as strings (the CSV's
+        form, so a cached and a fresh call return the same thing).
+    """
+    path = Path(csv_path) if csv_path is not None else None
+    if path is not None and path.is_file():
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    metric = SegmentationMetric(config or MetricConfig(tolerance=2.0))
+    for e in entries:
+        predictor = predictor_for(e)
+        extra = columns(e) if columns is not None else {}
+        for s in load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode="nonzero"):
+            metric(predictor.predict([s.image])[0].mask, s.binary_mask(), case=s.case_id, modality=s.modality,
+                   dataset=s.dataset, **extra)
+    if path is not None:
+        write_csv(metric.rows, path)
+    return [{k: str(v) for k, v in r.items()} for r in metric.rows]

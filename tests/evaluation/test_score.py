@@ -1,0 +1,50 @@
+"""score_entries: per-image rows from a predictor, cached as CSV; summarize_rows on those rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from PIL import Image
+
+from medseg.data import CatalogEntry
+from medseg.evaluation import score_entries
+from medseg.metrics import summarize_rows
+
+
+class _Truth:
+    """Predicts the ground truth of the entry it was made for (Dice 1) or nothing (Dice 0)."""
+
+    def __init__(self, mask: np.ndarray | None, shape: tuple[int, int]) -> None:
+        self.mask, self.shape = mask, shape
+
+    def predict(self, images: list[np.ndarray]) -> list[SimpleNamespace]:
+        return [SimpleNamespace(mask=self.mask if self.mask is not None else np.zeros(self.shape, bool))]
+
+
+def _entries(tmp_path: Path) -> tuple[list[CatalogEntry], dict[str, np.ndarray]]:
+    entries, truths = [], {}
+    for i, ds in enumerate(["a", "a", "b"]):
+        img = np.full((20, 24, 3), 40 * i, np.uint8)
+        mask = np.zeros((20, 24), np.uint8)
+        mask[5:12, 4 + i:15] = 255
+        Image.fromarray(img).save(tmp_path / f"{i}.png")
+        Image.fromarray(mask).save(tmp_path / f"{i}_m.png")
+        entries.append(CatalogEntry(tmp_path / f"{i}.png", tmp_path / f"{i}_m.png", "mod", ds, f"c{i}", "test"))
+        truths[f"c{i}"] = mask > 0
+    return entries, truths
+
+
+def test_rows_cache_and_summary(tmp_path: Path) -> None:
+    entries, truths = _entries(tmp_path)
+    csv = tmp_path / "rows.csv"
+    rows = score_entries(entries, lambda e: _Truth(truths[e.case_id] if e.dataset == "a" else None, (20, 24)),
+                         csv_path=csv, columns=lambda e: {"subset": e.dataset.upper()})
+    assert [float(r["dice"]) for r in rows] == [1.0, 1.0, 0.0] and rows[2]["subset"] == "B"
+    assert csv.is_file()
+    # a second call reads the cache: the predictor is never asked
+    assert score_entries(entries, lambda e: (_ for _ in ()).throw(AssertionError("recomputed")), csv_path=csv) == rows
+    summary = summarize_rows(rows, by=("dataset",))
+    assert [(g["dataset"], g["n"], g["dice_mean"]) for g in summary] == [("a", 2, 1.0), ("b", 1, 0.0),
+                                                                         ("all", 3, 2 / 3)]
