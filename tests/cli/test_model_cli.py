@@ -148,3 +148,25 @@ def test_patch_trained_multi_target_model_tiles_and_needs_a_target(trained: tupl
     target = sorted(p.name for p in data.glob("*/*") if p.is_dir())[0]
     assert main(["predict", str(run / "model"), str(data), "--out", str(tmp_path / "p"), "--target", target]) == 0
     assert len([p for p in (tmp_path / "p").rglob("*.png") if not p.stem.endswith("_overlay")]) == 8
+
+
+def test_predict_with_a_router_file_routes_each_image(trained: tuple[Path, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    data, model = trained
+    router = tmp_path / "routers.json"  # std > -1 always holds: every image goes to b
+    router.write_text(json.dumps({"kind": "cmmc-router", "a": "raw", "b": "edge", "features": ["std"],
+                                  "routers": {"threshold": {"xray": {"feature": "std", "threshold": -1.0,
+                                                                     "b_above": True}}},
+                                  "models": {"raw": {"xray": str(model)}, "edge": {"xray": str(model)}}}))
+    pred, plain = tmp_path / "pred", tmp_path / "plain"
+    xray = next(p for p in data.rglob("xray") if p.is_dir())
+    assert main(["predict", str(router), str(xray), "--out", str(pred), "--modality", "xray"]) == 0
+    assert "0 images →" in capsys.readouterr().out
+    assert main(["predict", str(model), str(xray), "--out", str(plain)]) == 0
+    got = sorted(p.relative_to(pred) for p in pred.rglob("*.png"))
+    assert got and got == sorted(p.relative_to(plain) for p in plain.rglob("*.png"))
+    for rel in got:
+        np.testing.assert_array_equal(np.asarray(Image.open(pred / rel)), np.asarray(Image.open(plain / rel)))
+    assert main(["predict", str(router), str(xray), "--out", str(tmp_path / "x")]) != 0  # needs --modality

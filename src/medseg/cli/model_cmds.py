@@ -72,7 +72,9 @@ def train(
 
 
 def predict(
-    model: str = typer.Argument(..., help="Model folder (from `medseg train`) or `lite_medsam`."),
+    model: str = typer.Argument(..., help="Model folder (from `medseg train`), `lite_medsam`, or a CMMC router file "
+                                          "(`<experiment>/report/routers.json`: each image goes to the raw- or the "
+                                          "edge-pre-trained model by its meta-features; needs --modality)."),
     inputs: list[Path] = typer.Argument(..., help="Image/volume files or folders (PNG, TIFF, DICOM, NIfTI, npz…)."),
     out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder."),
     prompt_masks: Path | None = typer.Option(None, "--box-from-masks",
@@ -98,6 +100,11 @@ def predict(
     tta: bool = typer.Option(False, "--tta", help="Average the logits of the four flips."),
     target: str | None = typer.Option(None, "--target",
                                       help="Models with one output per target (universal models): which one."),
+    modality: str | None = typer.Option(None, "--modality", help="With a router file: whose routing rule to use."),
+    subset: str | None = typer.Option(None, "--subset", help="With a router file: whose fine-tuned models to use "
+                                                             "(default: the modality; e.g. a target of it)."),
+    router: str = typer.Option("threshold", "--router",
+                               help="With a router file: threshold (the paper's), logistic or tree."),
 ) -> None:
     """Segment files; writes masks in the input's format plus PNG overlays."""
     from medseg.data.loading import case_key
@@ -109,7 +116,17 @@ def predict(
     check_device(device)
     check_output_dir(out)
     files = collect_inputs(inputs)
-    loaded = load_model(model, device=device)
+    routed = model.endswith(".json") and Path(model).is_file()
+    if routed:
+        from medseg.routing import RoutedPredictor, load_router
+
+        if modality is None:
+            raise InvalidInputError(model, "a router file needs --modality (its rules are per modality)")
+        rule, folders, features = load_router(model, modality=modality, subset=subset, router=router)
+        sides = {k: (v, load_model(v, device=device)) for k, v in folders.items()}
+        loaded = sides["a"][1]
+    else:
+        loaded = load_model(model, device=device)
     if not files:
         raise InvalidInputError(inputs[0], "no supported image files found")
     prompts = None
@@ -124,8 +141,13 @@ def predict(
     if prompts and (tile if tile is not None else loaded.tile):
         raise InvalidInputError(prompt_masks, "--box-from-masks cannot be combined with tiling (box prompts are "
                                               "not tiled): add --tile 0")
-    predictor = _predictor(model, loaded, device=device, threshold=threshold, batch_size=batch_size,
-                           engine=engine.value, tile=tile, overlap=overlap, tta=tta, target=target)
+    opts = dict(device=device, threshold=threshold, batch_size=batch_size, engine=engine.value, tile=tile,
+                overlap=overlap, tta=tta, target=target)
+    if routed:
+        predictor = RoutedPredictor(rule, *(_predictor(spec, m, **opts) for spec, m in (sides["a"], sides["b"])),
+                                    features)
+    else:
+        predictor = _predictor(model, loaded, **opts)
     with _progress() as bar:
         task = bar.add_task("predict", total=len(files))
         skipped: list[tuple[Path, str]] = []
@@ -133,6 +155,9 @@ def predict(
                                 progress=lambda k: bar.advance(task, k), on_error=on_error.value, skipped=skipped,
                                 dicom_window=window)
     typer.echo(f"{len(results)} files → {out}")
+    if routed:
+        typer.echo(f"routed ({router}, {modality}): {predictor.counts['a']} images → {folders['a']}, "
+                   f"{predictor.counts['b']} → {folders['b']}")
     report_skipped(skipped)
 
 

@@ -12,7 +12,9 @@ from medseg.routing.learned import (
                                     holdout,
                                     rule_from_dict,
 )
+from medseg.routing.predictor import RoutedPredictor, load_router
 from medseg.routing.threshold import ThresholdRule, fit_threshold_rule, routed_score
 
-__all__ = ["FITTERS", "LogisticRule", "RouterEvaluation", "ThresholdRule", "TreeRule", "cross_validate",
-           "fit_logistic_rule", "fit_threshold_rule", "fit_tree_rule", "holdout", "routed_score", "rule_from_dict"]
+__all__ = ["FITTERS", "LogisticRule", "RoutedPredictor", "RouterEvaluation", "ThresholdRule", "TreeRule",
+           "cross_validate", "fit_logistic_rule", "fit_threshold_rule", "fit_tree_rule", "holdout", "load_router",
+           "routed_score", "rule_from_dict"]
