@@ -111,6 +111,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=5.0, help="per-dataset budget: minutes on 2 cores (CPU time)")
     ap.add_argument("--budget", action="append", default=[], metavar="DATASET=MIN", help="override one budget")
     ap.add_argument("--universal-minutes", type=float, default=30.0)
+    ap.add_argument("--universal-sampling", nargs="+", choices=["image", "dataset"], default=["dataset", "image"],
+                    help="patch sampling of the universal model: dataset (balanced: each dataset equally often; "
+                         "runs/reference/universal-balanced) and/or image (uniform over images; .../universal)")
     ap.add_argument("--steps-per-epoch", type=int, default=50, help="optimiser steps between validations")
     ap.add_argument("--summary-only", action="store_true", help="only rebuild the tables from cached results")
     args = ap.parse_args()
@@ -134,16 +137,20 @@ def main() -> None:
                           args.out / "reference" / f"per_dataset_{mod}-{ds}.csv", None)
             summary += _summary(rows, facts)
             print(f"{mod}/{ds}: {facts}", flush=True)
-    if args.universal and not (args.summary_only and not (args.run / "universal" / "facts.json").is_file()):
+    for sampling in args.universal_sampling if args.universal else []:
+        tag = "universal" if sampling == "image" else "universal-balanced"
+        run = args.run / tag
+        if args.summary_only and not (run / "facts.json").is_file():
+            continue
         names = {d: SHARED_TARGETS.get(d, d) for _, d in datasets}
-        heads = ["data.heads=per_target", f"data.target_of={json.dumps(names)}"]
+        heads = ["data.heads=per_target", f"data.target_of={json.dumps(names)}", f"data.sampling={sampling}"]
         wanted = {d for _, d in datasets}
-        model_dir, facts = _train("universal", [e for e in split if e.split != "test" and e.dataset in wanted],
-                                  args.run / "universal", args.universal_minutes, args.steps_per_epoch, heads)
-        rows = _score(model_dir, [e for e in test if e.dataset in wanted], args.out / "reference" / "universal.csv",
-                      names)
+        model_dir, facts = _train(tag, [e for e in split if e.split != "test" and e.dataset in wanted],
+                                  run, args.universal_minutes, args.steps_per_epoch, heads)
+        rows = _score(model_dir, [e for e in test if e.dataset in wanted],
+                      args.out / "reference" / f"{tag.replace('-', '_')}.csv", names)
         summary += _summary(rows, facts)
-        print(f"universal: {facts}", flush=True)
+        print(f"{tag}: {facts}", flush=True)
     if not summary:
         return
     write_csv(summary, args.out / "reference_summary.csv")

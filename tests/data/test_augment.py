@@ -157,3 +157,18 @@ def test_patch_of_raw_image_scaled_after_equals_patch_of_scaled_image(affine: bo
     got, got_mask = extract_patch(raw, mask, (5, 60), 32, matrix, fill=lo)
     np.testing.assert_allclose((got - lo) / (hi - lo), want, atol=1e-6)
     np.testing.assert_array_equal(got_mask, want_mask)
+
+
+def test_dataset_balanced_sampling_gives_each_dataset_an_equal_share(tmp_path: Path) -> None:
+    entries = _entries(tmp_path, [(40, 40)] * 5)
+    entries = [CatalogEntry(e.image, e.mask, e.modality, "big" if i < 4 else "small", e.case_id)
+               for i, e in enumerate(entries)]
+    split = open_cache(build_cache(entries, tmp_path / "cache", img_size=32))
+    balanced = PatchDataset(split, patch_size=16, sampling="dataset", length=400, seed=3)
+    small = [i for i in range(len(split)) if split.info[i]["dataset"] == "small"]
+    share = np.mean([int(balanced[d]["index"]) in small for d in range(400)])
+    assert 0.4 < share < 0.6  # 1/2 by dataset, against 1/5 by image
+    np.testing.assert_array_equal(balanced[7]["image"], PatchDataset(split, patch_size=16, sampling="dataset",
+                                                                     length=400, seed=3)[7]["image"])
+    with pytest.raises(ValueError, match="sampling"):
+        PatchDataset(split, patch_size=16, sampling="modality")

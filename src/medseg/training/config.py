@@ -31,7 +31,9 @@ class DataConfig(_Strict):
       ``foreground_oversample`` of them centred on foreground (nnU-Net: one third); ``patches_per_epoch`` draws per
       epoch (default: one per training image); validation by sliding ``P``-windows over whole images
       (``val_overlap``). SAM-family models need P = ``img_size``. The saved model records ``tile: P``, so
-      ``medseg predict`` segments at native resolution by default.
+      ``medseg predict`` segments at native resolution by default. ``sampling`` picks each patch's image:
+      ``image`` (uniform over training images) or ``dataset`` (a dataset uniformly, then an image of it — so a
+      16-image dataset is not drowned by a 600-image one in a universal model).
 
     ``augment``: see :class:`medseg.data.augment.AugmentOptions` (all seeded by draw; 90° rotations and the affine
     apply to patches only).
@@ -57,6 +59,7 @@ class DataConfig(_Strict):
     patch_size: int | None = Field(None, ge=16)
     foreground_oversample: float = Field(1 / 3, ge=0.0, le=1.0)
     patches_per_epoch: int | None = Field(None, ge=1)
+    sampling: Literal["image", "dataset"] = "image"
     val_overlap: float = Field(0.25, ge=0.0, lt=1.0)
     augment: AugmentOptions = Field(default_factory=AugmentOptions)
     edge: Literal["none", "kirsch", "sobel", "prewitt", "scharr", "laplacian"] = "none"

@@ -110,7 +110,7 @@ class SegmentationDataModule(L.LightningDataModule):
             self.train_set = PatchDataset(open_cache(t), patch_size=c.patch_size,
                                           foreground_oversample=c.foreground_oversample, augment=c.augment,
                                           length=c.patches_per_epoch, box_prompt=c.box_prompt, box_shift=c.box_shift,
-                                          seed=self.seed, target_index=index)
+                                          seed=self.seed, target_index=index, sampling=c.sampling)
             self.val_set = NativeDataset(open_cache(v), target_index=index) if v is not None else None
             return
         self.train_set = SegmentationDataset(open_cache(t), augment=c.augment, box_prompt=c.box_prompt,

@@ -223,8 +223,9 @@ def _item(image: np.ndarray, mask: np.ndarray, hw: tuple[int, int], row: int, bo
 class PatchDataset(Dataset):
     """Random ``patch_size``² patches at native resolution for training.
 
-    Draw id ``i`` (see :class:`SegmentationDataset`) picks row ``i mod N``; ``np.random.default_rng((seed, i))``
-    decides whether the patch is centred on foreground (probability ``foreground_oversample``, nnU-Net's one third),
+    Draw id ``i`` (see :class:`SegmentationDataset`) picks row ``i mod N`` (``sampling="image"``) or, with
+    ``sampling="dataset"``, a dataset uniformly and then one of its rows; ``np.random.default_rng((seed, i))``
+    decides that, whether the patch is centred on foreground (probability ``foreground_oversample``, nnU-Net's one third),
     where it lies, and the augmentations — so patches are deterministic and a resumed run continues the same stream.
     The image is min-max scaled over the *whole* image before cutting (as the sliding-window predictor does).
 
@@ -234,6 +235,7 @@ class PatchDataset(Dataset):
         foreground_oversample: probability that a patch is centred on a foreground pixel.
         augment: augmentations (``None``: none).
         length: draws per epoch (default: one per image).
+        sampling: ``image`` or ``dataset`` (balanced over the datasets of ``split.info``).
         box_prompt, box_shift, seed, target_index: as in :class:`SegmentationDataset` (the box lives in the patch
             frame).
 
@@ -243,9 +245,16 @@ class PatchDataset(Dataset):
 
     def __init__(self, split: CachedSplit, *, patch_size: int, foreground_oversample: float = 1 / 3,
                  augment: AugmentOptions | None = None, length: int | None = None, box_prompt: str = "gt",
-                 box_shift: int = 0, seed: int = 0, target_index: dict[str, int] | None = None) -> None:
+                 box_shift: int = 0, seed: int = 0, target_index: dict[str, int] | None = None,
+                 sampling: str = "image") -> None:
         if not 0.0 <= foreground_oversample <= 1.0:
             raise ValueError(f"foreground_oversample must be in [0, 1], got {foreground_oversample}")
+        if sampling not in ("image", "dataset"):
+            raise ValueError(f"sampling must be 'image' or 'dataset', got {sampling!r}")
+        rows: dict[str, list[int]] = {}
+        for i, info in enumerate(split.info):
+            rows.setdefault(f"{info['modality']}/{info['dataset']}", []).append(i)
+        self._by_dataset = [rows[k] for k in sorted(rows)] if sampling == "dataset" else None
         self.split, self.patch_size, self.foreground_oversample = split, patch_size, foreground_oversample
         self.augment, self.length, self.seed = augment, length, seed
         self.box_prompt, self.box_shift, self.target_index = box_prompt, box_shift, target_index
@@ -254,8 +263,12 @@ class PatchDataset(Dataset):
         return self.length if self.length is not None else len(self.split)
 
     def __getitem__(self, draw: int) -> dict[str, torch.Tensor]:
-        row = int(draw) % len(self.split)
         rng = np.random.default_rng((self.seed, int(draw)))
+        if self._by_dataset is None:
+            row = int(draw) % len(self.split)
+        else:
+            members = self._by_dataset[int(rng.integers(len(self._by_dataset)))]
+            row = members[int(rng.integers(len(members)))]
         raw = self.split.native_image(row).transpose(2, 0, 1)  # (3, H, W) uint8, a view of the cache
         lo, hi = float(raw.min()), float(raw.max())
         mask = self.split.native_mask(row).astype(np.uint8)
