@@ -48,3 +48,23 @@ def _tiny_teacher_state(name: str, **kwargs):
 
     torch.manual_seed(0)
     return build_model("lite_medsam", img_size=64, **TEACHER).state_dict()
+
+
+def test_resuming_with_other_stage_settings_is_refused(tmp_path: Path) -> None:
+    import pytest
+
+    from medseg.errors import MedsegError
+
+    def config(**changes) -> Path:
+        path = tmp_path / "cmmc.yaml"
+        path.write_text(yaml.safe_dump({"out_dir": str(tmp_path / "run"), "data": {"root": str(tmp_path)},
+                                        "finetune": {"steps": 3}, **changes}))
+        return path
+
+    exp = CmmcExperiment(load_cmmc_config(config()))
+    exp.out.mkdir(parents=True)
+    (exp.out / "config.yaml").write_text(yaml.safe_dump(exp.cfg.model_dump(mode="json")))
+    exp._check_same_run()  # same settings: fine
+    CmmcExperiment(load_cmmc_config(config(routing={"folds": 3})))._check_same_run()  # report-only: fine
+    with pytest.raises(MedsegError, match="started with other finetune settings"):
+        CmmcExperiment(load_cmmc_config(config(finetune={"steps": 4}))).run()

@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from medseg.data import CatalogEntry, discover, load_samples, read_manifest, stratified_split, write_manifest
+from medseg.errors import MedsegError
 from medseg.evaluation import format_markdown_table, write_csv
 from medseg.utils.atomic import atomic_write_text
 
@@ -102,6 +103,11 @@ class CmmcConfig(_Strict):
     trainer: CmmcTrainer = Field(default_factory=CmmcTrainer)
     routing: CmmcRouting = Field(default_factory=CmmcRouting)
     baseline: bool = True  # also score prompt-free LiteMedSAM on the test images
+
+
+#: config sections that shape the cached stages (a resume must not change them)
+STAGE_KEYS = ("seed", "data", "split", "edge", "teacher_weights", "distill", "pretrain", "finetune", "box_shift",
+              "student", "teacher")
 
 
 def load_cmmc_config(path: str | Path, overrides: list[str] | None = None) -> CmmcConfig:
@@ -214,6 +220,17 @@ class CmmcExperiment:
             write_manifest(mine, manifest)
         return self._train(out, self.cfg.finetune, manifest, self.stage_pretrain(kind),
                            ["data.edge=none", "data.box_prompt=whole", "data.box_shift=0"])
+
+    def _check_same_run(self) -> None:
+        saved = self.out / "config.yaml"
+        if not saved.is_file():
+            return
+        before = yaml.safe_load(saved.read_text()) or {}
+        now = self.cfg.model_dump(mode="json")
+        changed = [k for k in STAGE_KEYS if before.get(k) != now.get(k)]
+        if changed:
+            raise MedsegError(f"{saved}: this run was started with other {', '.join(changed)} settings; its cached "
+                              "stages would not match the config. Use a new out_dir, or put the old values back.")
 
     # ---- scoring ----------------------------------------------------------------------------------------------
     def _score(self, csv_path: Path, model_for: Callable[[CatalogEntry], Any]) -> list[dict[str, Any]]:
@@ -343,8 +360,14 @@ class CmmcExperiment:
         plt.close(fig)
 
     def run(self) -> Path:
-        """Every stage in order (each skipped when done); returns the report."""
+        """Every stage in order (each skipped when done); returns the report.
+
+        Raises:
+            MedsegError: ``out_dir`` holds a run started with different settings for its stages (only ``trainer``,
+                ``routing`` and ``baseline`` may change between resumes: they do not alter finished stages).
+        """
         self.out.mkdir(parents=True, exist_ok=True)
+        self._check_same_run()
         atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
         self.stage_split()
         self.stage_distill()

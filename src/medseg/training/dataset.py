@@ -225,9 +225,10 @@ class PatchDataset(Dataset):
 
     Draw id ``i`` (see :class:`SegmentationDataset`) picks row ``i mod N`` (``sampling="image"``) or, with
     ``sampling="dataset"``, a dataset uniformly and then one of its rows; ``np.random.default_rng((seed, i))``
-    decides that, whether the patch is centred on foreground (probability ``foreground_oversample``, nnU-Net's one third),
-    where it lies, and the augmentations — so patches are deterministic and a resumed run continues the same stream.
-    The image is min-max scaled over the *whole* image before cutting (as the sliding-window predictor does).
+    decides that, whether the patch is centred on foreground (probability ``foreground_oversample``, nnU-Net's one
+    third), where it lies, and the augmentations — so patches are deterministic and a resumed run continues the same
+    stream. Intensities are min-max scaled with the *whole* image's range (as the sliding-window predictor does); only
+    the patch is converted to float.
 
     Args:
         split: the cached arrays.
