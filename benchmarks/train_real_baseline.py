@@ -153,6 +153,14 @@ def main() -> None:
         print(f"{tag}: {facts}", flush=True)
     if not summary:
         return
+    for model in dict.fromkeys(r["model"] for r in summary):  # the unweighted mean over datasets, per model
+        mine = [r for r in summary if r["model"] == model]
+        summary.append({"model": model, "modality": "all", "dataset": f"mean of {len(mine)}",
+                        "n": sum(r["n"] for r in mine),
+                        **{k: sum(r[k] for r in mine) / len(mine) for k in ("dice_mean", "nsd_mean")},
+                        "hd95_median": float("nan"), "budget_min": sum(r["budget_min"] for r in mine)
+                        if model == "per-dataset" else mine[0]["budget_min"], "steps": sum(r["steps"] for r in mine)
+                        if model == "per-dataset" else mine[0]["steps"]})
     write_csv(summary, args.out / "reference_summary.csv")
     table = format_markdown_table(summary, digits=3)
     (args.out / "reference_summary.md").write_text(
