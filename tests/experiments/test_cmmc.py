@@ -50,21 +50,23 @@ def _tiny_teacher_state(name: str, **kwargs):
     return build_model("lite_medsam", img_size=64, **TEACHER).state_dict()
 
 
-def test_resuming_with_other_stage_settings_is_refused(tmp_path: Path) -> None:
+def test_a_stage_built_from_other_settings_is_refused(tmp_path: Path) -> None:
     import pytest
 
     from medseg.errors import MedsegError
 
-    def config(**changes) -> Path:
+    def experiment(**changes) -> CmmcExperiment:
         path = tmp_path / "cmmc.yaml"
         path.write_text(yaml.safe_dump({"out_dir": str(tmp_path / "run"), "data": {"root": str(tmp_path)},
                                         "finetune": {"steps": 3}, **changes}))
-        return path
+        return CmmcExperiment(load_cmmc_config(path))
 
-    exp = CmmcExperiment(load_cmmc_config(config()))
-    exp.out.mkdir(parents=True)
-    (exp.out / "config.yaml").write_text(yaml.safe_dump(exp.cfg.model_dump(mode="json")))
-    exp._check_same_run()  # same settings: fine
-    CmmcExperiment(load_cmmc_config(config(routing={"folds": 3})))._check_same_run()  # report-only: fine
-    with pytest.raises(MedsegError, match="started with other finetune settings"):
-        CmmcExperiment(load_cmmc_config(config(finetune={"steps": 4}))).run()
+    record = tmp_path / "run" / "finetune" / "raw" / "xray" / "settings.json"
+    experiment()._claim(record, "finetune-raw")  # first claim writes the record
+    assert record.is_file()
+    experiment()._claim(record, "finetune-raw")  # same settings
+    experiment(routing={"folds": 3}, edge="sobel")._claim(record, "finetune-raw")  # no input of this stage
+    with pytest.raises(MedsegError, match="built with other finetune settings"):
+        experiment(finetune={"steps": 4})._claim(record, "finetune-raw")
+    with pytest.raises(MedsegError, match="built with other distill, finetune settings"):
+        experiment(finetune={"steps": 4}, distill={"steps": 2})._claim(record, "finetune-raw")

@@ -105,9 +105,13 @@ class CmmcConfig(_Strict):
     baseline: bool = True  # also score prompt-free LiteMedSAM on the test images
 
 
-#: config sections that shape the cached stages (a resume must not change them)
-STAGE_KEYS = ("seed", "data", "split", "edge", "teacher_weights", "distill", "pretrain", "finetune", "box_shift",
-              "student", "teacher")
+#: the config sections each stage's output depends on (``trainer``, ``routing``, ``baseline`` shape no stage)
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {"split": ("seed", "data", "split")}
+STAGE_INPUTS["distill"] = (*STAGE_INPUTS["split"], "teacher_weights", "teacher", "student", "distill")
+STAGE_INPUTS["pretrain-raw"] = (*STAGE_INPUTS["distill"], "pretrain", "box_shift")
+STAGE_INPUTS["pretrain-edge"] = (*STAGE_INPUTS["pretrain-raw"], "edge")
+STAGE_INPUTS["finetune-raw"] = (*STAGE_INPUTS["pretrain-raw"], "finetune")
+STAGE_INPUTS["finetune-edge"] = (*STAGE_INPUTS["pretrain-edge"], "finetune")
 
 
 def load_cmmc_config(path: str | Path, overrides: list[str] | None = None) -> CmmcConfig:
@@ -137,6 +141,7 @@ class CmmcExperiment:
     # ---- data -----------------------------------------------------------------------------------------------
     def stage_split(self) -> Path:
         path = self.out / "split.csv"
+        self._claim(self.out / "split.settings.json", "split")
         if path.is_file():
             return path
         c = self.cfg
@@ -182,6 +187,7 @@ class CmmcExperiment:
         from medseg.distill import distill, load_distill_config
 
         out = self.out / "distill"
+        self._claim(out / "settings.json", "distill")
         if (out / "model" / "model.json").is_file():
             return out / "model"
         self.say("distill: student encoder ← LiteMedSAM encoder")
@@ -192,9 +198,10 @@ class CmmcExperiment:
             f"teacher.options={json.dumps(teacher)}", "trainer.final_weights=best"])
         return distill(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file()).model_dir  # type: ignore[return-value]
 
-    def _train(self, out: Path, stage: CmmcStage, manifest: Path, init: Path, extra: list[str]) -> Path:
+    def _train(self, out: Path, stage: CmmcStage, manifest: Path, init: Path, extra: list[str], name: str) -> Path:
         from medseg.training import load_config, train
 
+        self._claim(out / "settings.json", name)
         if (out / "model" / "model.json").is_file():
             return out / "model"
         cfg = load_config(None, [
@@ -209,7 +216,8 @@ class CmmcExperiment:
             self.say(f"pretrain-{kind}: all modalities, {'raw' if kind == 'raw' else self.cfg.edge} images, GT boxes")
         edge = "none" if kind == "raw" else self.cfg.edge
         return self._train(out, self.cfg.pretrain, self.stage_split(), self.stage_distill(),
-                           [f"data.edge={edge}", "data.box_prompt=gt", f"data.box_shift={self.cfg.box_shift}"])
+                           [f"data.edge={edge}", "data.box_prompt=gt", f"data.box_shift={self.cfg.box_shift}"],
+                           f"pretrain-{kind}")
 
     def stage_finetune(self, kind: Literal["raw", "edge"], subset: str) -> Path:
         out = self.out / "finetune" / kind / subset
@@ -219,18 +227,27 @@ class CmmcExperiment:
             mine = [e for e in self.entries() if subset_of(e, self.cfg.data.target_of) == subset]
             write_manifest(mine, manifest)
         return self._train(out, self.cfg.finetune, manifest, self.stage_pretrain(kind),
-                           ["data.edge=none", "data.box_prompt=whole", "data.box_shift=0"])
+                           ["data.edge=none", "data.box_prompt=whole", "data.box_shift=0"], f"finetune-{kind}")
 
-    def _check_same_run(self) -> None:
-        saved = self.out / "config.yaml"
-        if not saved.is_file():
+    def _claim(self, record: Path, stage: str) -> None:
+        """Record (in ``record``, JSON) the settings a stage's output is built from, or refuse to reuse or resume an
+        output built from other ones. A stage folder without a record (older runs) is claimed as it is.
+
+        Raises:
+            MedsegError: the recorded settings differ; the message names the sections.
+        """
+        dumped = self.cfg.model_dump(mode="json")
+        now = {k: dumped[k] for k in STAGE_INPUTS[stage]}
+        if record.is_file():
+            before = json.loads(record.read_text())
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            if changed:
+                raise MedsegError(f"{record.parent}: this stage was built with other {', '.join(changed)} settings "
+                                  "than the config's. Put the old values back, use a new out_dir, or delete the "
+                                  "stage's folder to rebuild it (and the stages after it).")
             return
-        before = yaml.safe_load(saved.read_text()) or {}
-        now = self.cfg.model_dump(mode="json")
-        changed = [k for k in STAGE_KEYS if before.get(k) != now.get(k)]
-        if changed:
-            raise MedsegError(f"{saved}: this run was started with other {', '.join(changed)} settings; its cached "
-                              "stages would not match the config. Use a new out_dir, or put the old values back.")
+        record.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(record, json.dumps(now, indent=1, sort_keys=True))
 
     # ---- scoring ----------------------------------------------------------------------------------------------
     def _score(self, csv_path: Path, model_for: Callable[[CatalogEntry], Any]) -> list[dict[str, Any]]:
@@ -363,11 +380,9 @@ class CmmcExperiment:
         """Every stage in order (each skipped when done); returns the report.
 
         Raises:
-            MedsegError: ``out_dir`` holds a run started with different settings for its stages (only ``trainer``,
-                ``routing`` and ``baseline`` may change between resumes: they do not alter finished stages).
+            MedsegError: a stage folder was built from other settings than the config's (see :meth:`_claim`).
         """
         self.out.mkdir(parents=True, exist_ok=True)
-        self._check_same_run()
         atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
         self.stage_split()
         self.stage_distill()
