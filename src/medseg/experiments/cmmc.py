@@ -137,6 +137,7 @@ class CmmcExperiment:
 
     def __init__(self, cfg: CmmcConfig, progress: Callable[[str], None] = print) -> None:
         self.cfg, self.out, self.say = cfg, Path(cfg.out_dir), progress
+        self._claimed: set[Path] = set()  # stage records already checked in this run (stage_split is called often)
 
     # ---- data -----------------------------------------------------------------------------------------------
     def stage_split(self) -> Path:
@@ -236,6 +237,8 @@ class CmmcExperiment:
         Raises:
             MedsegError: the recorded settings differ; the message names the sections.
         """
+        if record in self._claimed:
+            return
         dumped = self.cfg.model_dump(mode="json")
         now = {k: dumped[k] for k in STAGE_INPUTS[stage]}
         if record.is_file():
@@ -245,9 +248,10 @@ class CmmcExperiment:
                 raise MedsegError(f"{record.parent}: this stage was built with other {', '.join(changed)} settings "
                                   "than the config's. Put the old values back, use a new out_dir, or delete the "
                                   "stage's folder to rebuild it (and the stages after it).")
-            return
-        record.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(record, json.dumps(now, indent=1, sort_keys=True))
+        else:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(record, json.dumps(now, indent=1, sort_keys=True))
+        self._claimed.add(record)
 
     # ---- scoring ----------------------------------------------------------------------------------------------
     def _score(self, csv_path: Path, model_for: Callable[[CatalogEntry], Any]) -> list[dict[str, Any]]:

@@ -252,10 +252,12 @@ class PatchDataset(Dataset):
             raise ValueError(f"foreground_oversample must be in [0, 1], got {foreground_oversample}")
         if sampling not in ("image", "dataset"):
             raise ValueError(f"sampling must be 'image' or 'dataset', got {sampling!r}")
-        rows: dict[str, list[int]] = {}
-        for i, info in enumerate(split.info):
-            rows.setdefault(f"{info['modality']}/{info['dataset']}", []).append(i)
-        self._by_dataset = [rows[k] for k in sorted(rows)] if sampling == "dataset" else None
+        self._by_dataset: list[list[int]] | None = None  # rows per dataset, for balanced sampling
+        if sampling == "dataset":
+            rows: dict[str, list[int]] = {}
+            for i, info in enumerate(split.info):
+                rows.setdefault(f"{info['modality']}/{info['dataset']}", []).append(i)
+            self._by_dataset = [rows[k] for k in sorted(rows)]
         self.split, self.patch_size, self.foreground_oversample = split, patch_size, foreground_oversample
         self.augment, self.length, self.seed = augment, length, seed
         self.box_prompt, self.box_shift, self.target_index = box_prompt, box_shift, target_index
