@@ -29,7 +29,7 @@ from medseg.training.config import ModelConfig, OptimConfig, TrainConfig, Traine
 from medseg.training.datamodule import SegmentationDataModule
 from medseg.training.dataset import open_cache
 from medseg.training.fit import TrainResult, build_trainer, fit_and_save
-from medseg.training.module import INIT_ONLY_OPTIONS, init_from_folder
+from medseg.training.module import INIT_ONLY_OPTIONS, freeze_modules, init_from_folder
 from medseg.training.sampler import ResumableLoader, ResumableSampler
 from medseg.utils.checks import check_accelerator, check_output_dir
 
@@ -166,6 +166,14 @@ class DistillModule(L.LightningModule):
         self.model_options = {k: v for k, v in opts.items() if k not in INIT_ONLY_OPTIONS}
         for name, p in self.model.named_parameters():  # only the encoder learns
             p.requires_grad_(name.startswith("image_encoder."))
+        self.frozen = freeze_modules(self.model, m.freeze)  # parts of the encoder kept fixed, if any
+
+    def train(self, mode: bool = True) -> DistillModule:
+        """As :meth:`torch.nn.Module.train`, but frozen submodules (``model.freeze``) stay in eval mode."""
+        super().train(mode)
+        for mod in self.frozen:
+            mod.eval()
+        return self
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.mse_loss(self.model.image_encoder(batch["image"]).float(), batch["target"])

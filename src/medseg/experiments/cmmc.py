@@ -65,6 +65,9 @@ class CmmcStage(_Strict):
     batch_size: int = Field(8, ge=1)
     lr: float = 5e-5
     weight_decay: float = 0.01
+    #: submodules kept fixed in this stage (e.g. ``[image_encoder]``: decoder-only fine-tuning, the CPU scale);
+    #: the paper trains every part
+    freeze: list[str] = Field(default_factory=list)
 
 
 class CmmcTrainer(_Strict):
@@ -176,7 +179,8 @@ class CmmcExperiment:
                 f"trainer.max_steps={stage.steps}", "trainer.max_epochs=-1", f"trainer.batch_size={stage.batch_size}",
                 f"trainer.accelerator={t.accelerator}", f"trainer.devices={json.dumps(t.devices)}",
                 f"trainer.strategy={t.strategy}", f"trainer.precision={t.precision}", "trainer.progress_bar=false",
-                f"trainer.checkpoint_every_n_steps={max(10, stage.steps // 10)}"]
+                f"trainer.checkpoint_every_n_steps={max(10, stage.steps // 10)}",
+                f"model.freeze={json.dumps(stage.freeze)}"]
 
     def _student_options(self, pretrained: bool) -> dict[str, Any]:
         opts = dict(self.cfg.student)
@@ -304,6 +308,7 @@ class CmmcExperiment:
     # ---- analysis and report ----------------------------------------------------------------------------------
     def stage_report(self) -> Path:
         from medseg.experiments.cmmc_analysis import paired_rows, regression_table, routing_table, significance_table
+        from medseg.experiments.cmmc_plots import plot_report
         from medseg.routing import FITTERS
 
         scores = self.stage_scores()
@@ -321,12 +326,15 @@ class CmmcExperiment:
         aggregates = []
         routers: dict[str, Any] = {}
         for name in r.routers:
-            table, agg = routing_table(rows, router=name, features=r.features, folds=r.folds, seed=self.cfg.seed,
-                                       n_boot=r.n_boot)
-            write_csv(table, rep / f"table2_{name}.csv")
-            aggregates.append(agg)
-            sections += [f"## Table 2, {name} router ({r.folds}-fold cross-validated)", "",
-                         format_markdown_table(table, digits=3), ""]
+            for protocol in ("cv", "holdout"):
+                table, agg = routing_table(rows, router=name, features=r.features, protocol=protocol, folds=r.folds,
+                                           seed=self.cfg.seed, n_boot=r.n_boot)
+                suffix = "" if protocol == "cv" else "_holdout"
+                write_csv(table, rep / f"table2_{name}{suffix}.csv")
+                aggregates.append(agg)
+                how = (f"{r.folds}-fold cross-validated" if protocol == "cv"
+                       else "the paper's protocol: fitted on a seeded 80 %, tested on the other 20 %")
+                sections += [f"## Table 2, {name} router ({how})", "", format_markdown_table(table, digits=3), ""]
             per_mod = {}
             for mod in sorted({x["modality"] for x in rows}):
                 mine = [x for x in rows if x["modality"] == mod]
@@ -343,8 +351,12 @@ class CmmcExperiment:
             "kind": "cmmc-router", "a": "raw", "b": "edge", "features": r.features, "routers": routers,
             "models": {kind: {s: str(self.out / "finetune" / kind / s / "model") for s in self.subsets()}
                        for kind in ("raw", "edge")}}, indent=1))
-        self._plots(rows, rep)
-        sections += ["![score difference vs entropy](diff_vs_entropy.png)", ""]
+        plot_report(rows, rep, routers=routers.get("threshold"),
+                    baseline=scores.get("lite_medsam"), features=r.features)
+        sections += ["## Plots", "", "![score difference vs entropy](diff_vs_entropy.png)", "",
+                     "![scores per modality](scores_box.png)", ""]
+        if "threshold" in routers:
+            sections += ["![routing decisions of the threshold router](routing_decisions.png)", ""]
         atomic_write_text(rep / "report.md", "\n".join(sections))
         return rep / "report.md"
 
@@ -359,26 +371,6 @@ class CmmcExperiment:
         write_csv(out, self.out / "report" / "vs_lite_medsam.csv")
         return ["## Prompt-free Dice: fine-tuned models vs LiteMedSAM (image-region box)", "",
                 format_markdown_table(out, digits=3), ""]
-
-    @staticmethod
-    def _plots(rows: list[dict[str, Any]], rep: Path) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        mods = sorted({r["modality"] for r in rows})
-        fig, axes = plt.subplots(1, len(mods), figsize=(3.2 * len(mods), 3), squeeze=False)
-        for ax, mod in zip(axes[0], mods, strict=True):
-            mine = [r for r in rows if r["modality"] == mod]
-            ax.scatter([r["entropy"] for r in mine], [100 * (r["score_edge"] - r["score_raw"]) for r in mine], s=8)
-            ax.axhline(0, color="grey", lw=0.8)
-            ax.set_title(mod)
-            ax.set_xlabel("entropy (bits)")
-        axes[0][0].set_ylabel("edge − raw score")
-        fig.tight_layout()
-        fig.savefig(rep / "diff_vs_entropy.png", dpi=100)
-        plt.close(fig)
 
     def run(self) -> Path:
         """Every stage in order (each skipped when done); returns the report.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -78,10 +79,14 @@ def lite_medsam_student(*, pretrained: bool | str | Path = False, img_size: int 
                         num_heads: Sequence[int] = STUDENT_ENCODER["num_heads"],
                         window_sizes: Sequence[int] = STUDENT_ENCODER["window_sizes"],
                         prompt_embed_dim: int = 256, decoder_mlp_dim: int = 2048, decoder_heads: int = 8,
-                        drop_path_rate: float = 0.0, cache_dir: str | None = None) -> Sam:
+                        drop_path_rate: float = 0.0, cache_dir: str | None = None,
+                        encoder_init: Literal["random", "weight_selection"] = "weight_selection") -> Sam:
     """A lighter TinyViT image encoder (to be distilled from LiteMedSAM's, :mod:`medseg.distill`) joined to
     LiteMedSAM's prompt encoder and mask decoder. ``pretrained=True`` (or a LiteMedSAM checkpoint path) loads the
-    prompt encoder and mask decoder from the LiteMedSAM weights (hash-checked); the encoder stays as initialised."""
+    prompt encoder and mask decoder from the LiteMedSAM weights (hash-checked) and initialises the encoder by
+    ``encoder_init``: ``"weight_selection"`` cuts LiteMedSAM's encoder to the student's width and depth
+    (:mod:`medseg.models.weight_selection`), ``"random"`` leaves it as initialised. Without ``pretrained`` every
+    part stays random."""
     model = lite_medsam(img_size=img_size, embed_dims=embed_dims, depths=depths, num_heads=num_heads,
                         window_sizes=window_sizes, prompt_embed_dim=prompt_embed_dim, decoder_mlp_dim=decoder_mlp_dim,
                         decoder_heads=decoder_heads, drop_path_rate=drop_path_rate)
@@ -92,6 +97,14 @@ def lite_medsam_student(*, pretrained: bool | str | Path = False, img_size: int 
         state = fetch_weights("lite_medsam", path=path, cache_dir=cache_dir)
         parts = {k: v for k, v in state.items() if not k.startswith("image_encoder.")}
         load_state_strict(_Parts(model), parts, str(path or "lite_medsam"))  # fills the model's own modules
+        if encoder_init == "weight_selection":
+            from medseg.models.weight_selection import init_by_selection
+
+            prefix = "image_encoder."
+            init_by_selection(model.image_encoder,
+                              {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        elif encoder_init != "random":
+            raise MedsegError(f"encoder_init must be 'random' or 'weight_selection', got {encoder_init!r}")
     return model
 
 

@@ -77,6 +77,9 @@ class ModelConfig(_Strict):
     name: str = "basic_unet"
     options: dict[str, Any] = Field(default_factory=dict)
     init: Path | None = None
+    #: submodules (names as in ``model.named_modules()``, e.g. ``image_encoder``) kept fixed: no gradient, no
+    #: optimiser state, normalisation statistics frozen (eval mode)
+    freeze: list[str] = Field(default_factory=list)
 
 
 class LossConfig(_Strict):

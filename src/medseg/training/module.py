@@ -16,7 +16,7 @@ from medseg.metrics.overlap import dice_iou_torch
 from medseg.models import build_model, builder_options, sized_options
 from medseg.training.config import TrainConfig
 
-INIT_ONLY_OPTIONS = frozenset({"pretrained", "weights", "cache_dir", "weights_sha256"})
+INIT_ONLY_OPTIONS = frozenset({"pretrained", "weights", "cache_dir", "weights_sha256", "encoder_init"})
 
 
 class SegmentationModule(L.LightningModule):
@@ -54,6 +54,14 @@ class SegmentationModule(L.LightningModule):
             raise ValueError(f"{self.cfg.model.name} takes {self.cfg.data.img_size}² inputs: set data.patch_size to "
                              f"{self.cfg.data.img_size} (or data.img_size to {self.tile})")
         self.loss_fn = CompositeLoss(self.cfg.loss.weights, self.cfg.loss.options)
+        self.frozen = freeze_modules(self.model, self.cfg.model.freeze)
+
+    def train(self, mode: bool = True) -> SegmentationModule:
+        """As :meth:`torch.nn.Module.train`, but frozen submodules (``model.freeze``) stay in eval mode."""
+        super().train(mode)
+        for m in self.frozen:
+            m.eval()
+        return self
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> tuple[torch.Tensor,
                                                                                        torch.Tensor | None]:
@@ -111,7 +119,8 @@ class SegmentationModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         o = self.cfg.optim
-        opt = torch.optim.AdamW(self.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(trainable, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
         if o.scheduler == "none":
             return opt
         if o.scheduler == "plateau":
@@ -186,3 +195,20 @@ def init_from_folder(model: torch.nn.Module, folder: str | Path) -> None:
 
     loaded = load_model(folder)
     load_state_strict(model, loaded.model.state_dict(), str(folder))
+
+
+def freeze_modules(model: torch.nn.Module, names: list[str]) -> list[torch.nn.Module]:
+    """Turn off the gradients of the named submodules; returns them (to keep them in eval mode).
+
+    Raises:
+        ValueError: a name is not a submodule of ``model`` (the message lists the top-level ones).
+    """
+    modules = dict(model.named_modules())
+    out = []
+    for name in names:
+        if name not in modules or not name:
+            raise ValueError(f"model.freeze: {name!r} is not a submodule of {type(model).__name__} "
+                             f"(top level: {', '.join(n for n, _ in model.named_children())})")
+        modules[name].requires_grad_(False)
+        out.append(modules[name])
+    return out
