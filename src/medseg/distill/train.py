@@ -168,12 +168,11 @@ class DistillModule(L.LightningModule):
             p.requires_grad_(name.startswith("image_encoder."))
         self.frozen = freeze_modules(self.model, m.freeze)  # parts of the encoder kept fixed, if any
 
-    def train(self, mode: bool = True) -> DistillModule:
-        """As :meth:`torch.nn.Module.train`, but frozen submodules (``model.freeze``) stay in eval mode."""
-        super().train(mode)
+    def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
+        """Frozen submodules (``model.freeze``) run in eval mode: Lightning switches whole modules to train mode
+        (and restores saved modes after validation), so this is enforced before every step."""
         for mod in self.frozen:
             mod.eval()
-        return self
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.mse_loss(self.model.image_encoder(batch["image"]).float(), batch["target"])

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -357,6 +358,13 @@ class CmmcExperiment:
                      "![scores per modality](scores_box.png)", ""]
         if "threshold" in routers:
             sections += ["![routing decisions of the threshold router](routing_decisions.png)", ""]
+        timings = self.out / "timings.json"
+        if timings.is_file():
+            spent = json.loads(timings.read_text())
+            rows_t = [{"stage": k, "minutes": v / 60} for k, v in spent.items()]
+            rows_t.append({"stage": "total (before this report)", "minutes": sum(spent.values()) / 60})
+            sections += ["## Wall time per stage (summed over resumed runs)", "",
+                         format_markdown_table(rows_t, digits=1), ""]
         atomic_write_text(rep / "report.md", "\n".join(sections))
         return rep / "report.md"
 
@@ -380,11 +388,23 @@ class CmmcExperiment:
         """
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
-        self.stage_split()
-        self.stage_distill()
+        self._timed("split", self.stage_split)
+        self._timed("distill", self.stage_distill)
         for kind in ("raw", "edge"):
-            self.stage_pretrain(kind)  # type: ignore[arg-type]
+            self._timed(f"pretrain-{kind}", lambda kind=kind: self.stage_pretrain(kind))
         for kind in ("raw", "edge"):
-            for sub in self.subsets():
-                self.stage_finetune(kind, sub)  # type: ignore[arg-type]
-        return self.stage_report()
+            self._timed(f"finetune-{kind}", lambda kind=kind: [self.stage_finetune(kind, s) for s in self.subsets()])
+        self._timed("scores", self.stage_scores)
+        return self._timed("report", self.stage_report)
+
+    def _timed(self, stage: str, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` and add its wall time to ``out_dir/timings.json`` (stage → seconds, summed over resumed runs,
+        so a run interrupted and resumed still shows what each stage cost)."""
+        path = self.out / "timings.json"
+        t0 = time.perf_counter()
+        result = fn()
+        spent = time.perf_counter() - t0
+        timings = json.loads(path.read_text()) if path.is_file() else {}
+        timings[stage] = round(timings.get(stage, 0.0) + spent, 1)
+        atomic_write_text(path, json.dumps(timings, indent=1))
+        return result

@@ -56,12 +56,11 @@ class SegmentationModule(L.LightningModule):
         self.loss_fn = CompositeLoss(self.cfg.loss.weights, self.cfg.loss.options)
         self.frozen = freeze_modules(self.model, self.cfg.model.freeze)
 
-    def train(self, mode: bool = True) -> SegmentationModule:
-        """As :meth:`torch.nn.Module.train`, but frozen submodules (``model.freeze``) stay in eval mode."""
-        super().train(mode)
+    def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
+        """Frozen submodules (``model.freeze``) run in eval mode: Lightning switches whole modules to train mode
+        (and restores saved modes after validation), so this is enforced before every step."""
         for m in self.frozen:
             m.eval()
-        return self
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> tuple[torch.Tensor,
                                                                                        torch.Tensor | None]:
