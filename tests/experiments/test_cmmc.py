@@ -70,3 +70,61 @@ def test_a_stage_built_from_other_settings_is_refused(tmp_path: Path) -> None:
         experiment(finetune={"steps": 4})._claim(record, "finetune-raw")
     with pytest.raises(MedsegError, match="built with other distill, finetune settings"):
         experiment(finetune={"steps": 4}, distill={"steps": 2})._claim(record, "finetune-raw")
+
+
+def test_a_killed_experiment_resumes_at_its_stage_and_step(tmp_path: Path, monkeypatch) -> None:
+    """A kill during pre-training (after its step-10 checkpoint, before the model is saved): the next run skips
+    the finished stages, resumes that training from its checkpoint, and finishes."""
+    import json
+
+    import pytest
+
+    import medseg.training
+
+    monkeypatch.setattr("medseg.weights.fetch_weights", _tiny_teacher_state)
+    root = generate_dataset(tmp_path / "d", per_modality=8, size=48, seed=0, modalities=("xray", "fundus"))
+    cfg_path = tmp_path / "cmmc.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "out_dir": str(tmp_path / "run"), "data": {"root": str(root), "img_size": 64},
+        "distill": {"steps": 2, "batch_size": 4}, "pretrain": {"steps": 12, "batch_size": 2},
+        "finetune": {"steps": 2, "batch_size": 4, "freeze": ["image_encoder"]}, "student": STUDENT,
+        "teacher": TEACHER, "trainer": {"accelerator": "cpu"}, "routing": {"n_boot": 200, "folds": 2}}))
+    cfg = load_cmmc_config(cfg_path)
+    real_train = medseg.training.train
+    calls: list[tuple[str, bool]] = []
+
+    class Killed(Exception):
+        pass
+
+    def train(tc, resume=False):
+        stage = Path(tc.out_dir).name
+        calls.append((stage, resume))
+        if stage == "pretrain-edge" and not resume:  # run to the step-10 checkpoint, then "die"
+            import shutil
+
+            result = real_train(tc.model_copy(update={"trainer": tc.trainer.model_copy(update={"max_steps": 10})}))
+            shutil.rmtree(result.model_dir)
+            raise Killed
+        return real_train(tc, resume=resume)
+
+    monkeypatch.setattr(medseg.training, "train", train)
+    said: list[str] = []
+    with pytest.raises(Killed):
+        CmmcExperiment(cfg, progress=said.append).run()
+    run = tmp_path / "run"
+    assert (run / "pretrain-edge" / "checkpoints" / "last.ckpt").is_file()
+    assert not (run / "pretrain-edge" / "model").exists()
+    said.clear()
+    calls.clear()
+    report = CmmcExperiment(cfg, progress=said.append).run()
+    assert report.is_file()
+    assert not any(m.startswith(("distill", "pretrain-raw")) for m in said)  # finished stages are reused
+    assert calls[0] == ("pretrain-edge", True)  # resumed from its checkpoint, not restarted
+    import torch
+
+    ckpt = torch.load(run / "pretrain-edge" / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert ckpt["global_step"] == 12
+    timings = json.loads((run / "timings.json").read_text())
+    assert {"distill", "pretrain-raw", "pretrain-edge", "finetune-raw", "report"} <= set(timings)
+    assert "Wall time per stage" in report.read_text()
+    assert (run / "report" / "scores_box.png").is_file() and (run / "report" / "routing_decisions.png").is_file()

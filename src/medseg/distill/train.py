@@ -13,6 +13,8 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,6 +103,18 @@ class EmbeddingDataset(Dataset):
                 "index": torch.tensor(row, dtype=torch.int64)}
 
 
+@contextmanager
+def _bar(images: Path, desc: str, enabled: bool) -> Iterator[Any]:
+    """A tqdm bar over the rows of an image cache (``None`` when disabled)."""
+    if not enabled:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(open_cache(images).valid), desc=desc, unit="img") as bar:
+        yield bar
+
+
 class DistillDataModule(L.LightningDataModule):
     """Image caches → teacher-embedding caches (built once, by one process per node) → resumable loaders."""
 
@@ -117,10 +131,14 @@ class DistillDataModule(L.LightningDataModule):
         t = self.cfg.teacher
         teacher = build_model(t.name, **sized_options(t.name, self.cfg.data.img_size, t.options)).image_encoder
         out: list[tuple[Path, Path] | None] = []
-        for images in self.images.caches():
-            out.append(None if images is None else
-                       (images, build_embedding_cache(images, teacher, self.embed_root,
-                                                      batch_size=self.cfg.embed_batch_size)))
+        for part, images in zip(("train", "val"), self.images.caches(), strict=True):
+            if images is None:
+                out.append(None)
+                continue
+            with _bar(images, f"teacher embeddings ({part})", self.cfg.trainer.progress_bar) as bar:
+                out.append((images, build_embedding_cache(images, teacher, self.embed_root,
+                                                          batch_size=self.cfg.embed_batch_size,
+                                                          progress=None if bar is None else bar.update)))
         return out
 
     def prepare_data(self) -> None:

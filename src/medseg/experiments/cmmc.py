@@ -79,6 +79,7 @@ class CmmcTrainer(_Strict):
     strategy: str = "auto"
     precision: str = "32-true"
     num_workers: int = 0
+    progress_bar: bool = True
 
 
 class CmmcRouting(_Strict):
@@ -179,7 +180,8 @@ class CmmcExperiment:
                 f"optim.lr={stage.lr}", f"optim.weight_decay={stage.weight_decay}", "optim.scheduler=cosine",
                 f"trainer.max_steps={stage.steps}", "trainer.max_epochs=-1", f"trainer.batch_size={stage.batch_size}",
                 f"trainer.accelerator={t.accelerator}", f"trainer.devices={json.dumps(t.devices)}",
-                f"trainer.strategy={t.strategy}", f"trainer.precision={t.precision}", "trainer.progress_bar=false",
+                f"trainer.strategy={t.strategy}", f"trainer.precision={t.precision}",
+                f"trainer.progress_bar={t.progress_bar}",
                 f"trainer.checkpoint_every_n_steps={max(10, stage.steps // 10)}",
                 f"model.freeze={json.dumps(stage.freeze)}"]
 
