@@ -8,6 +8,7 @@ import torch
 from medseg.data.geometry import letterbox_geometry, prompt_free_boxes
 from medseg.errors import MedsegError
 from medseg.models import TINY_CONFIGS, Sam, build_model, list_models, load_state_strict
+from medseg.models.esp_medsam import EspMedSam
 from medseg.models.inputs import example_inputs
 from medseg.models.prompt_encoder import PositionEmbeddingRandom
 from medseg.models.tiny_vit import Attention
@@ -15,7 +16,7 @@ from tests.conftest import SHARED_WEIGHTS, requires_shared_weights, tiny_model_c
 
 
 def test_registry_lists_every_model() -> None:
-    assert {m.name for m in list_models()} == set(TINY_CONFIGS) == {"lite_medsam", "lite_medsam_student",
+    assert {m.name for m in list_models()} == set(TINY_CONFIGS) == {"lite_medsam", "lite_medsam_student", "esp_medsam",
                                                                      "basic_unet", "resnet_unet", "vit_unet"}
 
 
@@ -41,7 +42,8 @@ def test_forward_backward_shapes(name: str) -> None:
     logits.square().mean().backward()
     # SAM-family models have structurally unused parameters (point/mask prompt paths, multimask heads), which
     # is why DDP training switches on find_unused_parameters for them; everything in the encoder must learn.
-    scope = model.image_encoder if isinstance(model, Sam) else model
+    # ESP-MedSAM: the task classifier is trained by its own loss (the mask loss passes through its argmax).
+    scope = model.image_encoder if isinstance(model, (Sam, EspMedSam)) else model
     missing = [n for n, p in scope.named_parameters() if p.grad is None]
     assert not missing
 

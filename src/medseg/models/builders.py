@@ -108,6 +108,45 @@ def lite_medsam_student(*, pretrained: bool | str | Path = False, img_size: int 
     return model
 
 
+@register_model("esp_medsam", "ESP-MedSAM: student encoder + per-task parameter bags, SPPG, QDMD, task classifier")
+def esp_medsam(*, tasks: Sequence[str] = ("task",), pretrained: bool | str | Path = False, img_size: int = 256,
+               embed_dims: Sequence[int] = STUDENT_ENCODER["embed_dims"],
+               depths: Sequence[int] = STUDENT_ENCODER["depths"],
+               num_heads: Sequence[int] = STUDENT_ENCODER["num_heads"],
+               window_sizes: Sequence[int] = STUDENT_ENCODER["window_sizes"], prompt_embed_dim: int = 256,
+               decoder_mlp_dim: int = 2048, decoder_heads: int = 8, use_bags: bool = True, use_sppg: bool = True,
+               use_qdmd: bool = True, bag_tokens: int = 8, bag_mlp_ratio: float = 0.25,
+               bag_stages: Sequence[int] = (2, 3), patch_size: int | None = None, classifier_hidden: int = 128,
+               cache_dir: str | None = None,
+               encoder_init: Literal["random", "weight_selection"] = "weight_selection") -> nn.Module:
+    """ESP-MedSAM (:mod:`medseg.models.esp_medsam`) on the ``lite_medsam_student`` encoder. ``pretrained`` loads
+    LiteMedSAM's prompt encoder and decoder (every task's query and hypernetwork start from its single-mask ones) and
+    initialises the encoder by ``encoder_init``; a distilled encoder comes in through ``model.init`` instead."""
+    from medseg.models.esp_medsam import EspMedSam, TaskClassifier
+    from medseg.models.modality_controller import BaggedEncoder, ModalityController
+    from medseg.models.modality_decoder import ModalityDecoder
+    from medseg.models.patch_prompt import PatchPromptGenerator
+
+    base = lite_medsam_student(pretrained=pretrained, img_size=img_size, embed_dims=embed_dims, depths=depths,
+                               num_heads=num_heads, window_sizes=window_sizes, prompt_embed_dim=prompt_embed_dim,
+                               decoder_mlp_dim=decoder_mlp_dim, decoder_heads=decoder_heads, cache_dir=cache_dir,
+                               encoder_init=encoder_init)
+    tasks = list(tasks)
+    enc: TinyViT = base.image_encoder  # type: ignore[assignment]
+    controller = (ModalityController(enc, num_tasks=len(tasks), num_tokens=bag_tokens, mlp_ratio=bag_mlp_ratio,
+                                     stages=bag_stages) if use_bags else None)
+    bagged = BaggedEncoder(enc, controller, shared_stages=None if use_bags else min(bag_stages))
+    r = enc.out_resolution
+    return EspMedSam(
+        image_encoder=bagged, prompt_encoder=base.prompt_encoder,
+        patch_prompt=(PatchPromptGenerator(embed_dim=prompt_embed_dim, image_size=img_size, embedding_size=r,
+                                           patch_size=patch_size) if use_sppg else None),
+        mask_decoder=ModalityDecoder(base.mask_decoder, num_tasks=len(tasks) if use_qdmd else 1),
+        classifier=TaskClassifier(in_dim=embed_dims[bagged.shared_stages], num_tasks=len(tasks),
+                                  hidden=classifier_hidden),
+        tasks=tasks)
+
+
 class _Parts(nn.Module):
     """The prompt encoder and mask decoder of a :class:`Sam` (for a strict partial load with a readable error)."""
 
@@ -145,6 +184,9 @@ def vit_unet(*, img_size: int = 256, in_channels: int = 3, out_channels: int = 1
 TINY_CONFIGS: dict[str, dict[str, object]] = {
     "lite_medsam": dict(embed_dims=(16, 32, 40, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4),
                         window_sizes=(7, 7, 7, 7), prompt_embed_dim=32, decoder_mlp_dim=64, decoder_heads=2),
+    "esp_medsam": dict(tasks=("xray-lungs", "fundus-vessels"), embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1),
+                       num_heads=(1, 1, 2, 2), window_sizes=(7, 7, 7, 7), prompt_embed_dim=32, decoder_mlp_dim=64,
+                       decoder_heads=2, bag_tokens=2, classifier_hidden=16),
     "lite_medsam_student": dict(embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),
                                 window_sizes=(7, 7, 7, 7), prompt_embed_dim=32, decoder_mlp_dim=64, decoder_heads=2),
     "basic_unet": dict(features=(8, 8, 16, 32, 64, 8)),

@@ -13,7 +13,8 @@ hard-coded ``view(B, 64, 64, C)`` / "stride 1 if out_dim in (320, 448, 576)" rul
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -116,12 +117,18 @@ class Attention(nn.Module):
         self.register_buffer("attention_bias_idxs", torch.tensor(idxs).view(len(points), len(points)),
                              persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``prefix``: learnable key and value tokens, each (B, heads, P, key_dim), put before the keys and values
+        (prefix tuning: every query may attend to them; they carry no position bias)."""
         b, n, _ = x.shape
         qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.key_dim)
         q, k, v = qkv.permute(0, 2, 1, 3).split(self.key_dim, dim=3)
-        bias = self.attention_biases[:, self.attention_bias_idxs]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
+        bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)
+        if prefix is not None:
+            pk, pv = prefix
+            k, v = torch.cat([pk.to(k.dtype), k], dim=2), torch.cat([pv.to(v.dtype), v], dim=2)
+            bias = torch.cat([bias.new_zeros(bias.shape[0], n, pk.shape[2]), bias], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(b, n, -1))
 
 
@@ -142,12 +149,12 @@ class TinyViTBlock(nn.Module):
         self.local_conv = Conv2dBN(dim, dim, local_conv_size, 1, local_conv_size // 2, groups=dim)
         self.drop_path = DropPath(drop_path)
 
-    def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
+    def _window_attention(self, x: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         h, w = self.input_resolution
         b, n, c = x.shape
         ws = self.window_size
         if h == ws and w == ws:
-            return self.attn(x)
+            return self.attn(x, prefix)
         x = x.view(b, h, w, c)
         pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
         if pad_b or pad_r:
@@ -155,18 +162,38 @@ class TinyViTBlock(nn.Module):
         ph, pw = h + pad_b, w + pad_r
         nh, nw = ph // ws, pw // ws
         x = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
-        x = self.attn(x)
+        if prefix is not None:  # each window of a sample sees that sample's tokens
+            prefix = (prefix[0].repeat_interleave(nh * nw, dim=0), prefix[1].repeat_interleave(nh * nw, dim=0))
+        x = self.attn(x, prefix)
         x = x.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
         return x[:, :h, :w].reshape(b, n, c)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bag: BlockBag | None = None) -> torch.Tensor:
+        """``bag``: per-sample prefix tokens for the attention and an MLP run beside the block's own on the same
+        normalised input (ESP-MedSAM's parameter bags, :mod:`medseg.models.modality_controller`)."""
         h, w = self.input_resolution
         b, n, c = x.shape
         if n != h * w:
             raise ValueError(f"expected {h}×{w} tokens, got {n}")
-        x = x + self.drop_path(self._window_attention(x))
+        x = x + self.drop_path(self._window_attention(x, None if bag is None else bag.prefix))
         x = self.local_conv(x.transpose(1, 2).reshape(b, c, h, w)).view(b, c, n).transpose(1, 2)
-        return x + self.drop_path(self.mlp(x))
+        if bag is None or bag.mlp is None:
+            return x + self.drop_path(self.mlp(x))
+        y = self.mlp.norm(x)
+        return x + self.drop_path(self.mlp.fc2(F.gelu(self.mlp.fc1(y))) + bag.mlp(y))
+
+
+@dataclass(frozen=True)
+class BlockBag:
+    """What one parameter bag gives one :class:`TinyViTBlock`, already gathered per sample.
+
+    Attributes:
+        prefix: key and value tokens, each (B, heads, P, key_dim), or ``None``.
+        mlp: (B, N, C) → (B, N, C), the bag's MLP applied to the block's normalised tokens, or ``None``.
+    """
+
+    prefix: tuple[torch.Tensor, torch.Tensor] | None
+    mlp: Callable[[torch.Tensor], torch.Tensor] | None
 
 
 class _TokenMLP(nn.Module):
@@ -190,9 +217,10 @@ class Stage(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for blk in self.blocks:
-            x = blk(x)
+    def forward(self, x: torch.Tensor, bags: Sequence[BlockBag | None] | None = None) -> torch.Tensor:
+        """``bags``: one entry per block (attention blocks only; ``None`` = the block as it is)."""
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, bags[i]) if bags is not None and bags[i] is not None else blk(x)
         return self.downsample(x) if self.downsample is not None else x
 
 
@@ -255,12 +283,27 @@ class TinyViT(nn.Module):
         )
         self.apply(_init_weights)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bags: Sequence[Sequence[BlockBag | None] | None] | None = None
+                ) -> torch.Tensor:
+        """``bags``: per stage, per block (see :class:`BlockBag`); ``None``: the plain encoder."""
+        return self.finish(self.stages(self.start(x), 0, len(self.layers), bags))
+
+    def start(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch embedding: (B, in_chans, S, S) → (B, embed_dims[0], S', S') (stage 0 is convolutional; the
+        PatchMerging after it turns maps into (B, N, C) tokens)."""
         if x.shape[-2:] != (self.img_size, self.img_size):
             raise ValueError(f"TinyViT expects {self.img_size}×{self.img_size} input, got {tuple(x.shape[-2:])}")
-        x = self.patch_embed(x)
-        for layer in self.layers:
-            x = layer(x)
+        return self.patch_embed(x)
+
+    def stages(self, x: torch.Tensor, first: int, stop: int,
+               bags: Sequence[Sequence[BlockBag | None] | None] | None = None) -> torch.Tensor:
+        """Stages ``first … stop − 1`` on tokens (a forward pass can be split, e.g. to read a stage's output)."""
+        for i in range(first, stop):
+            x = self.layers[i](x, None if bags is None else bags[i])
+        return x
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        """The neck: last-stage tokens → (B, out_chans, R, R)."""
         b, _, c = x.shape
         r = self.out_resolution
         return self.neck(x.view(b, r, r, c).permute(0, 3, 1, 2))
