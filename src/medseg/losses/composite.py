@@ -9,10 +9,13 @@ import torch
 from monai.losses import DiceLoss, FocalLoss
 from torch import nn
 
+from medseg.losses.auxiliary import PatchPromptBCE, TaskCrossEntropy
 from medseg.losses.focal_tversky import FocalTverskyLoss
 from medseg.losses.iou_mse import IoUPredictionMSE
 
-LOSS_NAMES = ("bce", "dice", "focal", "focal_tversky", "iou_mse")
+LOSS_NAMES = ("bce", "dice", "focal", "focal_tversky", "iou_mse", "patch_bce", "task_ce")
+#: terms computed from ``aux`` outputs (name → the aux keys they read), skipped when the model gives none
+AUX_INPUTS = {"patch_bce": ("patch_logits",), "task_ce": ("task_logits", "task")}
 
 
 def make_loss(name: str, **options: Any) -> nn.Module:
@@ -20,7 +23,8 @@ def make_loss(name: str, **options: Any) -> nn.Module:
 
     ``bce``: ``BCEWithLogitsLoss``; ``dice``: MONAI ``DiceLoss(sigmoid=True, squared_pred=True)`` (CMMC);
     ``focal``: MONAI ``FocalLoss(gamma=2)`` on logits; ``focal_tversky``: :class:`FocalTverskyLoss`;
-    ``iou_mse``: :class:`IoUPredictionMSE` (SAM-family models only). ``options`` go to the constructor.
+    ``iou_mse``: :class:`IoUPredictionMSE` (SAM-family models only); ``patch_bce`` and ``task_ce``: ESP-MedSAM's
+    SPPG and task-classifier terms (:mod:`medseg.losses.auxiliary`). ``options`` go to the constructor.
     """
     if name == "bce":
         return nn.BCEWithLogitsLoss(**options)
@@ -32,18 +36,24 @@ def make_loss(name: str, **options: Any) -> nn.Module:
         return FocalTverskyLoss(**options)
     if name == "iou_mse":
         return IoUPredictionMSE()
+    if name == "patch_bce":
+        return PatchPromptBCE()
+    if name == "task_ce":
+        return TaskCrossEntropy()
     raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSS_NAMES)}")
 
 
 class CompositeLoss(nn.Module):
-    """Σ weight·term. ``iou_mse`` is skipped (and reported absent) when the model gives no IoU prediction.
+    """Σ weight·term. ``iou_mse`` is skipped (and reported absent) when the model gives no IoU prediction, the
+    ``aux`` terms (``patch_bce``, ``task_ce``) when the model gives no such output.
 
     Args:
         weights: loss name → weight, e.g. ``{"dice": 1, "bce": 1, "iou_mse": 1}`` (CMMC / LiteMedSAM).
         options: loss name → constructor options.
 
     Shape:
-        logits (B, 1, H, W), target (B, 1, H, W) in {0, 1}, iou_pred (B, 1) or None
+        logits (B, 1, H, W), target (B, 1, H, W) in {0, 1}, iou_pred (B, 1) or None, aux: ``patch_logits``
+        (B, 1, G, G), ``task_logits`` (B, T), ``task`` (B,) int64 (any may be absent or None)
         → (total scalar, {name: scalar}).
     """
 
@@ -55,12 +65,18 @@ class CompositeLoss(nn.Module):
         self.weights = dict(weights)
         self.terms = nn.ModuleDict({n: make_loss(n, **dict(options.get(n, {}))) for n in self.weights})
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor,
-                iou_pred: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, iou_pred: torch.Tensor | None = None,
+                aux: Mapping[str, torch.Tensor | None] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         target = target.to(logits.dtype)
         parts: dict[str, torch.Tensor] = {}
+        aux = aux or {}
         for name, term in self.terms.items():
-            if name == "iou_mse":
+            if name in AUX_INPUTS:
+                inputs = [aux.get(k) for k in AUX_INPUTS[name]]
+                if any(v is None for v in inputs):
+                    continue
+                parts[name] = term(inputs[0], target) if name == "patch_bce" else term(*inputs)
+            elif name == "iou_mse":
                 if iou_pred is None:
                     continue
                 parts[name] = term(iou_pred, logits, target)

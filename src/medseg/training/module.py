@@ -39,7 +39,12 @@ class SegmentationModule(L.LightningModule):
         self.cfg = TrainConfig.model_validate(config)
         self.targets = targets
         opts = sized_options(self.cfg.model.name, self.cfg.data.img_size, self.cfg.model.options)
-        if targets is not None:
+        task_model = "tasks" in builder_options(self.cfg.model.name)  # one task per target (ESP-MedSAM)
+        if task_model and targets is None:
+            raise ValueError(f"{self.cfg.model.name} segments one task per target: set data.heads=per_target")
+        if task_model:
+            opts["tasks"] = list(targets or [])
+        elif targets is not None:
             if "out_channels" not in builder_options(self.cfg.model.name):
                 raise ValueError(f"{self.cfg.model.name} has one output: data.heads=per_target needs a U-Net")
             opts["out_channels"] = len(targets)
@@ -49,6 +54,7 @@ class SegmentationModule(L.LightningModule):
         # what rebuilds the architecture (initialisation-only options such as ``pretrained`` are dropped)
         self.model_options = {k: v for k, v in opts.items() if k not in INIT_ONLY_OPTIONS}
         self.is_sam = bool(getattr(self.model, "accepts_boxes", False))
+        self.is_task_model = task_model
         self.tile = self.cfg.data.patch_size
         if self.is_sam and self.tile is not None and self.tile != self.cfg.data.img_size:
             raise ValueError(f"{self.cfg.model.name} takes {self.cfg.data.img_size}² inputs: set data.patch_size to "
@@ -69,6 +75,14 @@ class SegmentationModule(L.LightningModule):
         return self.model(images), None
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        if self.is_task_model:  # segmented as its own task; the classifier and SPPG get their own terms
+            out = self.model.forward_all(batch["image"], batch["target"])
+            aux = {"patch_logits": out.patch_logits, "task_logits": out.task_logits, "task": batch["target"]}
+            loss, parts = self.loss_fn(out.logits, batch["mask"], out.iou, aux)
+            if not self.training:
+                acc = (out.task_logits.argmax(1) == batch["target"]).float().mean()
+                self.log("val/task_accuracy", acc, sync_dist=True, batch_size=batch["image"].shape[0])
+            return loss, parts, out.logits
         logits, iou = self(batch["image"], batch["box"])
         logits = _own_output(logits, batch["target"])
         loss, parts = self.loss_fn(logits, batch["mask"], iou)
