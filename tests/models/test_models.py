@@ -17,6 +17,7 @@ from tests.conftest import SHARED_WEIGHTS, requires_shared_weights, tiny_model_c
 
 def test_registry_lists_every_model() -> None:
     assert {m.name for m in list_models()} == set(TINY_CONFIGS) == {"lite_medsam", "lite_medsam_student", "esp_medsam",
+                                                                     "esp_medsam_teacher",
                                                                      "basic_unet", "resnet_unet", "vit_unet"}
 
 

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medseg.distill.embeddings import build_embedding_cache, open_embeddings
-from medseg.models import build_model, sized_options
+from medseg.models import build_model, builder_options, sized_options
 from medseg.training.config import ModelConfig, OptimConfig, TrainConfig, TrainerConfig, load_config
 from medseg.training.datamodule import SegmentationDataModule
 from medseg.training.dataset import open_cache
@@ -70,6 +71,11 @@ class DistillConfig(TrainConfig):
 
     model: StudentConfig = Field(default_factory=StudentConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    #: MMDKD (ESP-MedSAM): the adapted teacher whose embeddings each task's parameter bag learns (the student must
+    #: be a task model, ``data.heads: per_target``); ``teacher`` then gives the common targets of the shared encoder
+    specific_teacher: TeacherConfig | None = None
+    common_weight: float = Field(1.0, ge=0)
+    specific_weight: float = Field(1.0, ge=0)
     optim: DistillOptimConfig = Field(default_factory=DistillOptimConfig)
     trainer: DistillTrainerConfig = Field(default_factory=DistillTrainerConfig)
     embed_batch_size: int = Field(8, ge=1)
@@ -81,26 +87,65 @@ def load_distill_config(path: str | Path | None = None, overrides: list[str] | N
 
 
 class EmbeddingDataset(Dataset):
-    """(letterboxed image, teacher embedding) pairs.
+    """(letterboxed image, teacher embedding) pairs; with MMDKD also the adapted teacher's embedding and the task.
 
     Item: image (3, S, S) float32 [0, 1]; target (C, h, w) float32; index () int64 (draw ids wrap like
-    :class:`medseg.training.dataset.SegmentationDataset`).
+    :class:`medseg.training.dataset.SegmentationDataset`); with ``specific``: target_specific (C, h, w) float32 and
+    task () int64.
     """
 
-    def __init__(self, image_cache: Path, embeddings: Path) -> None:
+    def __init__(self, image_cache: Path, embeddings: Path, specific: Path | None = None,
+                 task_index: dict[str, int] | None = None) -> None:
         self.split = open_cache(image_cache)
         self.targets = open_embeddings(embeddings)
-        if len(self.targets) != len(self.split):
-            raise ValueError(f"{embeddings}: {len(self.targets)} embeddings for {len(self.split)} images")
+        self.specific = open_embeddings(specific) if specific is not None else None
+        self.task_index = task_index
+        for emb, path in ((self.targets, embeddings), (self.specific, specific)):
+            if emb is not None and len(emb) != len(self.split):
+                raise ValueError(f"{path}: {len(emb)} embeddings for {len(self.split)} images")
+        if self.specific is not None and task_index is None:
+            raise ValueError("specific (MMDKD) targets need a task per dataset")
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, draw: int) -> dict[str, torch.Tensor]:
         row = int(draw) % len(self.split)
-        return {"image": torch.from_numpy(np.asarray(self.split.images[row], dtype=np.float32)),
+        item = {"image": torch.from_numpy(np.asarray(self.split.images[row], dtype=np.float32)),
                 "target": torch.from_numpy(np.asarray(self.targets[row], dtype=np.float32)),
                 "index": torch.tensor(row, dtype=torch.int64)}
+        if self.specific is not None and self.task_index is not None:
+            item["target_specific"] = torch.from_numpy(np.asarray(self.specific[row], dtype=np.float32))
+            item["task"] = torch.tensor(self.task_index[self.split.info[row]["dataset"]], dtype=torch.int64)
+        return item
+
+
+class SharedBagEncoder(nn.Module):
+    """The image encoder of a model as a plain ``images → embedding`` module: a SAM's encoder as it is; a task
+    model's (ESP-MedSAM teacher) with its one shared parameter bag, or with none if it has no controller.
+
+    Shape: (B, 3, S, S) → (B, C, h, w).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.encoder = model.image_encoder
+        self.bagged = getattr(self.encoder, "controller", None) is not None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.bagged:
+            return self.encoder(images)
+        return self.encoder(images, torch.zeros(images.shape[0], dtype=torch.int64, device=images.device))
+
+
+def teacher_encoder(t: ModelConfig, img_size: int) -> nn.Module:
+    """The teacher's image encoder (built, loaded from ``t.init`` if given, in eval mode)."""
+    model = build_model(t.name, **sized_options(t.name, img_size, t.options))
+    if t.init is not None:
+        init_from_folder(model, t.init)
+    if getattr(model.image_encoder, "controller", None) is None:  # the encoder itself (keeps cache names stable)
+        return model.image_encoder.eval()
+    return SharedBagEncoder(model).eval()
 
 
 @contextmanager
@@ -126,19 +171,32 @@ class DistillDataModule(L.LightningDataModule):
         self.embed_root = self.images.cache_root / "embeddings"
         self.train_set: EmbeddingDataset | None = None
         self.val_set: EmbeddingDataset | None = None
+        self._built: list[tuple[Path, Path, Path | None] | None] | None = None
 
-    def _caches(self) -> list[tuple[Path, Path] | None]:
-        t = self.cfg.teacher
-        teacher = build_model(t.name, **sized_options(t.name, self.cfg.data.img_size, t.options)).image_encoder
-        out: list[tuple[Path, Path] | None] = []
+    def _caches(self) -> list[tuple[Path, Path, Path | None] | None]:
+        """Per split (train, val): (image cache, teacher embeddings, adapted-teacher embeddings or None); built
+        once per process."""
+        if self._built is None:
+            self._built = self._build_caches()
+        return self._built
+
+    def _build_caches(self) -> list[tuple[Path, Path, Path | None] | None]:
+        size = self.cfg.data.img_size
+        teachers = [("teacher", teacher_encoder(self.cfg.teacher, size))]
+        if self.cfg.specific_teacher is not None:
+            teachers.append(("adapted teacher", teacher_encoder(self.cfg.specific_teacher, size)))
+        out: list[tuple[Path, Path, Path | None] | None] = []
         for part, images in zip(("train", "val"), self.images.caches(), strict=True):
             if images is None:
                 out.append(None)
                 continue
-            with _bar(images, f"teacher embeddings ({part})", self.cfg.trainer.progress_bar) as bar:
-                out.append((images, build_embedding_cache(images, teacher, self.embed_root,
-                                                          batch_size=self.cfg.embed_batch_size,
-                                                          progress=None if bar is None else bar.update)))
+            embeddings: list[Path | None] = []
+            for who, encoder in teachers:
+                with _bar(images, f"{who} embeddings ({part})", self.cfg.trainer.progress_bar) as bar:
+                    embeddings.append(build_embedding_cache(images, encoder, self.embed_root,
+                                                            batch_size=self.cfg.embed_batch_size,
+                                                            progress=None if bar is None else bar.update))
+            out.append((images, embeddings[0], embeddings[1] if len(embeddings) > 1 else None))  # type: ignore[arg-type]
         return out
 
     def prepare_data(self) -> None:
@@ -147,8 +205,9 @@ class DistillDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         train, val = self._caches()
         assert train is not None
-        self.train_set = EmbeddingDataset(*train)
-        self.val_set = EmbeddingDataset(*val) if val is not None else None
+        tasks = self.images._target_index() if self.cfg.specific_teacher is not None else None
+        self.train_set = EmbeddingDataset(*train, task_index=tasks)
+        self.val_set = EmbeddingDataset(*val, task_index=tasks) if val is not None else None
 
     def train_dataloader(self) -> ResumableLoader:
         assert self.train_set is not None
@@ -172,12 +231,19 @@ class DistillModule(L.LightningModule):
         config: the :class:`DistillConfig` as a plain dict (stored in checkpoints).
     """
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], targets: list[str] | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters({"config": config})
+        self.save_hyperparameters({"config": config, "targets": targets})
         self.cfg = DistillConfig.model_validate(config)
         m = self.cfg.model
         opts = sized_options(m.name, self.cfg.data.img_size, m.options)
+        self.targets = targets
+        if "tasks" in builder_options(m.name):
+            if targets is None:
+                raise ValueError(f"{m.name} has one parameter bag per target: set data.heads=per_target")
+            opts["tasks"] = list(targets)
+        elif self.cfg.specific_teacher is not None:
+            raise ValueError(f"MMDKD (specific_teacher) distils parameter bags; {m.name} has none")
         self.model = build_model(m.name, **opts)
         if m.init is not None:
             init_from_folder(self.model, m.init)
@@ -192,11 +258,22 @@ class DistillModule(L.LightningModule):
         for mod in self.frozen:
             mod.eval()
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.mse_loss(self.model.image_encoder(batch["image"]).float(), batch["target"])
+    def _loss(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        """MSE to the teacher's embedding; with MMDKD the weighted sum of the common term (shared encoder, no bag,
+        against ``teacher``) and the specific term (each sample's bag, against the adapted teacher)."""
+        bs = batch["image"].shape[0]
+        if "target_specific" not in batch:
+            return F.mse_loss(self.model.image_encoder(batch["image"]).float(), batch["target"])
+        enc = self.model.image_encoder
+        shared = enc.shared_features(batch["image"])
+        common = F.mse_loss(enc(batch["image"], None, shared=shared).float(), batch["target"])
+        specific = F.mse_loss(enc(batch["image"], batch["task"], shared=shared).float(), batch["target_specific"])
+        self.log(f"{stage}/mse_common", common, sync_dist=stage == "val", batch_size=bs)
+        self.log(f"{stage}/mse_specific", specific, sync_dist=stage == "val", batch_size=bs)
+        return self.cfg.common_weight * common + self.cfg.specific_weight * specific
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch)
+        loss = self._loss(batch, "train")
         self.log("train/mse", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         loader = self.trainer.train_dataloader if self._trainer is not None else None
         if hasattr(loader, "mark_consumed"):
@@ -204,7 +281,7 @@ class DistillModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self.log("val/mse", self._loss(batch), prog_bar=True, sync_dist=True, batch_size=batch["image"].shape[0])
+        self.log("val/mse", self._loss(batch, "val"), prog_bar=True, sync_dist=True, batch_size=batch["image"].shape[0])
 
     def configure_optimizers(self) -> Any:
         o = self.cfg.optim
@@ -228,7 +305,10 @@ def distill(cfg: DistillConfig, *, resume: bool = False) -> TrainResult:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = DistillDataModule(cfg, cache_root=out / "cache")
     has_val = bool(data.images.entries()[1])
-    module = DistillModule(cfg.model_dump(mode="json"))
+    module = DistillModule(cfg.model_dump(mode="json"), targets=data.images.targets())
     trainer = build_trainer(cfg, has_val=has_val)
-    return fit_and_save(cfg, trainer, module, data, resume=resume, extra={"distilled_from": cfg.teacher.name})
+    extra: dict[str, Any] = {"distilled_from": cfg.teacher.name}
+    if module.targets is not None:
+        extra["targets"] = module.targets
+    return fit_and_save(cfg, trainer, module, data, resume=resume, extra=extra)
 

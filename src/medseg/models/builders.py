@@ -117,11 +117,12 @@ def esp_medsam(*, tasks: Sequence[str] = ("task",), pretrained: bool | str | Pat
                decoder_mlp_dim: int = 2048, decoder_heads: int = 8, use_bags: bool = True, use_sppg: bool = True,
                use_qdmd: bool = True, bag_tokens: int = 8, bag_mlp_ratio: float = 0.25,
                bag_stages: Sequence[int] = (2, 3), patch_size: int | None = None, classifier_hidden: int = 128,
-               cache_dir: str | None = None,
+               shared_bag: bool = False, cache_dir: str | None = None,
                encoder_init: Literal["random", "weight_selection"] = "weight_selection") -> nn.Module:
     """ESP-MedSAM (:mod:`medseg.models.esp_medsam`) on the ``lite_medsam_student`` encoder. ``pretrained`` loads
     LiteMedSAM's prompt encoder and decoder (every task's query and hypernetwork start from its single-mask ones) and
-    initialises the encoder by ``encoder_init``; a distilled encoder comes in through ``model.init`` instead."""
+    initialises the encoder by ``encoder_init``; a distilled encoder comes in through ``model.init`` instead.
+    ``shared_bag``: one parameter bag for every task (the adapted teacher's)."""
     from medseg.models.esp_medsam import EspMedSam, TaskClassifier
     from medseg.models.modality_controller import BaggedEncoder, ModalityController
     from medseg.models.modality_decoder import ModalityDecoder
@@ -133,8 +134,8 @@ def esp_medsam(*, tasks: Sequence[str] = ("task",), pretrained: bool | str | Pat
                                encoder_init=encoder_init)
     tasks = list(tasks)
     enc: TinyViT = base.image_encoder  # type: ignore[assignment]
-    controller = (ModalityController(enc, num_tasks=len(tasks), num_tokens=bag_tokens, mlp_ratio=bag_mlp_ratio,
-                                     stages=bag_stages) if use_bags else None)
+    controller = (ModalityController(enc, num_tasks=1 if shared_bag else len(tasks), num_tokens=bag_tokens,
+                                     mlp_ratio=bag_mlp_ratio, stages=bag_stages) if use_bags else None)
     bagged = BaggedEncoder(enc, controller, shared_stages=None if use_bags else min(bag_stages))
     r = enc.out_resolution
     return EspMedSam(
@@ -145,6 +146,24 @@ def esp_medsam(*, tasks: Sequence[str] = ("task",), pretrained: bool | str | Pat
         classifier=TaskClassifier(in_dim=embed_dims[bagged.shared_stages], num_tasks=len(tasks),
                                   hidden=classifier_hidden),
         tasks=tasks)
+
+
+LITE_MEDSAM_ENCODER: dict[str, tuple[int, ...]] = dict(embed_dims=(64, 128, 160, 320), depths=(2, 2, 6, 2),
+                                                      num_heads=(2, 4, 5, 10), window_sizes=(7, 7, 14, 7))
+"""LiteMedSAM's TinyViT sizes (the teacher's)."""
+
+
+@register_model("esp_medsam_teacher", "ESP-MedSAM's adapted teacher: LiteMedSAM's encoder + one shared bag, SPPG, QDMD")
+def esp_medsam_teacher(*, tasks: Sequence[str] = ("task",), pretrained: bool | str | Path = False,
+                       img_size: int = 256, **options: object) -> nn.Module:
+    """The paper's multi-modal teacher on LiteMedSAM: its whole encoder (``pretrained``: copied exactly) with one
+    learnable parameter bag shared by every task (prefix tokens + parallel MLPs), SPPG and QDMD. Train it with
+    ``model.freeze: [image_encoder.encoder]`` (the paper freezes the foundation encoder). Other options as
+    :func:`esp_medsam`."""
+    sizes = {**LITE_MEDSAM_ENCODER, **{k: v for k, v in options.items() if k in LITE_MEDSAM_ENCODER}}
+    rest = {k: v for k, v in options.items() if k not in LITE_MEDSAM_ENCODER}
+    return esp_medsam(tasks=tasks, pretrained=pretrained, img_size=img_size, shared_bag=True,
+                      **sizes, **rest)  # type: ignore[arg-type]
 
 
 class _Parts(nn.Module):
@@ -187,6 +206,10 @@ TINY_CONFIGS: dict[str, dict[str, object]] = {
     "esp_medsam": dict(tasks=("xray-lungs", "fundus-vessels"), embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1),
                        num_heads=(1, 1, 2, 2), window_sizes=(7, 7, 7, 7), prompt_embed_dim=32, decoder_mlp_dim=64,
                        decoder_heads=2, bag_tokens=2, classifier_hidden=16),
+    "esp_medsam_teacher": dict(tasks=("xray-lungs", "fundus-vessels"), embed_dims=(16, 32, 40, 64),
+                               depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), window_sizes=(7, 7, 7, 7),
+                               prompt_embed_dim=32, decoder_mlp_dim=64, decoder_heads=2, bag_tokens=2,
+                               classifier_hidden=16),
     "lite_medsam_student": dict(embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),
                                 window_sizes=(7, 7, 7, 7), prompt_embed_dim=32, decoder_mlp_dim=64, decoder_heads=2),
     "basic_unet": dict(features=(8, 8, 16, 32, 64, 8)),

@@ -149,5 +149,7 @@ class BaggedEncoder(nn.Module):
         """``shared``: the output of :meth:`shared_features` for these images, to avoid computing it twice."""
         enc = self.encoder
         x = shared if shared is not None else self.shared_features(images)
+        if task is not None and self.controller is not None and self.controller.num_tasks == 1:
+            task = torch.zeros_like(task)  # one bag shared by every task (the adapted teacher)
         bags = None if task is None or self.controller is None else self.controller.bags(task)
         return enc.finish(enc.stages(x, self.shared_stages, len(enc.layers), bags))
