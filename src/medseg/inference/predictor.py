@@ -18,10 +18,12 @@ from medseg.ops.edges import edge_filter_numpy
 
 @dataclass
 class Prediction:
-    """One image's result: ``mask`` (H, W) bool and ``prob`` (H, W) float32 foreground probability."""
+    """One image's result: ``mask`` (H, W) bool, ``prob`` (H, W) float32 foreground probability, and for a task
+    model (ESP-MedSAM) the ``task`` it segmented the image as."""
 
     mask: np.ndarray
     prob: np.ndarray
+    task: str | None = None
 
 
 class Predictor:
@@ -38,6 +40,9 @@ class Predictor:
         channel: which output of a model with one output per target (``model.json``'s ``targets`` order).
         edge: edge operator applied to every input first, for a model trained on edge images (``model.json``'s
             ``edge``; :mod:`medseg.ops.edges`).
+        task: for a task model (ESP-MedSAM: one parameter bag and query per task), the task to segment every
+            image as; ``None``: the model's classifier picks it per image (on the whole letterboxed image, also
+            when tiling; flips of TTA reuse it). Each :class:`Prediction` names its task.
         engine: how the model runs (:mod:`medseg.inference.engines`): ``optimized`` (default: BatchNorm folded,
             channels-last; logits within ~1e-4 of ``eager``), ``eager``, ``compile``, ``onnx``, ``onnx-int8``
             (see ``benchmarks/bench_vs_reference.py`` for speed and mask agreement).
@@ -55,8 +60,14 @@ class Predictor:
     def __init__(self, model: nn.Module, *, img_size: int = 256, device: str | torch.device = "cpu",
                  threshold: float = 0.5, batch_size: int = 8, max_boxes_per_pass: int = 32,
                  engine: str = "optimized", tile: int | None = None, overlap: float = 0.25, tta: bool = False,
-                 channel: int = 0, edge: str | None = None) -> None:
+                 channel: int = 0, edge: str | None = None, task: str | None = None) -> None:
         self.engine, self.edge = engine, edge
+        self.tasks: list[str] | None = getattr(model, "tasks", None)
+        if task is not None and self.tasks is None:
+            raise ValueError(f"task {task!r} given, but {type(model).__name__} is not a task model")
+        if task is not None and self.tasks is not None and task not in self.tasks:
+            raise ValueError(f"unknown task {task!r}; this model knows {self.tasks}")
+        self.task = None if task is None or self.tasks is None else self.tasks.index(task)
         if engine.startswith("onnx") and torch.device(device).type != "cpu":
             raise ValueError(f"engine {engine!r} runs on the CPU; use engine='optimized' on {device}")
         model = model.eval().to(device)
@@ -74,6 +85,8 @@ class Predictor:
         if tile is not None:
             fn = model_logits(self.model, tile, channel)  # checks that SAM-family tiles match the encoder's input size
             self._tile_fn = flip_tta(fn) if tta else fn
+            if self.tasks is not None and tile != img_size:
+                raise ValueError(f"a task model takes {img_size}² inputs; use tile={img_size}")
 
     def predict(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray | None] | None = None,
                 progress: Callable[[int], None] | None = None) -> list[Prediction]:
@@ -98,9 +111,14 @@ class Predictor:
                 windows = 1 if self.device.type == "cpu" else self.batch_size
                 for img in images:
                     x = native_tensor(img).to(self.device)
-                    logits = sliding_window_logits(self._tile_fn, x, tile=self.tile, overlap=self.overlap,
+                    fn, task = self._tile_fn, None
+                    if self.tasks is not None:  # one task for the whole image, then every window segmented as it
+                        task = self.task if self.task is not None else int(self._classify([img])[0])
+                        fn = model_logits(self.model, self.tile, task=task)
+                        fn = flip_tta(fn) if self.tta else fn
+                    logits = sliding_window_logits(fn, x, tile=self.tile, overlap=self.overlap,
                                                    batch_size=windows)[0, 0]
-                    out.append([self._prediction(logits)] * len(prompt_sets))
+                    out.append([self._prediction(logits, task)] * len(prompt_sets))
                     if progress is not None:
                         progress(1)
                 return out
@@ -109,37 +127,54 @@ class Predictor:
                 sets = [None if b is None else list(b[start:start + len(chunk)]) for b in prompt_sets]
                 flips = FLIPS if self.tta else ((),)
                 total: list[list[torch.Tensor]] | None = None
+                tasks = None if self.task is None else torch.full((len(chunk),), self.task, dtype=torch.int64)
                 for dims in flips:  # TTA in the image's own frame: the letterbox padding stays bottom/right
                     imgs = [_flip_image(im, dims) for im in chunk]
                     boxes = [_flip_box_set(b, chunk, dims) for b in sets]
-                    logits = [[_flip_logits(lg, dims) for lg in per] for per in self._letterbox_logits(imgs, boxes)]
+                    per_image, tasks = self._letterbox_logits(imgs, boxes, tasks)  # flips keep the first's task
+                    logits = [[_flip_logits(lg, dims) for lg in per] for per in per_image]
                     total = logits if total is None else [[t + lg for t, lg in zip(tp, lp, strict=True)]
                                                           for tp, lp in zip(total, logits, strict=True)]
                 assert total is not None
-                out += [[self._prediction(lg / len(flips)) for lg in per] for per in total]
+                out += [[self._prediction(lg / len(flips), None if tasks is None else int(tasks[i])) for lg in per]
+                        for i, per in enumerate(total)]
                 if progress is not None:
                     progress(len(chunk))
         return out
 
-    def _prediction(self, logits: torch.Tensor) -> Prediction:
+    def _prediction(self, logits: torch.Tensor, task: int | None = None) -> Prediction:
         prob = torch.sigmoid(logits.float()).cpu().numpy()
-        return Prediction(mask=prob > self.threshold, prob=prob)
+        name = None if task is None or self.tasks is None else self.tasks[task]
+        return Prediction(mask=prob > self.threshold, prob=prob, task=name)
 
-    def _letterbox_logits(self, chunk: list[np.ndarray], prompt_sets: list[list[np.ndarray | None] | None]
-                          ) -> list[list[torch.Tensor]]:
-        """(H, W) logits in each image's own frame, one per prompt set, for a chunk of images."""
+    def _canvas(self, chunk: list[np.ndarray]) -> tuple[torch.Tensor, list[Letterbox]]:
         prepped = [letterbox_image(img, self.img_size) for img in chunk]
         x = torch.from_numpy(np.stack([p[0] for p in prepped])).to(self.device)
         if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        geos = [p[1] for p in prepped]
+        return x, [p[1] for p in prepped]
+
+    def _classify(self, chunk: list[np.ndarray]) -> torch.Tensor:
+        """(B,) task indices a task model's classifier gives the letterboxed images (shared stages only)."""
+        x, _ = self._canvas(chunk)
+        return self.model.classifier(self.model.image_encoder.shared_features(x)).argmax(1).cpu()
+
+    def _letterbox_logits(self, chunk: list[np.ndarray], prompt_sets: list[list[np.ndarray | None] | None],
+                          tasks: torch.Tensor | None = None) -> tuple[list[list[torch.Tensor]], torch.Tensor | None]:
+        """(H, W) logits in each image's own frame, one per prompt set, for a chunk of images; and for a task model
+        the (B,) tasks used (``tasks`` given: those, else the classifier's)."""
+        x, geos = self._canvas(chunk)
         if self.is_sam:
             emb = self.model.image_encoder(x)
             per_set = [self._decode(x, emb, geos, [None] * len(chunk) if b is None else b) for b in prompt_sets]
+        elif self.tasks is not None:  # prompt-free task model: one pass, the task chosen or given
+            res = self.model.forward_all(x, None if tasks is None else tasks.to(self.device))
+            tasks = res.task.cpu()
+            per_set = [list(res.logits)] * len(prompt_sets)
         else:  # U-Nets ignore boxes: one forward pass serves every prompt set
             per_set = [list(self.model(x)[:, self.channel:self.channel + 1])] * len(prompt_sets)
         return [[unletterbox_logits(logits[i][None].float(), geo)[0, 0] for logits in per_set]
-                for i, geo in enumerate(geos)]
+                for i, geo in enumerate(geos)], tasks
 
     def _decode(self, x: torch.Tensor, emb: torch.Tensor, geos: list[Letterbox],
                 boxes: list[np.ndarray | None]) -> list[torch.Tensor]:

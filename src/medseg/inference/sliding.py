@@ -30,9 +30,12 @@ def native_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(minmax_unit(image).transpose(2, 0, 1)))[None]
 
 
-def model_logits(model: nn.Module, tile: int | None = None, channel: int = 0) -> Logits:
+def model_logits(model: nn.Module, tile: int | None = None, channel: int = 0, task: int | None = None) -> Logits:
     """``x → (B, 1, h, w) logits`` for any medseg model: output ``channel`` of a model with one output per target;
-    SAM-family models get the prompt-free box of a full ``tile``."""
+    SAM-family models get the prompt-free box of a full ``tile``; a task model (ESP-MedSAM) segments every window as
+    ``task`` (an index; ``None``: its classifier decides per window)."""
+    if getattr(model, "tasks", None) is not None and task is not None:
+        return lambda x: model(x, torch.full((x.shape[0],), task, dtype=torch.int64, device=x.device))
     if not getattr(model, "accepts_boxes", False):
         return lambda x: model(x)[:, channel:channel + 1]
     if channel:
