@@ -170,3 +170,24 @@ def test_predict_with_a_router_file_routes_each_image(trained: tuple[Path, Path]
     for rel in got:
         np.testing.assert_array_equal(np.asarray(Image.open(pred / rel)), np.asarray(Image.open(plain / rel)))
     assert main(["predict", str(router), str(xray), "--out", str(tmp_path / "x")]) != 0  # needs --modality
+
+
+def test_predict_with_a_task_model_needs_no_prompt_and_no_modality(tmp_path: Path, capsys) -> None:
+    """The ESP-MedSAM showcase at test scale: a folder of mixed modalities, no box, no modality; every image is
+    segmented and named with its task (``tasks.csv``); ``--task`` forces one."""
+    from medseg.models import build_model
+    from medseg.models.io import save_model_folder
+    from tests.conftest import tiny_model_config
+
+    cfg = {**tiny_model_config("esp_medsam"), "tasks": ["dermoscopy-lesion", "xray-lungs"]}
+    folder = save_model_folder(build_model("esp_medsam", **cfg), tmp_path / "esp", name="esp_medsam", options=cfg,
+                               img_size=64, extra={"targets": cfg["tasks"]})
+    data = generate_dataset(tmp_path / "d", per_modality=2, size=48, seed=0, modalities=("dermoscopy", "xray"))
+    assert main(["predict", str(folder), str(data), "--out", str(tmp_path / "p")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "p" / "tasks.csv")))
+    assert len(rows) == 4 and {r["task"] for r in rows} <= set(cfg["tasks"])
+    assert "segmented as:" in capsys.readouterr().out
+    assert main(["predict", str(folder), str(data), "--out", str(tmp_path / "q"), "--task", "xray-lungs"]) == 0
+    assert {r["task"] for r in csv.DictReader(open(tmp_path / "q" / "tasks.csv"))} == {"xray-lungs"}
+    assert main(["predict", str(folder), str(data), "--out", str(tmp_path / "r"), "--task", "ct"]) != 0
+    assert "unknown task 'ct'" in capsys.readouterr().err

@@ -101,6 +101,9 @@ def predict(
     target: str | None = typer.Option(None, "--target",
                                       help="Models with one output per target (universal models): which one."),
     modality: str | None = typer.Option(None, "--modality", help="With a router file: whose routing rule to use."),
+    task_name: str | None = typer.Option(None, "--task",
+                                         help="Task models (ESP-MedSAM): segment every image as this task instead "
+                                              "of the one the model's classifier picks."),
     subset: str | None = typer.Option(None, "--subset", help="With a router file: whose fine-tuned models to use "
                                                              "(default: the modality; e.g. a target of it)."),
     router: str = typer.Option("threshold", "--router",
@@ -142,7 +145,7 @@ def predict(
         raise InvalidInputError(prompt_masks, "--box-from-masks cannot be combined with tiling (box prompts are "
                                               "not tiled): add --tile 0")
     opts = dict(device=device, threshold=threshold, batch_size=batch_size, engine=engine.value, tile=tile,
-                overlap=overlap, tta=tta, target=target)
+                overlap=overlap, tta=tta, target=target, task=task_name)
     if routed:
         predictor = RoutedPredictor(rule, *(_predictor(spec, m, **opts) for spec, m in (sides["a"], sides["b"])),
                                     features)
@@ -155,6 +158,13 @@ def predict(
                                 progress=lambda k: bar.advance(task, k), on_error=on_error.value, skipped=skipped,
                                 dicom_window=window)
     typer.echo(f"{len(results)} files → {out}")
+    if any(r.task is not None for r in results):
+        from medseg.evaluation import write_csv
+
+        write_csv([{"image": str(r.image), "mask": str(r.mask), "task": r.task} for r in results],
+                  out / "tasks.csv")
+        counts = {t: sum(r.task == t for r in results) for t in sorted({str(r.task) for r in results})}
+        typer.echo("segmented as: " + ", ".join(f"{t} {n}" for t, n in counts.items()) + f" ({out / 'tasks.csv'})")
     if routed:
         typer.echo(f"routed ({router}, {modality}): {predictor.counts['a']} images → {folders['a']}, "
                    f"{predictor.counts['b']} → {folders['b']}")
@@ -163,7 +173,7 @@ def predict(
 
 def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_size: int = 8,
                engine: str = "optimized", tile: int | None = None, overlap: float | None = None, tta: bool = False,
-               target: str | None = None):
+               target: str | None = None, task: str | None = None):
     """The :class:`Predictor` of a loaded model with the CLI's defaults: the model's own tile/overlap unless given
     (``tile=0``: letterbox)."""
     from medseg.inference import Predictor
@@ -173,7 +183,7 @@ def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_
     try:
         return Predictor(loaded.model, img_size=loaded.img_size, device=device, threshold=threshold,
                          batch_size=batch_size, engine=engine, tile=tile, overlap=overlap, tta=tta,
-                         channel=loaded.channel(target), edge=loaded.edge)
+                         channel=loaded.channel(target), edge=loaded.edge, task=task)
     except ValueError as exc:
         raise InvalidInputError(spec, str(exc)) from exc
 

@@ -51,6 +51,7 @@ class FilePrediction:
     overlay: Path
     slices: int
     foreground: float
+    task: str | None = None  # what a task model (ESP-MedSAM) segmented it as (the middle slice's, for a volume)
 
 
 def masks_by_case(folder: str | Path) -> dict[str, Path]:
@@ -111,4 +112,4 @@ def _predict_file(predictor: Predictor, path: Path, out_dir: Path, prompt_masks:
     overlay = out_dir / f"{stem}_overlay.png"
     with atomic_path(overlay) as tmp:
         Image.fromarray(overlay_contours(images[mid], None, masks[mid])).save(tmp, format="PNG")
-    return FilePrediction(path, dest, overlay, int(masks.shape[0]), float(masks.mean()))
+    return FilePrediction(path, dest, overlay, int(masks.shape[0]), float(masks.mean()), preds[mid].task)

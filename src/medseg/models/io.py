@@ -59,6 +59,10 @@ class LoadedModel:
         Raises:
             ValueError: a multi-output model without a (known) target — the message lists them.
         """
+        if getattr(self.model, "tasks", None) is not None:  # one output, segmented as a task (ESP-MedSAM)
+            if target is not None:
+                raise ValueError(f"{self.name} has one output for every task; pick a task with --task")
+            return 0
         names = self.targets
         if not names:
             if target is not None:
