@@ -1,11 +1,15 @@
-"""The distilled CMMC / ESP-MedSAM student against LiteMedSAM on the CPU at 256², side by side in one run.
+"""The light models against LiteMedSAM on the CPU at 256², side by side in one run: the distilled CMMC student
+(``lite_medsam_student``) and ESP-MedSAM (``esp_medsam``: the same encoder with parameter bags, SPPG, QDMD and the
+task classifier; random weights — speed does not depend on them).
 
-1. Image encoders alone, in one process, calls interleaved (teacher, student, teacher, …) so that both see the same
-   machine load: median latency at batch 1 and the speed-up (target: ≥ 2×).
-2. Whole models (encoder + prompt encoder + mask decoder, prompt-free box), each in its own child process so the
-   peak RSS belongs to that model: params, GFLOPs, latency (batch 1 median and p90), images/s at batch 8.
+1. Image encoders alone, in one process, calls interleaved (LiteMedSAM, student, ESP-MedSAM, …) so that all see the
+   same machine load: median latency at batch 1 and the speed-up (CMMC target: ≥ 2×). ESP-MedSAM's encoder runs
+   with a parameter bag.
+2. Whole models (prompt-free: the image-region box for the SAMs; ESP-MedSAM needs none and picks its task), each
+   in its own child process so the peak RSS belongs to that model: params, GFLOPs, latency (batch 1 median and
+   p90), images/s at batch 8 (ESP-MedSAM target: ≥ 2× LiteMedSAM end to end).
 
-    python benchmarks/bench_cmmc_student.py [--repeats 20] [--threads 2] [--out benchmarks/results]
+    python benchmarks/bench_light_models.py [--repeats 20] [--threads 2] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -22,12 +26,29 @@ from bench_models import _in_child
 from medseg.evaluation.efficiency import count_flops, count_parameters
 from medseg.models import build_model
 
-MODELS = ("lite_medsam", "lite_medsam_student")
+MODELS = ("lite_medsam", "lite_medsam_student", "esp_medsam")
+
+
+def _encoder(name: str, size: int) -> torch.nn.Module:
+    model = build_model(name, img_size=size)
+    if getattr(model, "tasks", None) is None:
+        return model.image_encoder.eval()
+    enc = model.image_encoder.eval()
+
+    class WithBag(torch.nn.Module):  # the encoder as prediction runs it: with the sample's parameter bag
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc = enc
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.enc(x, torch.zeros(x.shape[0], dtype=torch.int64))
+
+    return WithBag().eval()
 
 
 def encoder_rows(size: int, repeats: int, batch: int) -> list[dict[str, object]]:
     torch.manual_seed(0)
-    encoders = {name: build_model(name, img_size=size).image_encoder.eval() for name in MODELS}
+    encoders = {name: _encoder(name, size) for name in MODELS}
     x = torch.rand(batch, 3, size, size)
     times: dict[str, list[float]] = {name: [] for name in MODELS}
     with torch.inference_mode():
@@ -69,7 +90,7 @@ def main() -> None:
     base = rows[0]["latency_ms_b1"]
     for r in rows:
         r["speedup_vs_lite_medsam_b1"] = base / r["latency_ms_b1"]
-    emit(f"CMMC student vs LiteMedSAM end to end at {args.size}² CPU", rows, args.out)
+    emit(f"Light models vs LiteMedSAM end to end at {args.size}² CPU", rows, args.out)
 
 
 if __name__ == "__main__":
