@@ -27,62 +27,28 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from medseg.data import CatalogEntry, discover, load_samples, read_manifest, stratified_split, write_manifest
-from medseg.errors import MedsegError
+from medseg.data import CatalogEntry, load_samples, write_manifest
 from medseg.evaluation import format_markdown_table, write_csv
+from medseg.experiments.base import (
+    ExperimentData,
+    ExperimentSplit,
+    StageConfig,
+    StagedExperiment,
+    Strict,
+    TrainerOptions,
+)
 from medseg.utils.atomic import atomic_write_text
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CmmcData(_Strict):
-    root: Path = Path("../shared/data")
-    img_size: int = 256
-    max_per_dataset: int | None = Field(None, ge=2)
-    target_of: dict[str, str] = Field(default_factory=dict)
-    group_rules: dict[str, str] = Field(default_factory=dict)
-
-
-class CmmcSplit(_Strict):
-    test: float = Field(0.2, gt=0, lt=1)
-    val: float = Field(0.1, ge=0, lt=1)
-
-
-class CmmcStage(_Strict):
-    """One training stage: optimiser steps, batch, learning rate, weight decay."""
-
-    steps: int = Field(100, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    #: submodules kept fixed in this stage (e.g. ``[image_encoder]``: decoder-only fine-tuning, the CPU scale);
-    #: the paper trains every part
-    freeze: list[str] = Field(default_factory=list)
-
-
-class CmmcTrainer(_Strict):
-    """Hardware options passed through to every stage (Lightning's own)."""
-
-    accelerator: str = "auto"
-    devices: int | str | list[int] = "auto"
-    strategy: str = "auto"
-    precision: str = "32-true"
-    num_workers: int = 0
-    progress_bar: bool = True
-
-
-class CmmcRouting(_Strict):
+class CmmcRouting(Strict):
     features: list[str] = Field(default_factory=lambda: ["std", "entropy"])
     routers: list[Literal["threshold", "logistic", "tree"]] = Field(
         default_factory=lambda: ["threshold", "logistic", "tree"])
@@ -90,28 +56,28 @@ class CmmcRouting(_Strict):
     n_boot: int = Field(10_000, ge=100)
 
 
-class CmmcConfig(_Strict):
+class CmmcConfig(Strict):
     """The whole experiment (see the module docstring); paths relative to the working directory."""
 
     out_dir: Path = Path("runs/cmmc")
     seed: int = 2024
-    data: CmmcData = Field(default_factory=CmmcData)
-    split: CmmcSplit = Field(default_factory=CmmcSplit)
+    data: ExperimentData = Field(default_factory=ExperimentData)
+    split: ExperimentSplit = Field(default_factory=ExperimentSplit)
     edge: Literal["kirsch", "sobel", "prewitt", "scharr", "laplacian"] = "kirsch"
     teacher_weights: str | None = None  # LiteMedSAM checkpoint path (default: the registered weights)
-    distill: CmmcStage = Field(default_factory=lambda: CmmcStage(steps=300))
-    pretrain: CmmcStage = Field(default_factory=lambda: CmmcStage(steps=300))
-    finetune: CmmcStage = Field(default_factory=lambda: CmmcStage(steps=60))
+    distill: StageConfig = Field(default_factory=lambda: StageConfig(steps=300))
+    pretrain: StageConfig = Field(default_factory=lambda: StageConfig(steps=300))
+    finetune: StageConfig = Field(default_factory=lambda: StageConfig(steps=60))
     box_shift: int = 5
     student: dict[str, Any] = Field(default_factory=dict)  # lite_medsam_student options (test scale: smaller)
     teacher: dict[str, Any] = Field(default_factory=dict)  # lite_medsam options (test scale: smaller)
-    trainer: CmmcTrainer = Field(default_factory=CmmcTrainer)
+    trainer: TrainerOptions = Field(default_factory=TrainerOptions)
     routing: CmmcRouting = Field(default_factory=CmmcRouting)
     baseline: bool = True  # also score prompt-free LiteMedSAM on the test images
 
 
 #: the config sections each stage's output depends on (``trainer``, ``routing``, ``baseline`` shape no stage)
-STAGE_INPUTS: dict[str, tuple[str, ...]] = {"split": ("seed", "data", "split")}
+STAGE_INPUTS: dict[str, tuple[str, ...]] = dict(StagedExperiment.STAGE_INPUTS)
 STAGE_INPUTS["distill"] = (*STAGE_INPUTS["split"], "teacher_weights", "teacher", "student", "distill")
 STAGE_INPUTS["pretrain-raw"] = (*STAGE_INPUTS["distill"], "pretrain", "box_shift")
 STAGE_INPUTS["pretrain-edge"] = (*STAGE_INPUTS["pretrain-raw"], "edge")
@@ -132,59 +98,21 @@ def subset_of(e: CatalogEntry, target_of: dict[str, str]) -> str:
     return f"{e.modality}-{target_of.get(e.dataset, e.dataset)}"
 
 
-class CmmcExperiment:
+class CmmcExperiment(StagedExperiment):
     """Runs the stages of one :class:`CmmcConfig`; each ``stage_*`` method is idempotent.
 
     Args:
         cfg: the experiment.
-        progress: called with a one-line message when a stage starts or is skipped.
+        progress: called with a one-line message when a stage starts.
     """
 
-    def __init__(self, cfg: CmmcConfig, progress: Callable[[str], None] = print) -> None:
-        self.cfg, self.out, self.say = cfg, Path(cfg.out_dir), progress
-        self._claimed: set[Path] = set()  # stage records already checked in this run (stage_split is called often)
-
-    # ---- data -----------------------------------------------------------------------------------------------
-    def stage_split(self) -> Path:
-        path = self.out / "split.csv"
-        self._claim(self.out / "split.settings.json", "split")
-        if path.is_file():
-            return path
-        c = self.cfg
-        entries = [e for e in discover(c.data.root)[0] if e.mask is not None]
-        if c.data.max_per_dataset:
-            rng = np.random.default_rng(c.seed)
-            by: dict[tuple[str, str], list[CatalogEntry]] = {}
-            for e in entries:
-                by.setdefault((e.modality, e.dataset), []).append(e)
-            entries = [g[i] for g in by.values()
-                       for i in sorted(rng.permutation(len(g))[:c.data.max_per_dataset].tolist())]
-        split = stratified_split(entries, test=c.split.test, val=c.split.val, seed=c.seed,
-                                 group_rules=c.data.group_rules)
-        self.say(f"split: {sum(e.split == 'train' for e in split)} train / {sum(e.split == 'val' for e in split)} "
-                 f"val / {sum(e.split == 'test' for e in split)} test")
-        return write_manifest(split, path)
-
-    def entries(self) -> list[CatalogEntry]:
-        return read_manifest(self.stage_split())
+    STAGE_INPUTS = STAGE_INPUTS
+    cfg: CmmcConfig
 
     def subsets(self) -> list[str]:
         return sorted({subset_of(e, self.cfg.data.target_of) for e in self.entries()})
 
     # ---- training stages --------------------------------------------------------------------------------------
-    def _common(self, stage: CmmcStage, out: Path, manifest: Path) -> list[str]:
-        t = self.cfg.trainer
-        return [f"out_dir={out}", f"seed={self.cfg.seed}", f"data.manifest={manifest}",
-                f"data.img_size={self.cfg.data.img_size}", f"data.cache_dir={self.out / 'cache'}",
-                f"data.num_workers={t.num_workers}",
-                f"optim.lr={stage.lr}", f"optim.weight_decay={stage.weight_decay}", "optim.scheduler=cosine",
-                f"trainer.max_steps={stage.steps}", "trainer.max_epochs=-1", f"trainer.batch_size={stage.batch_size}",
-                f"trainer.accelerator={t.accelerator}", f"trainer.devices={json.dumps(t.devices)}",
-                f"trainer.strategy={t.strategy}", f"trainer.precision={t.precision}",
-                f"trainer.progress_bar={t.progress_bar}",
-                f"trainer.checkpoint_every_n_steps={max(10, stage.steps // 10)}",
-                f"model.freeze={json.dumps(stage.freeze)}"]
-
     def _student_options(self, pretrained: bool) -> dict[str, Any]:
         opts = dict(self.cfg.student)
         if pretrained:
@@ -201,19 +129,19 @@ class CmmcExperiment:
         self.say("distill: student encoder ← LiteMedSAM encoder")
         teacher = {"pretrained": self.cfg.teacher_weights or True, **self.cfg.teacher}
         cfg = load_distill_config(None, [
-            *self._common(self.cfg.distill, out, self.stage_split()),
+            *self.common_overrides(self.cfg.distill, out, self.stage_split()),
             f"model.options={json.dumps(self._student_options(True))}",
             f"teacher.options={json.dumps(teacher)}", "trainer.final_weights=best"])
         return distill(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file()).model_dir  # type: ignore[return-value]
 
-    def _train(self, out: Path, stage: CmmcStage, manifest: Path, init: Path, extra: list[str], name: str) -> Path:
+    def _train(self, out: Path, stage: StageConfig, manifest: Path, init: Path, extra: list[str], name: str) -> Path:
         from medseg.training import load_config, train
 
         self._claim(out / "settings.json", name)
         if (out / "model" / "model.json").is_file():
             return out / "model"
         cfg = load_config(None, [
-            *self._common(stage, out, manifest), "model.name=lite_medsam_student",
+            *self.common_overrides(stage, out, manifest), "model.name=lite_medsam_student",
             f"model.options={json.dumps(self._student_options(False))}", f"model.init={init}",
             "loss.weights={dice: 1.0, bce: 1.0, iou_mse: 1.0}", *extra])
         return train(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file()).model_dir  # type: ignore[return-value]
@@ -236,29 +164,6 @@ class CmmcExperiment:
             write_manifest(mine, manifest)
         return self._train(out, self.cfg.finetune, manifest, self.stage_pretrain(kind),
                            ["data.edge=none", "data.box_prompt=whole", "data.box_shift=0"], f"finetune-{kind}")
-
-    def _claim(self, record: Path, stage: str) -> None:
-        """Record (in ``record``, JSON) the settings a stage's output is built from, or refuse to reuse or resume an
-        output built from other ones. A stage folder without a record (older runs) is claimed as it is.
-
-        Raises:
-            MedsegError: the recorded settings differ; the message names the sections.
-        """
-        if record in self._claimed:
-            return
-        dumped = self.cfg.model_dump(mode="json")
-        now = {k: dumped[k] for k in STAGE_INPUTS[stage]}
-        if record.is_file():
-            before = json.loads(record.read_text())
-            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-            if changed:
-                raise MedsegError(f"{record.parent}: this stage was built with other {', '.join(changed)} settings "
-                                  "than the config's. Put the old values back, use a new out_dir, or delete the "
-                                  "stage's folder to rebuild it (and the stages after it).")
-        else:
-            record.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(record, json.dumps(now, indent=1, sort_keys=True))
-        self._claimed.add(record)
 
     # ---- scoring ----------------------------------------------------------------------------------------------
     def _score(self, csv_path: Path, model_for: Callable[[CatalogEntry], Any]) -> list[dict[str, Any]]:
@@ -360,13 +265,10 @@ class CmmcExperiment:
                      "![scores per modality](scores_box.png)", ""]
         if "threshold" in routers:
             sections += ["![routing decisions of the threshold router](routing_decisions.png)", ""]
-        timings = self.out / "timings.json"
-        if timings.is_file():
-            spent = json.loads(timings.read_text())
-            rows_t = [{"stage": k, "minutes": v / 60} for k, v in spent.items()]
-            rows_t.append({"stage": "total (before this report)", "minutes": sum(spent.values()) / 60})
+        timing_rows = self.timings_rows()
+        if timing_rows:
             sections += ["## Wall time per stage (summed over resumed runs)", "",
-                         format_markdown_table(rows_t, digits=1), ""]
+                         format_markdown_table(timing_rows, digits=1), ""]
         atomic_write_text(rep / "report.md", "\n".join(sections))
         return rep / "report.md"
 
@@ -398,15 +300,3 @@ class CmmcExperiment:
             self._timed(f"finetune-{kind}", lambda kind=kind: [self.stage_finetune(kind, s) for s in self.subsets()])
         self._timed("scores", self.stage_scores)
         return self._timed("report", self.stage_report)
-
-    def _timed(self, stage: str, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` and add its wall time to ``out_dir/timings.json`` (stage → seconds, summed over resumed runs,
-        so a run interrupted and resumed still shows what each stage cost)."""
-        path = self.out / "timings.json"
-        t0 = time.perf_counter()
-        result = fn()
-        spent = time.perf_counter() - t0
-        timings = json.loads(path.read_text()) if path.is_file() else {}
-        timings[stage] = round(timings.get(stage, 0.0) + spent, 1)
-        atomic_write_text(path, json.dumps(timings, indent=1))
-        return result

@@ -1,0 +1,167 @@
+"""What every ``medseg experiment`` shares: typed config sections, the seeded split stage, per-stage settings
+records (a stage built from other settings is never reused or resumed), the engine overrides of a training stage,
+and the wall time per stage (``timings.json``, summed over resumed runs).
+
+A concrete experiment (:mod:`medseg.experiments.cmmc`, :mod:`medseg.experiments.esp`) subclasses
+:class:`StagedExperiment`, declares which config sections each of its stages depends on (``STAGE_INPUTS``), and
+implements its stages as idempotent ``stage_*`` methods writing into ``out_dir/<stage>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from medseg.data import CatalogEntry, discover, read_manifest, stratified_split, write_manifest
+from medseg.errors import MedsegError
+from medseg.utils.atomic import atomic_write_text
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExperimentData(Strict):
+    """The data: a catalogue root, the model input size, an optional cap per dataset (the CPU scale), target names
+    per dataset (datasets with one target name are one subset / task), split group rules."""
+
+    root: Path = Path("../shared/data")
+    img_size: int = 256
+    max_per_dataset: int | None = Field(None, ge=2)
+    target_of: dict[str, str] = Field(default_factory=dict)
+    group_rules: dict[str, str] = Field(default_factory=dict)
+
+
+class ExperimentSplit(Strict):
+    test: float = Field(0.2, gt=0, lt=1)
+    val: float = Field(0.1, ge=0, lt=1)
+
+
+class StageConfig(Strict):
+    """One training stage: optimiser steps, batch, learning rate, weight decay."""
+
+    steps: int = Field(100, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    #: submodules kept fixed in this stage (e.g. ``[image_encoder]``: decoder-only fine-tuning, the CPU scale)
+    freeze: list[str] = Field(default_factory=list)
+
+
+class TrainerOptions(Strict):
+    """Hardware options passed through to every stage (Lightning's own)."""
+
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_workers: int = 0
+    progress_bar: bool = True
+
+
+class StagedExperiment:
+    """Base of the experiments. ``cfg`` must have ``out_dir``, ``seed``, ``data`` (:class:`ExperimentData`),
+    ``split`` (:class:`ExperimentSplit`) and ``trainer`` (:class:`TrainerOptions`).
+
+    Args:
+        cfg: the experiment config.
+        progress: called with a one-line message when a stage starts.
+    """
+
+    #: stage → the config sections its output depends on (the split's are always included)
+    STAGE_INPUTS: ClassVar[dict[str, tuple[str, ...]]] = {"split": ("seed", "data", "split")}
+
+    def __init__(self, cfg: Any, progress: Callable[[str], None] = print) -> None:
+        self.cfg, self.out, self.say = cfg, Path(cfg.out_dir), progress
+        self._claimed: set[Path] = set()  # stage records already checked in this run (stage_split is called often)
+
+    # ---- data -----------------------------------------------------------------------------------------------
+    def stage_split(self) -> Path:
+        """``split.csv``: seeded, group-aware, stratified split of ``data.root``, optionally capped per dataset."""
+        path = self.out / "split.csv"
+        self._claim(self.out / "split.settings.json", "split")
+        if path.is_file():
+            return path
+        c = self.cfg
+        entries = [e for e in discover(c.data.root)[0] if e.mask is not None]
+        if c.data.max_per_dataset:
+            rng = np.random.default_rng(c.seed)
+            by: dict[tuple[str, str], list[CatalogEntry]] = {}
+            for e in entries:
+                by.setdefault((e.modality, e.dataset), []).append(e)
+            entries = [g[i] for g in by.values()
+                       for i in sorted(rng.permutation(len(g))[:c.data.max_per_dataset].tolist())]
+        split = stratified_split(entries, test=c.split.test, val=c.split.val, seed=c.seed,
+                                 group_rules=c.data.group_rules)
+        self.say(f"split: {sum(e.split == 'train' for e in split)} train / {sum(e.split == 'val' for e in split)} "
+                 f"val / {sum(e.split == 'test' for e in split)} test")
+        return write_manifest(split, path)
+
+    def entries(self) -> list[CatalogEntry]:
+        return read_manifest(self.stage_split())
+
+    # ---- training stages --------------------------------------------------------------------------------------
+    def common_overrides(self, stage: StageConfig, out: Path, manifest: Path) -> list[str]:
+        """The ``medseg train`` overrides every training stage shares: data, optimiser, schedule, engine."""
+        t = self.cfg.trainer
+        return [f"out_dir={out}", f"seed={self.cfg.seed}", f"data.manifest={manifest}",
+                f"data.img_size={self.cfg.data.img_size}", f"data.cache_dir={self.out / 'cache'}",
+                f"data.num_workers={t.num_workers}",
+                f"optim.lr={stage.lr}", f"optim.weight_decay={stage.weight_decay}", "optim.scheduler=cosine",
+                f"trainer.max_steps={stage.steps}", "trainer.max_epochs=-1", f"trainer.batch_size={stage.batch_size}",
+                f"trainer.accelerator={t.accelerator}", f"trainer.devices={json.dumps(t.devices)}",
+                f"trainer.strategy={t.strategy}", f"trainer.precision={t.precision}",
+                f"trainer.progress_bar={t.progress_bar}",
+                f"trainer.checkpoint_every_n_steps={max(10, stage.steps // 10)}",
+                f"model.freeze={json.dumps(stage.freeze)}"]
+
+    def _claim(self, record: Path, stage: str) -> None:
+        """Record (in ``record``, JSON) the settings a stage's output is built from, or refuse to reuse or resume an
+        output built from other ones. A stage folder without a record (older runs) is claimed as it is.
+
+        Raises:
+            MedsegError: the recorded settings differ; the message names the sections.
+        """
+        if record in self._claimed:
+            return
+        dumped = self.cfg.model_dump(mode="json")
+        now = {k: dumped[k] for k in self.STAGE_INPUTS[stage]}
+        if record.is_file():
+            before = json.loads(record.read_text())
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            if changed:
+                raise MedsegError(f"{record.parent}: this stage was built with other {', '.join(changed)} settings "
+                                  "than the config's. Put the old values back, use a new out_dir, or delete the "
+                                  "stage's folder to rebuild it (and the stages after it).")
+        else:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(record, json.dumps(now, indent=1, sort_keys=True))
+        self._claimed.add(record)
+
+    def _timed(self, stage: str, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` and add its wall time to ``out_dir/timings.json`` (stage → seconds, summed over resumed runs,
+        so a run interrupted and resumed still shows what each stage cost)."""
+        path = self.out / "timings.json"
+        t0 = time.perf_counter()
+        result = fn()
+        spent = time.perf_counter() - t0
+        timings = json.loads(path.read_text()) if path.is_file() else {}
+        timings[stage] = round(timings.get(stage, 0.0) + spent, 1)
+        atomic_write_text(path, json.dumps(timings, indent=1))
+        return result
+
+    def timings_rows(self) -> list[dict[str, Any]]:
+        """``timings.json`` as table rows (minutes) with a total; empty before any stage ran."""
+        path = self.out / "timings.json"
+        if not path.is_file():
+            return []
+        spent = json.loads(path.read_text())
+        rows: list[dict[str, Any]] = [{"stage": k, "minutes": v / 60} for k, v in spent.items()]
+        rows.append({"stage": "total (before this report)", "minutes": sum(spent.values()) / 60})
+        return rows
