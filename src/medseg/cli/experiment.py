@@ -23,3 +23,18 @@ def cmmc(
     check_output_dir(cfg.out_dir)
     report = CmmcExperiment(cfg, progress=lambda m: typer.echo(f"[cmmc] {m}")).run()
     typer.echo(f"report → {report}")
+
+
+@experiment_app.command("esp-medsam")
+def esp_medsam(
+    config: Path = typer.Argument(..., help="Experiment YAML (configs/esp-cpu.yaml)."),
+    overrides: list[str] = typer.Argument(None, help="key.path=value overrides, e.g. out_dir=runs/x."),
+) -> None:
+    """ESP-MedSAM: adapt the teacher → MMDKD → train (bags, SPPG, QDMD, task classifier) → score → report."""
+    from medseg.experiments.esp import EspExperiment, load_esp_config
+    from medseg.utils.checks import check_output_dir
+
+    cfg = load_esp_config(config, overrides or [])
+    check_output_dir(cfg.out_dir)
+    report = EspExperiment(cfg, progress=lambda m: typer.echo(f"[esp-medsam] {m}")).run()
+    typer.echo(f"report → {report}")

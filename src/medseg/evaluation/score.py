@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from medseg.data import CatalogEntry, load_samples
+from medseg.data.geometry import boxes_from_mask
 from medseg.evaluation.tables import write_csv
 from medseg.metrics import MetricConfig, SegmentationMetric
 
@@ -17,12 +18,13 @@ from medseg.metrics import MetricConfig, SegmentationMetric
 class MaskPredictor(Protocol):
     """Anything with ``Predictor.predict``'s shape: a list of (H, W, 3) images → results with ``.mask``."""
 
-    def predict(self, images: Sequence[np.ndarray]) -> Sequence[Any]: ...
+    def predict(self, images: Sequence[np.ndarray], boxes: Any = None) -> Sequence[Any]: ...
 
 
 def score_entries(entries: Sequence[CatalogEntry], predictor_for: Callable[[CatalogEntry], MaskPredictor], *,
                   csv_path: str | Path | None = None, config: MetricConfig | None = None,
-                  columns: Callable[[CatalogEntry], dict[str, str]] | None = None) -> list[dict[str, str]]:
+                  columns: Callable[[CatalogEntry], dict[str, str]] | None = None,
+                  gt_boxes: bool = False) -> list[dict[str, str]]:
     """Predict every sample of ``entries`` at native resolution and score it against its mask.
 
     Args:
@@ -31,10 +33,12 @@ def score_entries(entries: Sequence[CatalogEntry], predictor_for: Callable[[Cata
         csv_path: per-image rows are written here; when the file exists it is read back instead (cache).
         config: metric settings (default NSD tolerance 2 px).
         columns: extra per-entry columns (e.g. the CMMC subset).
+        gt_boxes: prompt box-promptable models with one tight box per ground-truth component of ≥ 10 px (the
+            box-prompted upper reference); otherwise every model runs prompt-free.
 
     Returns:
-        One row per sample: case, modality, dataset, the extra columns and every metric, as strings (the CSV's
-        form, so a cached and a fresh call return the same thing).
+        One row per sample: case, modality, dataset, the extra columns, ``task`` where the prediction names one (a
+        task model), and every metric, as strings (the CSV's form, so a cached and a fresh call return the same).
     """
     path = Path(csv_path) if csv_path is not None else None
     if path is not None and path.is_file():
@@ -45,8 +49,12 @@ def score_entries(entries: Sequence[CatalogEntry], predictor_for: Callable[[Cata
         predictor = predictor_for(e)
         extra = columns(e) if columns is not None else {}
         for s in load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode="nonzero"):
-            metric(predictor.predict([s.image])[0].mask, s.binary_mask(), case=s.case_id, modality=s.modality,
-                   dataset=s.dataset, **extra)
+            gt = s.binary_mask()
+            boxes = [boxes_from_mask(gt, per_component=True, min_area=10)] if gt_boxes else None
+            pred = predictor.predict([s.image], boxes)[0]
+            task = getattr(pred, "task", None)
+            metric(pred.mask, gt, case=s.case_id, modality=s.modality, dataset=s.dataset, **extra,
+                   **({"task": task} if task is not None else {}))
     if path is not None:
         write_csv(metric.rows, path)
     return [{k: str(v) for k, v in r.items()} for r in metric.rows]

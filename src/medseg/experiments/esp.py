@@ -1,0 +1,275 @@
+"""ESP-MedSAM end to end (``medseg experiment esp-medsam CONFIG``): split → adapt the teacher → MMDKD → train
+ESP-MedSAM → score the test images → report.
+
+Every stage writes into ``out_dir/<stage>/`` and is skipped when its output exists; a killed training stage resumes
+from its ``last.ckpt``; each stage records the config sections it was built from (``settings.json``). Stages:
+
+=====================  ===============================================================================================
+``split.csv``          as CMMC's (:class:`medseg.experiments.base.StagedExperiment`)
+``teacher/``           ``esp_medsam_teacher``: LiteMedSAM's encoder frozen (``image_encoder.encoder``) with one shared
+                       parameter bag (prefix tokens + parallel MLPs), SPPG and QDMD, trained on every task of the
+                       training split with ``loss`` (λ·focal + (1−λ)·Dice, plus the SPPG and classifier terms)
+``mmdkd/``             ``esp_medsam`` student: the shared encoder distilled from LiteMedSAM's (common), each task's
+                       bag from the adapted teacher (specific), both from cached embeddings (:mod:`medseg.distill`)
+``esp/``               ESP-MedSAM trained from ``mmdkd/`` with ``loss``
+``scores/``            per-image Dice / NSD (τ = 2 px) / HD95 at native resolution on the test images: ESP-MedSAM
+                       with its own task choice (``esp.csv``, with the chosen ``task``) and with the true task
+                       (``esp_true_task.csv``), LiteMedSAM with ground-truth boxes and with the image-region box
+``report/``            source-domain table, task-classification accuracy per dataset and what a wrong task costs,
+                       wall time per stage, ``report.md``
+=====================  ===============================================================================================
+
+Where the paper distils the shared encoder on SA-1B natural images, we use the training images (SA-1B cannot be
+shipped); the paper's teacher is SAM ViT-B with LoRA-style tokens, ours LiteMedSAM (the weights we have). A task is
+a (modality, target) pair named by ``data.target_of`` (default: the dataset name).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import Field
+
+from medseg.data import CatalogEntry
+from medseg.evaluation import format_markdown_table, write_csv
+from medseg.experiments.base import (
+    ExperimentData,
+    ExperimentSplit,
+    StageConfig,
+    StagedExperiment,
+    Strict,
+    TrainerOptions,
+)
+from medseg.utils.atomic import atomic_write_text
+
+
+class EspConfig(Strict):
+    """The whole experiment (see the module docstring); paths relative to the working directory."""
+
+    out_dir: Path = Path("runs/esp-medsam")
+    seed: int = 2024
+    data: ExperimentData = Field(default_factory=ExperimentData)
+    split: ExperimentSplit = Field(default_factory=ExperimentSplit)
+    teacher_weights: str | None = None  # LiteMedSAM checkpoint (default: the registered weights)
+    teacher: StageConfig = Field(default_factory=lambda: StageConfig(steps=200, lr=1e-4,
+                                                                     freeze=["image_encoder.encoder"]))
+    mmdkd: StageConfig = Field(default_factory=lambda: StageConfig(steps=200, lr=5e-4))
+    train: StageConfig = Field(default_factory=lambda: StageConfig(steps=200, lr=1e-4))
+    common_weight: float = Field(1.0, ge=0)
+    specific_weight: float = Field(1.0, ge=0)
+    #: the paper's λ·focal + (1 − λ)·Dice with λ = 0.7, plus SPPG's patch BCE and the task classifier's CE
+    loss: dict[str, float] = Field(default_factory=lambda: {"focal": 0.7, "dice": 0.3, "patch_bce": 1.0,
+                                                            "task_ce": 1.0})
+    student: dict[str, Any] = Field(default_factory=dict)  # esp_medsam options (bags, patch size; test scale)
+    teacher_model: dict[str, Any] = Field(default_factory=dict)  # esp_medsam_teacher options (test scale)
+    lite_medsam: dict[str, Any] = Field(default_factory=dict)  # lite_medsam options (test scale: smaller)
+    trainer: TrainerOptions = Field(default_factory=TrainerOptions)
+    baseline: bool = True  # also score LiteMedSAM with ground-truth boxes and with the image-region box
+
+
+STAGE_INPUTS: dict[str, tuple[str, ...]] = dict(StagedExperiment.STAGE_INPUTS)
+STAGE_INPUTS["teacher"] = (*STAGE_INPUTS["split"], "teacher_weights", "teacher", "teacher_model", "loss")
+STAGE_INPUTS["mmdkd"] = (*STAGE_INPUTS["teacher"], "lite_medsam", "student", "mmdkd", "common_weight",
+                         "specific_weight")
+STAGE_INPUTS["esp"] = (*STAGE_INPUTS["mmdkd"], "train")
+
+
+def load_esp_config(path: str | Path, overrides: list[str] | None = None) -> EspConfig:
+    """Read an experiment YAML (unknown keys and wrong types name the file and field); ``key.path=value``
+    overrides as in ``medseg train``."""
+    from medseg.training.config import load_config
+
+    return load_config(path, overrides, schema=EspConfig)
+
+
+class EspExperiment(StagedExperiment):
+    """Runs the stages of one :class:`EspConfig`; each ``stage_*`` method is idempotent."""
+
+    STAGE_INPUTS = STAGE_INPUTS
+    cfg: EspConfig
+
+    def task_of(self, e: CatalogEntry) -> str:
+        return self.cfg.data.target_of.get(e.dataset, e.dataset)
+
+    def _pretrained(self) -> str | bool:
+        return self.cfg.teacher_weights or True
+
+    def _task_overrides(self) -> list[str]:
+        return ["data.heads=per_target", f"data.target_of={json.dumps(self.cfg.data.target_of)}",
+                "data.box_prompt=whole", "data.box_shift=0",
+                f"loss.weights={json.dumps(self.cfg.loss)}", "trainer.monitor=val/dice"]
+
+    def _train(self, stage: str, out: Path, sc: StageConfig, name: str, options: dict[str, Any],
+               init: Path | None) -> Path:
+        from medseg.training import load_config, train
+
+        self._claim(out / "settings.json", stage)
+        if (out / "model" / "model.json").is_file():
+            return out / "model"
+        cfg = load_config(None, [*self.common_overrides(sc, out, self.stage_split()), f"model.name={name}",
+                                 f"model.options={json.dumps(options)}", *self._task_overrides(),
+                                 *([f"model.init={init}"] if init is not None else [])])
+        return train(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file()).model_dir  # type: ignore[return-value]
+
+    def stage_teacher(self) -> Path:
+        out = self.out / "teacher"
+        if not (out / "model" / "model.json").is_file():
+            self.say("teacher: LiteMedSAM's encoder frozen + a shared parameter bag, SPPG, QDMD")
+        return self._train("teacher", out, self.cfg.teacher, "esp_medsam_teacher",
+                           {"pretrained": self._pretrained(), **self.cfg.teacher_model}, None)
+
+    def stage_mmdkd(self) -> Path:
+        from medseg.distill import distill, load_distill_config
+
+        out = self.out / "mmdkd"
+        self._claim(out / "settings.json", "mmdkd")
+        if (out / "model" / "model.json").is_file():
+            return out / "model"
+        teacher = self.stage_teacher()
+        self.say("mmdkd: shared encoder ← LiteMedSAM, each task's bag ← the adapted teacher")
+        adapted = json.loads((teacher / "model.json").read_text())["options"]
+        cfg = load_distill_config(None, [
+            *self.common_overrides(self.cfg.mmdkd, out, self.stage_split()),
+            "model.name=esp_medsam",
+            f"model.options={json.dumps({'pretrained': self._pretrained(), **self.cfg.student})}",
+            f"teacher.options={json.dumps({'pretrained': self._pretrained(), **self.cfg.lite_medsam})}",
+            "specific_teacher.name=esp_medsam_teacher", f"specific_teacher.options={json.dumps(adapted)}",
+            f"specific_teacher.init={teacher}", f"common_weight={self.cfg.common_weight}",
+            f"specific_weight={self.cfg.specific_weight}", "data.heads=per_target",
+            f"data.target_of={json.dumps(self.cfg.data.target_of)}", "trainer.final_weights=best"])
+        return distill(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file()).model_dir  # type: ignore[return-value]
+
+    def stage_esp(self) -> Path:
+        out = self.out / "esp"
+        if not (out / "model" / "model.json").is_file():
+            self.say("esp: ESP-MedSAM trained from the MMDKD encoder (bags, SPPG, QDMD, task classifier)")
+        init = self.stage_mmdkd()
+        return self._train("esp", out, self.cfg.train, "esp_medsam", dict(self.cfg.student), init)
+
+    # ---- scoring ----------------------------------------------------------------------------------------------
+    def stage_scores(self) -> dict[str, list[dict[str, str]]]:
+        from medseg.evaluation import score_entries
+        from medseg.inference import Predictor
+        from medseg.models import build_model
+        from medseg.models.io import load_model
+
+        scores = self.out / "scores"
+        test = [e for e in self.entries() if e.split == "test"]
+        cols: Callable[[CatalogEntry], dict[str, str]] = lambda e: {"true_task": self.task_of(e)}  # noqa: E731
+        loaded = load_model(self.stage_esp())
+        size = loaded.img_size
+        out: dict[str, list[dict[str, str]]] = {}
+        if not (scores / "esp.csv").is_file():
+            self.say("scores: ESP-MedSAM on the test images (no prompt, no task given; then with the true task)")
+        auto = Predictor(loaded.model, img_size=size)
+        out["esp"] = score_entries(test, lambda e: auto, csv_path=scores / "esp.csv", columns=cols)
+        known = set(loaded.model.tasks)
+        forced: dict[str, Predictor] = {}
+
+        def with_true_task(e: CatalogEntry) -> Predictor:
+            task = self.task_of(e)
+            if task not in known:
+                raise ValueError(f"{e.image}: task {task!r} was not trained")
+            if task not in forced:
+                forced[task] = Predictor(loaded.model, img_size=size, task=task)
+            return forced[task]
+
+        out["esp_true_task"] = score_entries(test, with_true_task, csv_path=scores / "esp_true_task.csv",
+                                             columns=cols)
+        if self.cfg.baseline:
+            if not (scores / "lite_medsam_gt_box.csv").is_file():
+                self.say("scores: LiteMedSAM with ground-truth boxes and with the image-region box")
+            base = Predictor(build_model("lite_medsam", pretrained=self._pretrained(), img_size=size,
+                                         **self.cfg.lite_medsam), img_size=size)
+            out["lite_medsam_gt_box"] = score_entries(test, lambda e: base, csv_path=scores / "lite_medsam_gt_box.csv",
+                                                      columns=cols, gt_boxes=True)
+            out["lite_medsam_whole_box"] = score_entries(test, lambda e: base,
+                                                         csv_path=scores / "lite_medsam_whole_box.csv", columns=cols)
+        return out
+
+    # ---- report -----------------------------------------------------------------------------------------------
+    def stage_report(self) -> Path:
+        scores = self.stage_scores()
+        rep = self.out / "report"
+        source = source_domain_table(scores)
+        write_csv(source, rep / "source_domain.csv")
+        acc = task_accuracy_table(scores["esp"], scores["esp_true_task"])
+        write_csv(acc, rep / "task_accuracy.csv")
+        sections = ["# ESP-MedSAM experiment report", "", f"Config: `{self.out / 'config.yaml'}`.", "",
+                    "## Source domains (test split): mean per modality, prompt-free unless named", "",
+                    format_markdown_table(source, digits=3), "",
+                    "## Task classification (test split) and what a wrong task costs", "",
+                    "`dice_chosen`: Dice with the task the classifier chose; `dice_true`: with the true task "
+                    "(the same where the choice is right).", "", format_markdown_table(acc, digits=3), ""]
+        timing_rows = self.timings_rows()
+        if timing_rows:
+            sections += ["## Wall time per stage (summed over resumed runs)", "",
+                         format_markdown_table(timing_rows, digits=1), ""]
+        atomic_write_text(rep / "report.md", "\n".join(sections))
+        return rep / "report.md"
+
+    def run(self) -> Path:
+        """Every stage in order (each skipped when done); returns the report."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
+        self._timed("split", self.stage_split)
+        self._timed("teacher", self.stage_teacher)
+        self._timed("mmdkd", self.stage_mmdkd)
+        self._timed("esp", self.stage_esp)
+        self._timed("scores", self.stage_scores)
+        return self._timed("report", self.stage_report)
+
+
+def source_domain_table(scores: dict[str, list[dict[str, str]]]) -> list[dict[str, Any]]:
+    """Per modality (and over modalities): mean Dice, NSD and median HD95 of each scored method."""
+    methods = [m for m in ("esp", "esp_true_task", "lite_medsam_gt_box", "lite_medsam_whole_box") if m in scores]
+    mods = sorted({r["modality"] for r in scores["esp"]})
+    out = []
+    for mod in [*mods, "mean over modalities"]:
+        row: dict[str, Any] = {"modality": mod}
+        for m in methods:
+            for metric, agg in (("dice", np.mean), ("nsd", np.mean), ("hd95", np.median)):
+                if mod == "mean over modalities":
+                    per = [_agg(scores[m], k, metric, agg) for k in mods]
+                    row[f"{metric}_{m}"] = float(np.mean(per)) if metric != "hd95" else float(np.median(per))
+                else:
+                    row[f"{metric}_{m}"] = _agg(scores[m], mod, metric, agg)
+        out.append(row)
+    return out
+
+
+def _agg(rows: list[dict[str, str]], modality: str, metric: str, agg: Callable[[Any], Any]) -> float:
+    vals = [float(r[metric]) for r in rows if r["modality"] == modality and r.get(metric, "") not in ("", "nan")]
+    return float(agg(vals)) if vals else float("nan")
+
+
+def task_accuracy_table(chosen: list[dict[str, str]], true: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Per dataset: images, share classified as their true task, and mean Dice with the chosen vs the true task
+    over all images and over the misclassified ones."""
+    key = ("modality", "dataset", "case")
+    by_true = {tuple(r[k] for k in key): r for r in true}
+    out = []
+    for ds in sorted({(r["modality"], r["dataset"]) for r in chosen}):
+        rows = [r for r in chosen if (r["modality"], r["dataset"]) == ds]
+        wrong = [r for r in rows if r["task"] != r["true_task"]]
+        pair = [(float(r["dice"]), float(by_true[tuple(r[k] for k in key)]["dice"])) for r in rows]
+        bad = [(float(r["dice"]), float(by_true[tuple(r[k] for k in key)]["dice"])) for r in wrong]
+        out.append({"modality": ds[0], "dataset": ds[1], "n": len(rows), "accuracy": 1 - len(wrong) / len(rows),
+                    "chosen_as": ", ".join(sorted({r["task"] for r in wrong})),
+                    "dice_chosen": float(np.mean([a for a, _ in pair])),
+                    "dice_true": float(np.mean([b for _, b in pair])),
+                    "dice_chosen_when_wrong": float(np.mean([a for a, _ in bad])) if bad else float("nan"),
+                    "dice_true_when_wrong": float(np.mean([b for _, b in bad])) if bad else float("nan")})
+    n = sum(r["n"] for r in out)
+    if n:
+        out.append({"modality": "all", "dataset": "all", "n": n,
+                    "accuracy": sum(r["accuracy"] * r["n"] for r in out) / n, "chosen_as": "",
+                    "dice_chosen": float(np.mean([float(r["dice"]) for r in chosen])),
+                    "dice_true": float(np.mean([float(r["dice"]) for r in true])),
+                    "dice_chosen_when_wrong": float("nan"), "dice_true_when_wrong": float("nan")})
+    return out

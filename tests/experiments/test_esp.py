@@ -1,0 +1,89 @@
+"""The ESP-MedSAM experiment end to end at test scale: every stage runs, the report has the source-domain and
+task-accuracy tables, a second run reuses every stage, and a run killed in a stage resumes there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medseg.data import generate_dataset
+from medseg.experiments.esp import EspExperiment, load_esp_config
+from tests.conftest import tiny_model_config
+
+SIZES = ("embed_dims", "depths", "num_heads", "window_sizes", "prompt_embed_dim", "decoder_mlp_dim", "decoder_heads")
+TEACHER = {k: v for k, v in tiny_model_config("esp_medsam_teacher").items() if k not in ("img_size", "tasks")}
+STUDENT = {k: v for k, v in tiny_model_config("esp_medsam").items() if k not in ("img_size", "tasks")}
+LITE = {k: v for k, v in TEACHER.items() if k in SIZES}
+
+
+def _tiny_lite_medsam_state(name: str, **kwargs):
+    import torch
+
+    from medseg.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("lite_medsam", img_size=64, **LITE).state_dict()
+
+
+def _config(tmp_path: Path, **changes) -> Path:
+    root = generate_dataset(tmp_path / "d", per_modality=8, size=48, seed=0, modalities=("xray", "dermoscopy"))
+    path = tmp_path / "esp.yaml"
+    path.write_text(yaml.safe_dump({
+        "out_dir": str(tmp_path / "run"), "data": {"root": str(root), "img_size": 64},
+        "split": {"test": 0.25, "val": 0.25},
+        "teacher": {"steps": 2, "batch_size": 4, "freeze": ["image_encoder.encoder"]},
+        "mmdkd": {"steps": 2, "batch_size": 4}, "train": {"steps": 12, "batch_size": 2},
+        "teacher_model": TEACHER, "student": STUDENT, "lite_medsam": LITE,
+        "trainer": {"accelerator": "cpu", "progress_bar": False}, **changes}))
+    return path
+
+
+def test_esp_experiment_runs_every_stage_and_reuses_them(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("medseg.weights.fetch_weights", _tiny_lite_medsam_state)
+    cfg = load_esp_config(_config(tmp_path))
+    said: list[str] = []
+    report = EspExperiment(cfg, progress=said.append).run()
+    text = report.read_text()
+    assert "Source domains" in text and "Task classification" in text and "Wall time per stage" in text
+    run = tmp_path / "run"
+    for stage in ("teacher", "mmdkd", "esp"):
+        assert (run / stage / "model" / "model.json").is_file()
+    rows = (run / "scores" / "esp.csv").read_text().splitlines()
+    assert "task" in rows[0].split(",") and "true_task" in rows[0].split(",") and len(rows) > 2
+    assert (run / "scores" / "lite_medsam_gt_box.csv").is_file()
+    said.clear()
+    EspExperiment(cfg, progress=said.append).run()
+    assert said == []  # everything cached
+
+
+def test_a_killed_esp_experiment_resumes_in_its_stage(tmp_path: Path, monkeypatch) -> None:
+    import medseg.training
+
+    monkeypatch.setattr("medseg.weights.fetch_weights", _tiny_lite_medsam_state)
+    cfg = load_esp_config(_config(tmp_path))
+    real_train = medseg.training.train
+    calls: list[tuple[str, bool]] = []
+
+    class Killed(Exception):
+        pass
+
+    def train(tc, resume=False):
+        stage = Path(tc.out_dir).name
+        calls.append((stage, resume))
+        if stage == "esp" and not resume:  # run to the step-10 checkpoint, then "die"
+            import shutil
+
+            result = real_train(tc.model_copy(update={"trainer": tc.trainer.model_copy(update={"max_steps": 10})}))
+            shutil.rmtree(result.model_dir)
+            raise Killed
+        return real_train(tc, resume=resume)
+
+    monkeypatch.setattr(medseg.training, "train", train)
+    with pytest.raises(Killed):
+        EspExperiment(cfg, progress=lambda m: None).run()
+    calls.clear()
+    said: list[str] = []
+    assert EspExperiment(cfg, progress=said.append).run().is_file()
+    assert calls[0] == ("esp", True) and not any(m.startswith(("teacher", "mmdkd")) for m in said)
