@@ -28,7 +28,11 @@ def _tiny_lite_medsam_state(name: str, **kwargs):
 
 
 def _config(tmp_path: Path, **changes) -> Path:
+    import shutil
+
     root = generate_dataset(tmp_path / "d", per_modality=8, size=48, seed=0, modalities=("xray", "dermoscopy"))
+    other = generate_dataset(tmp_path / "d2", per_modality=4, size=48, seed=1, modalities=("xray",))
+    shutil.move(other / "xray" / "synthetic_lungs", root / "xray" / "other_lungs")  # a second lung dataset
     path = tmp_path / "esp.yaml"
     path.write_text(yaml.safe_dump({
         "out_dir": str(tmp_path / "run"), "data": {"root": str(root), "img_size": 64},
@@ -42,14 +46,24 @@ def _config(tmp_path: Path, **changes) -> Path:
 
 def test_esp_experiment_runs_every_stage_and_reuses_them(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("medseg.weights.fetch_weights", _tiny_lite_medsam_state)
-    cfg = load_esp_config(_config(tmp_path))
+    cfg = load_esp_config(_config(tmp_path, data={"root": str(tmp_path / "d"), "img_size": 64,
+                                                  "target_of": {"synthetic_lungs": "lungs", "other_lungs": "lungs"}},
+                                  unseen=["other_lungs"], ablations=["no_teacher_adaptation", "no_bags", "no_sppg",
+                                                                     "no_qdmd"]))
     said: list[str] = []
     report = EspExperiment(cfg, progress=said.append).run()
     text = report.read_text()
     assert "Source domains" in text and "Task classification" in text and "Wall time per stage" in text
+    assert "Unseen domains: other_lungs" in text and "| no_sppg |" in text and "| no_teacher_adaptation |" in text
     run = tmp_path / "run"
-    for stage in ("teacher", "mmdkd", "esp"):
-        assert (run / stage / "model" / "model.json").is_file()
+    for stage in ("teacher", "mmdkd", "esp", "unseen/teacher", "unseen/mmdkd", "unseen/esp",
+                  "ablation-no_teacher_adaptation/mmdkd", "ablation-no_qdmd/esp"):
+        assert (run / stage / "model" / "model.json").is_file(), stage
+    assert not (run / "ablation-no_sppg" / "mmdkd").exists()  # variants reuse the full model's earlier stages
+    unseen_train = [r for r in (run / "unseen" / "split.csv").read_text().splitlines() if "other_lungs" in r]
+    assert unseen_train and all(r.split(",")[-1] == "test" for r in unseen_train)
+    assert {r.split(",")[1] for r in (run / "unseen" / "scores" / "esp.csv").read_text().splitlines()[1:]} \
+        <= {"other_lungs", "xray"}
     rows = (run / "scores" / "esp.csv").read_text().splitlines()
     assert "task" in rows[0].split(",") and "true_task" in rows[0].split(",") and len(rows) > 2
     assert (run / "scores" / "lite_medsam_gt_box.csv").is_file()

@@ -246,7 +246,7 @@ class DistillModule(L.LightningModule):
             raise ValueError(f"MMDKD (specific_teacher) distils parameter bags; {m.name} has none")
         self.model = build_model(m.name, **opts)
         if m.init is not None:
-            init_from_folder(self.model, m.init)
+            init_from_folder(self.model, m.init, m.init_mode)
         self.model_options = {k: v for k, v in opts.items() if k not in INIT_ONLY_OPTIONS}
         for name, p in self.model.named_parameters():  # only the encoder learns
             p.requires_grad_(name.startswith("image_encoder."))

@@ -79,6 +79,7 @@ class StagedExperiment:
 
     def __init__(self, cfg: Any, progress: Callable[[str], None] = print) -> None:
         self.cfg, self.out, self.say = cfg, Path(cfg.out_dir), progress
+        self.cache = self.out / "cache"  # image and embedding caches (content-addressed; sub-pipelines share it)
         self._claimed: set[Path] = set()  # stage records already checked in this run (stage_split is called often)
 
     # ---- data -----------------------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ class StagedExperiment:
         """The ``medseg train`` overrides every training stage shares: data, optimiser, schedule, engine."""
         t = self.cfg.trainer
         return [f"out_dir={out}", f"seed={self.cfg.seed}", f"data.manifest={manifest}",
-                f"data.img_size={self.cfg.data.img_size}", f"data.cache_dir={self.out / 'cache'}",
+                f"data.img_size={self.cfg.data.img_size}", f"data.cache_dir={self.cache}",
                 f"data.num_workers={t.num_workers}",
                 f"optim.lr={stage.lr}", f"optim.weight_decay={stage.weight_decay}", "optim.scheduler=cosine",
                 f"trainer.max_steps={stage.steps}", "trainer.max_epochs=-1", f"trainer.batch_size={stage.batch_size}",

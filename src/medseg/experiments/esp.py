@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -70,6 +70,13 @@ class EspConfig(Strict):
     lite_medsam: dict[str, Any] = Field(default_factory=dict)  # lite_medsam options (test scale: smaller)
     trainer: TrainerOptions = Field(default_factory=TrainerOptions)
     baseline: bool = True  # also score LiteMedSAM with ground-truth boxes and with the image-region box
+    #: datasets kept out of every training stage (teacher, MMDKD, ESP-MedSAM) of a second pipeline, then scored as
+    #: unseen domains, segmented as the task their target shares with a training dataset (e.g. chasedb1 → the
+    #: vessel task learnt on drive)
+    unseen: list[str] = Field(default_factory=list)
+    #: variants trained and scored beside the full model: ``no_teacher_adaptation`` (bags distilled from the plain
+    #: LiteMedSAM encoder), ``no_bags`` (the shared encoder alone), ``no_sppg``, ``no_qdmd`` (one query for all)
+    ablations: list[Literal["no_teacher_adaptation", "no_bags", "no_sppg", "no_qdmd"]] = Field(default_factory=list)
 
 
 STAGE_INPUTS: dict[str, tuple[str, ...]] = dict(StagedExperiment.STAGE_INPUTS)
@@ -77,6 +84,9 @@ STAGE_INPUTS["teacher"] = (*STAGE_INPUTS["split"], "teacher_weights", "teacher",
 STAGE_INPUTS["mmdkd"] = (*STAGE_INPUTS["teacher"], "lite_medsam", "student", "mmdkd", "common_weight",
                          "specific_weight")
 STAGE_INPUTS["esp"] = (*STAGE_INPUTS["mmdkd"], "train")
+STAGE_INPUTS["split-unseen"] = (*STAGE_INPUTS["split"], "unseen")
+for _k in ("teacher", "mmdkd", "esp"):  # the held-out pipeline's stages also depend on what was held out
+    STAGE_INPUTS[f"{_k}-unseen"] = (*STAGE_INPUTS[_k], "unseen")
 
 
 def load_esp_config(path: str | Path, overrides: list[str] | None = None) -> EspConfig:
@@ -88,13 +98,48 @@ def load_esp_config(path: str | Path, overrides: list[str] | None = None) -> Esp
 
 
 class EspExperiment(StagedExperiment):
-    """Runs the stages of one :class:`EspConfig`; each ``stage_*`` method is idempotent."""
+    """Runs the stages of one :class:`EspConfig`; each ``stage_*`` method is idempotent.
+
+    Args:
+        cfg: the experiment.
+        progress: called with a one-line message when a stage starts.
+        parent, held_out, variant: set by the experiment itself for its sub-pipelines (unseen domains: a pipeline
+            without the ``held_out`` datasets; ablations: one ``variant``, reusing the parent's earlier stages).
+    """
 
     STAGE_INPUTS = STAGE_INPUTS
     cfg: EspConfig
 
+    def __init__(self, cfg: EspConfig, progress: Callable[[str], None] = print, *, parent: EspExperiment | None = None,
+                 held_out: tuple[str, ...] = (), variant: str | None = None) -> None:
+        out = cfg.out_dir
+        if parent is not None:
+            out = parent.out / ("unseen" if held_out else f"ablation-{variant}")
+        super().__init__(cfg.model_copy(update={"out_dir": out}), progress)
+        self.parent, self.held_out, self.variant = parent, held_out, variant
+        if parent is not None:
+            self.cache = parent.cache
+        self.suffix = "-unseen" if held_out else ""
+
     def task_of(self, e: CatalogEntry) -> str:
         return self.cfg.data.target_of.get(e.dataset, e.dataset)
+
+    def stage_split(self) -> Path:
+        """The parent's split; without the held-out datasets' training and validation images (their test images
+        stay: they are the unseen domains)."""
+        if self.parent is None:
+            return super().stage_split()
+        source = self.parent.stage_split()
+        if not self.held_out:
+            return source
+        from medseg.data import read_manifest, write_manifest
+
+        path = self.out / "split.csv"
+        self._claim(self.out / "split.settings.json", "split-unseen")
+        if not path.is_file():
+            keep = [e for e in read_manifest(source) if e.dataset not in self.held_out or e.split == "test"]
+            write_manifest(keep, path)
+        return path
 
     def _pretrained(self) -> str | bool:
         return self.cfg.teacher_weights or True
@@ -105,18 +150,21 @@ class EspExperiment(StagedExperiment):
                 f"loss.weights={json.dumps(self.cfg.loss)}", "trainer.monitor=val/dice"]
 
     def _train(self, stage: str, out: Path, sc: StageConfig, name: str, options: dict[str, Any],
-               init: Path | None) -> Path:
+               init: Path | None, init_mode: str = "strict") -> Path:
         from medseg.training import load_config, train
 
-        self._claim(out / "settings.json", stage)
+        self._claim(out / "settings.json", stage + self.suffix)
         if (out / "model" / "model.json").is_file():
             return out / "model"
         cfg = load_config(None, [*self.common_overrides(sc, out, self.stage_split()), f"model.name={name}",
                                  f"model.options={json.dumps(options)}", *self._task_overrides(),
-                                 *([f"model.init={init}"] if init is not None else [])])
+                                 *([f"model.init={init}", f"model.init_mode={init_mode}"] if init is not None
+                                   else [])])
         return train(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file()).model_dir  # type: ignore[return-value]
 
     def stage_teacher(self) -> Path:
+        if self.parent is not None and not self.held_out:
+            return self.parent.stage_teacher()
         out = self.out / "teacher"
         if not (out / "model" / "model.json").is_file():
             self.say("teacher: LiteMedSAM's encoder frozen + a shared parameter bag, SPPG, QDMD")
@@ -126,30 +174,44 @@ class EspExperiment(StagedExperiment):
     def stage_mmdkd(self) -> Path:
         from medseg.distill import distill, load_distill_config
 
+        if self.parent is not None and not self.held_out and self.variant != "no_teacher_adaptation":
+            return self.parent.stage_mmdkd()
         out = self.out / "mmdkd"
-        self._claim(out / "settings.json", "mmdkd")
+        self._claim(out / "settings.json", "mmdkd" + self.suffix)
         if (out / "model" / "model.json").is_file():
             return out / "model"
-        teacher = self.stage_teacher()
-        self.say("mmdkd: shared encoder ← LiteMedSAM, each task's bag ← the adapted teacher")
-        adapted = json.loads((teacher / "model.json").read_text())["options"]
+        plain = {"pretrained": self._pretrained(), **self.cfg.lite_medsam}
+        if self.variant == "no_teacher_adaptation":  # the bags learn the plain encoder too
+            self.say("mmdkd (no teacher adaptation): shared encoder and every bag ← LiteMedSAM")
+            specific = ["specific_teacher.name=lite_medsam", f"specific_teacher.options={json.dumps(plain)}"]
+        else:
+            teacher = self.stage_teacher()
+            self.say("mmdkd: shared encoder ← LiteMedSAM, each task's bag ← the adapted teacher")
+            adapted = json.loads((teacher / "model.json").read_text())["options"]
+            specific = ["specific_teacher.name=esp_medsam_teacher", f"specific_teacher.options={json.dumps(adapted)}",
+                        f"specific_teacher.init={teacher}"]
         cfg = load_distill_config(None, [
             *self.common_overrides(self.cfg.mmdkd, out, self.stage_split()),
             "model.name=esp_medsam",
             f"model.options={json.dumps({'pretrained': self._pretrained(), **self.cfg.student})}",
-            f"teacher.options={json.dumps({'pretrained': self._pretrained(), **self.cfg.lite_medsam})}",
-            "specific_teacher.name=esp_medsam_teacher", f"specific_teacher.options={json.dumps(adapted)}",
-            f"specific_teacher.init={teacher}", f"common_weight={self.cfg.common_weight}",
+            f"teacher.options={json.dumps(plain)}", *specific, f"common_weight={self.cfg.common_weight}",
             f"specific_weight={self.cfg.specific_weight}", "data.heads=per_target",
             f"data.target_of={json.dumps(self.cfg.data.target_of)}", "trainer.final_weights=best"])
         return distill(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file()).model_dir  # type: ignore[return-value]
 
     def stage_esp(self) -> Path:
         out = self.out / "esp"
+        what = f" ({self.variant})" if self.variant else (" without " + ", ".join(self.held_out) if self.held_out
+                                                          else "")
         if not (out / "model" / "model.json").is_file():
-            self.say("esp: ESP-MedSAM trained from the MMDKD encoder (bags, SPPG, QDMD, task classifier)")
+            self.say(f"esp{what}: ESP-MedSAM trained from the MMDKD encoder")
         init = self.stage_mmdkd()
-        return self._train("esp", out, self.cfg.train, "esp_medsam", dict(self.cfg.student), init)
+        options = dict(self.cfg.student)
+        switch = {"no_bags": "use_bags", "no_sppg": "use_sppg", "no_qdmd": "use_qdmd"}.get(self.variant or "")
+        if switch is not None:
+            options[switch] = False
+        return self._train("esp", out, self.cfg.train, "esp_medsam", options, init,
+                           "shared" if switch is not None else "strict")
 
     # ---- scoring ----------------------------------------------------------------------------------------------
     def stage_scores(self) -> dict[str, list[dict[str, str]]]:
@@ -159,7 +221,7 @@ class EspExperiment(StagedExperiment):
         from medseg.models.io import load_model
 
         scores = self.out / "scores"
-        test = [e for e in self.entries() if e.split == "test"]
+        test = [e for e in self.entries() if e.split == "test" and (not self.held_out or e.dataset in self.held_out)]
         cols: Callable[[CatalogEntry], dict[str, str]] = lambda e: {"true_task": self.task_of(e)}  # noqa: E731
         loaded = load_model(self.stage_esp())
         size = loaded.img_size
@@ -168,19 +230,20 @@ class EspExperiment(StagedExperiment):
             self.say("scores: ESP-MedSAM on the test images (no prompt, no task given; then with the true task)")
         auto = Predictor(loaded.model, img_size=size)
         out["esp"] = score_entries(test, lambda e: auto, csv_path=scores / "esp.csv", columns=cols)
+        if self.variant is not None:  # ablations: the model as it predicts, nothing else
+            return out
         known = set(loaded.model.tasks)
         forced: dict[str, Predictor] = {}
 
         def with_true_task(e: CatalogEntry) -> Predictor:
             task = self.task_of(e)
-            if task not in known:
-                raise ValueError(f"{e.image}: task {task!r} was not trained")
             if task not in forced:
                 forced[task] = Predictor(loaded.model, img_size=size, task=task)
             return forced[task]
 
-        out["esp_true_task"] = score_entries(test, with_true_task, csv_path=scores / "esp_true_task.csv",
-                                             columns=cols)
+        # an unseen dataset whose target no training dataset shares has no true task to force
+        out["esp_true_task"] = score_entries([e for e in test if self.task_of(e) in known], with_true_task,
+                                             csv_path=scores / "esp_true_task.csv", columns=cols)
         if self.cfg.baseline:
             if not (scores / "lite_medsam_gt_box.csv").is_file():
                 self.say("scores: LiteMedSAM with ground-truth boxes and with the image-region box")
@@ -206,6 +269,18 @@ class EspExperiment(StagedExperiment):
                     "## Task classification (test split) and what a wrong task costs", "",
                     "`dice_chosen`: Dice with the task the classifier chose; `dice_true`: with the true task "
                     "(the same where the choice is right).", "", format_markdown_table(acc, digits=3), ""]
+        if self.cfg.unseen:
+            child = EspExperiment(self.cfg, self.say, parent=self, held_out=tuple(self.cfg.unseen))
+            unseen = source_domain_table(child.stage_scores(), by="dataset")
+            write_csv(unseen, rep / "unseen_domain.csv")
+            sections += [f"## Unseen domains: {', '.join(self.cfg.unseen)} kept out of every training stage", "",
+                         format_markdown_table(unseen, digits=3), ""]
+        if self.cfg.ablations:
+            ablation = ablation_table(scores["esp"], {v: EspExperiment(self.cfg, self.say, parent=self, variant=v)
+                                                      .stage_scores()["esp"] for v in self.cfg.ablations})
+            write_csv(ablation, rep / "ablation.csv")
+            sections += ["## Ablation (test split, no prompt, no task given)", "",
+                         format_markdown_table(ablation, digits=3), ""]
         timing_rows = self.timings_rows()
         if timing_rows:
             sections += ["## Wall time per stage (summed over resumed runs)", "",
@@ -222,30 +297,53 @@ class EspExperiment(StagedExperiment):
         self._timed("mmdkd", self.stage_mmdkd)
         self._timed("esp", self.stage_esp)
         self._timed("scores", self.stage_scores)
+        if self.cfg.unseen:
+            child = EspExperiment(self.cfg, self.say, parent=self, held_out=tuple(self.cfg.unseen))
+            self._timed("unseen", child.stage_scores)
+        for v in self.cfg.ablations:
+            self._timed(f"ablation-{v}", EspExperiment(self.cfg, self.say, parent=self, variant=v).stage_scores)
         return self._timed("report", self.stage_report)
 
 
-def source_domain_table(scores: dict[str, list[dict[str, str]]]) -> list[dict[str, Any]]:
-    """Per modality (and over modalities): mean Dice, NSD and median HD95 of each scored method."""
+def source_domain_table(scores: dict[str, list[dict[str, str]]], by: str = "modality") -> list[dict[str, Any]]:
+    """Per ``by`` group (modality or dataset) and over groups: mean Dice, NSD and median HD95 of each method."""
     methods = [m for m in ("esp", "esp_true_task", "lite_medsam_gt_box", "lite_medsam_whole_box") if m in scores]
-    mods = sorted({r["modality"] for r in scores["esp"]})
+    groups = sorted({r[by] for r in scores["esp"]})
     out = []
-    for mod in [*mods, "mean over modalities"]:
-        row: dict[str, Any] = {"modality": mod}
+    for g in [*groups, f"mean over {by}s"]:
+        row: dict[str, Any] = {by: g}
         for m in methods:
             for metric, agg in (("dice", np.mean), ("nsd", np.mean), ("hd95", np.median)):
-                if mod == "mean over modalities":
-                    per = [_agg(scores[m], k, metric, agg) for k in mods]
-                    row[f"{metric}_{m}"] = float(np.mean(per)) if metric != "hd95" else float(np.median(per))
+                if g == f"mean over {by}s":
+                    per = [_agg(scores[m], by, k, metric, agg) for k in groups]
+                    row[f"{metric}_{m}"] = float(np.nanmean(per)) if metric != "hd95" else float(np.nanmedian(per))
                 else:
-                    row[f"{metric}_{m}"] = _agg(scores[m], mod, metric, agg)
+                    row[f"{metric}_{m}"] = _agg(scores[m], by, g, metric, agg)
         out.append(row)
     return out
 
 
-def _agg(rows: list[dict[str, str]], modality: str, metric: str, agg: Callable[[Any], Any]) -> float:
-    vals = [float(r[metric]) for r in rows if r["modality"] == modality and r.get(metric, "") not in ("", "nan")]
+def _agg(rows: list[dict[str, str]], by: str, group: str, metric: str, agg: Callable[[Any], Any]) -> float:
+    vals = [float(r[metric]) for r in rows if r[by] == group and r.get(metric, "") not in ("", "nan")]
     return float(agg(vals)) if vals else float("nan")
+
+
+def ablation_table(full: list[dict[str, str]], variants: dict[str, list[dict[str, str]]]) -> list[dict[str, Any]]:
+    """The full model and each variant: mean over modalities of the mean Dice and of the median HD95, task
+    accuracy, and the Dice change against the full model."""
+    def summary(rows: list[dict[str, str]]) -> tuple[float, float, float]:
+        mods = sorted({r["modality"] for r in rows})
+        dice = float(np.mean([_agg(rows, "modality", m, "dice", np.mean) for m in mods]))
+        hd = float(np.nanmean([_agg(rows, "modality", m, "hd95", np.median) for m in mods]))
+        return dice, hd, float(np.mean([r["task"] == r["true_task"] for r in rows]))
+
+    base = summary(full)
+    out = [{"variant": "full ESP-MedSAM", "dice": base[0], "hd95": base[1], "task_accuracy": base[2],
+            "dice_change": 0.0}]
+    for name, rows in variants.items():
+        d, h, a = summary(rows)
+        out.append({"variant": name, "dice": d, "hd95": h, "task_accuracy": a, "dice_change": d - base[0]})
+    return out
 
 
 def task_accuracy_table(chosen: list[dict[str, str]], true: list[dict[str, str]]) -> list[dict[str, Any]]:

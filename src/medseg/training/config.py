@@ -77,6 +77,9 @@ class ModelConfig(_Strict):
     name: str = "basic_unet"
     options: dict[str, Any] = Field(default_factory=dict)
     init: Path | None = None
+    #: ``strict``: ``init``'s architecture must match exactly; ``shared``: load every tensor whose name and shape
+    #: match, keep the rest as built (e.g. an ablation variant without a part, started from the full model)
+    init_mode: Literal["strict", "shared"] = "strict"
     #: submodules (names as in ``model.named_modules()``, e.g. ``image_encoder``) kept fixed: no gradient, no
     #: optimiser state, normalisation statistics frozen (eval mode)
     freeze: list[str] = Field(default_factory=list)

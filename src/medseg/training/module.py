@@ -50,7 +50,12 @@ class SegmentationModule(L.LightningModule):
             opts["out_channels"] = len(targets)
         self.model = build_model(self.cfg.model.name, **opts)
         if self.cfg.model.init is not None:
-            init_from_folder(self.model, self.cfg.model.init)
+            kept = init_from_folder(self.model, self.cfg.model.init, self.cfg.model.init_mode)
+            if kept:
+                import warnings
+
+                warnings.warn(f"model.init: {len(kept)} tensors not in {self.cfg.model.init} keep their "
+                              f"initialisation, e.g. {kept[:3]}", stacklevel=2)
         # what rebuilds the architecture (initialisation-only options such as ``pretrained`` are dropped)
         self.model_options = {k: v for k, v in opts.items() if k not in INIT_ONLY_OPTIONS}
         self.is_sam = bool(getattr(self.model, "accepts_boxes", False))
@@ -197,17 +202,34 @@ def _own_output(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, index)
 
 
-def init_from_folder(model: torch.nn.Module, folder: str | Path) -> None:
-    """Load the weights of a model folder into ``model`` (hash-checked; the architectures must match exactly).
+def init_from_folder(model: torch.nn.Module, folder: str | Path, mode: str = "strict") -> list[str]:
+    """Load the weights of a model folder into ``model`` (hash-checked).
+
+    Args:
+        mode: ``strict`` (the architectures must match exactly) or ``shared`` (every tensor whose name and shape
+            match is loaded; the others keep their initialisation).
+
+    Returns:
+        The names of ``model``'s tensors left as built (empty in strict mode).
 
     Raises:
-        MedsegError / InvalidInputError: unreadable folder, hash mismatch, or different architecture.
+        MedsegError / InvalidInputError: unreadable folder, hash mismatch, different architecture (strict), or no
+            tensor in common (shared).
     """
+    from medseg.errors import MedsegError
     from medseg.models import load_state_strict
     from medseg.models.io import load_model
 
-    loaded = load_model(folder)
-    load_state_strict(model, loaded.model.state_dict(), str(folder))
+    state = load_model(folder).model.state_dict()
+    if mode == "strict":
+        load_state_strict(model, state, str(folder))
+        return []
+    own = model.state_dict()
+    common = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not common:
+        raise MedsegError(f"{folder}: no weights in common with {type(model).__name__}")
+    model.load_state_dict(common, strict=False)
+    return sorted(set(own) - set(common))
 
 
 def freeze_modules(model: torch.nn.Module, names: list[str]) -> list[torch.nn.Module]:
