@@ -44,3 +44,31 @@ def tiny_model_config(name: str, img_size: int = 64) -> dict:
     from medseg.models import TINY_CONFIGS, sized_options
 
     return sized_options(name, img_size, TINY_CONFIGS[name])
+
+
+class Killed(Exception):
+    """Raised by :func:`kill_training_after_checkpoint`'s patched ``train`` to stand for a killed process."""
+
+
+def kill_training_after_checkpoint(monkeypatch, stage: str) -> list[tuple[str, bool]]:
+    """Patch ``medseg.training.train`` so that the first (non-resumed) training of the stage folder named ``stage``
+    runs to its step-10 checkpoint, loses its model folder and raises :class:`Killed` — a kill after the checkpoint
+    and before the model is saved. Returns the (stage folder name, resume flag) of every call, in order."""
+    import shutil
+
+    import medseg.training
+
+    real_train = medseg.training.train
+    calls: list[tuple[str, bool]] = []
+
+    def train(tc, resume=False):
+        name = Path(tc.out_dir).name
+        calls.append((name, resume))
+        if name == stage and not resume:
+            result = real_train(tc.model_copy(update={"trainer": tc.trainer.model_copy(update={"max_steps": 10})}))
+            shutil.rmtree(result.model_dir)
+            raise Killed
+        return real_train(tc, resume=resume)
+
+    monkeypatch.setattr(medseg.training, "train", train)
+    return calls

@@ -9,6 +9,7 @@ import yaml
 
 from medseg.data import generate_dataset
 from medseg.experiments.cmmc import CmmcExperiment, load_cmmc_config
+from tests.conftest import Killed, kill_training_after_checkpoint
 
 TEACHER = {"embed_dims": [16, 32, 40, 64], "depths": [1, 1, 1, 1], "num_heads": [1, 2, 2, 4],
            "window_sizes": [7, 7, 7, 7], "prompt_embed_dim": 32, "decoder_mlp_dim": 64, "decoder_heads": 2}
@@ -79,8 +80,6 @@ def test_a_killed_experiment_resumes_at_its_stage_and_step(tmp_path: Path, monke
 
     import pytest
 
-    import medseg.training
-
     monkeypatch.setattr("medseg.weights.fetch_weights", _tiny_teacher_state)
     root = generate_dataset(tmp_path / "d", per_modality=8, size=48, seed=0, modalities=("xray", "fundus"))
     cfg_path = tmp_path / "cmmc.yaml"
@@ -90,24 +89,7 @@ def test_a_killed_experiment_resumes_at_its_stage_and_step(tmp_path: Path, monke
         "finetune": {"steps": 2, "batch_size": 4, "freeze": ["image_encoder"]}, "student": STUDENT,
         "teacher": TEACHER, "trainer": {"accelerator": "cpu"}, "routing": {"n_boot": 200, "folds": 2}}))
     cfg = load_cmmc_config(cfg_path)
-    real_train = medseg.training.train
-    calls: list[tuple[str, bool]] = []
-
-    class Killed(Exception):
-        pass
-
-    def train(tc, resume=False):
-        stage = Path(tc.out_dir).name
-        calls.append((stage, resume))
-        if stage == "pretrain-edge" and not resume:  # run to the step-10 checkpoint, then "die"
-            import shutil
-
-            result = real_train(tc.model_copy(update={"trainer": tc.trainer.model_copy(update={"max_steps": 10})}))
-            shutil.rmtree(result.model_dir)
-            raise Killed
-        return real_train(tc, resume=resume)
-
-    monkeypatch.setattr(medseg.training, "train", train)
+    calls = kill_training_after_checkpoint(monkeypatch, "pretrain-edge")
     said: list[str] = []
     with pytest.raises(Killed):
         CmmcExperiment(cfg, progress=said.append).run()

@@ -10,7 +10,7 @@ import yaml
 
 from medseg.data import generate_dataset
 from medseg.experiments.esp import EspExperiment, load_esp_config
-from tests.conftest import tiny_model_config
+from tests.conftest import Killed, kill_training_after_checkpoint, tiny_model_config
 
 SIZES = ("embed_dims", "depths", "num_heads", "window_sizes", "prompt_embed_dim", "decoder_mlp_dim", "decoder_heads")
 TEACHER = {k: v for k, v in tiny_model_config("esp_medsam_teacher").items() if k not in ("img_size", "tasks")}
@@ -73,28 +73,9 @@ def test_esp_experiment_runs_every_stage_and_reuses_them(tmp_path: Path, monkeyp
 
 
 def test_a_killed_esp_experiment_resumes_in_its_stage(tmp_path: Path, monkeypatch) -> None:
-    import medseg.training
-
     monkeypatch.setattr("medseg.weights.fetch_weights", _tiny_lite_medsam_state)
     cfg = load_esp_config(_config(tmp_path))
-    real_train = medseg.training.train
-    calls: list[tuple[str, bool]] = []
-
-    class Killed(Exception):
-        pass
-
-    def train(tc, resume=False):
-        stage = Path(tc.out_dir).name
-        calls.append((stage, resume))
-        if stage == "esp" and not resume:  # run to the step-10 checkpoint, then "die"
-            import shutil
-
-            result = real_train(tc.model_copy(update={"trainer": tc.trainer.model_copy(update={"max_steps": 10})}))
-            shutil.rmtree(result.model_dir)
-            raise Killed
-        return real_train(tc, resume=resume)
-
-    monkeypatch.setattr(medseg.training, "train", train)
+    calls = kill_training_after_checkpoint(monkeypatch, "esp")
     with pytest.raises(Killed):
         EspExperiment(cfg, progress=lambda m: None).run()
     calls.clear()

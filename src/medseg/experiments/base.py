@@ -157,6 +157,17 @@ class StagedExperiment:
         atomic_write_text(path, json.dumps(timings, indent=1))
         return result
 
+    def write_report(self, path: Path, sections: list[str]) -> Path:
+        """Write ``report.md`` (atomically): ``sections`` (Markdown lines) plus the wall time per stage."""
+        rows = self.timings_rows()
+        if rows:
+            from medseg.evaluation import format_markdown_table
+
+            sections = [*sections, "## Wall time per stage (summed over resumed runs)", "",
+                        format_markdown_table(rows, digits=1), ""]
+        atomic_write_text(path, "\n".join(sections))
+        return path
+
     def timings_rows(self) -> list[dict[str, Any]]:
         """``timings.json`` as table rows (minutes) with a total; empty before any stage ran."""
         path = self.out / "timings.json"

@@ -265,12 +265,7 @@ class CmmcExperiment(StagedExperiment):
                      "![scores per modality](scores_box.png)", ""]
         if "threshold" in routers:
             sections += ["![routing decisions of the threshold router](routing_decisions.png)", ""]
-        timing_rows = self.timings_rows()
-        if timing_rows:
-            sections += ["## Wall time per stage (summed over resumed runs)", "",
-                         format_markdown_table(timing_rows, digits=1), ""]
-        atomic_write_text(rep / "report.md", "\n".join(sections))
-        return rep / "report.md"
+        return self.write_report(rep / "report.md", sections)
 
     def _baseline_section(self, scores: dict[str, list[dict[str, Any]]]) -> list[str]:
         out = []

@@ -281,12 +281,7 @@ class EspExperiment(StagedExperiment):
             write_csv(ablation, rep / "ablation.csv")
             sections += ["## Ablation (test split, no prompt, no task given)", "",
                          format_markdown_table(ablation, digits=3), ""]
-        timing_rows = self.timings_rows()
-        if timing_rows:
-            sections += ["## Wall time per stage (summed over resumed runs)", "",
-                         format_markdown_table(timing_rows, digits=1), ""]
-        atomic_write_text(rep / "report.md", "\n".join(sections))
-        return rep / "report.md"
+        return self.write_report(rep / "report.md", sections)
 
     def run(self) -> Path:
         """Every stage in order (each skipped when done); returns the report."""
