@@ -79,8 +79,12 @@ def _routing_plot(by: Mapping[str, Sequence[Mapping[str, Any]]], routers: Mappin
     fx = features[0]
     fy = features[1] if len(features) > 1 else None
     mods = list(by)
-    fig, axes = plt.subplots(1, len(mods), figsize=(3.4 * len(mods), 3.4), squeeze=False)
-    for ax, mod in zip(axes[0], mods, strict=True):
+    cols = min(4, len(mods))
+    rows = -(-len(mods) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(mods):]:
+        ax.axis("off")
+    for ax, mod in zip(axes.flat, mods, strict=False):  # the grid may have empty cells
         rs = by[mod]
         x = [float(r[fx]) for r in rs]
         y = ([float(r[fy]) for r in rs] if fy else
