@@ -78,7 +78,7 @@ def test_benchmark_and_export(trained: tuple[Path, Path], tmp_path: Path, capsys
 
 
 def test_bad_model_and_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["predict", str(tmp_path), str(tmp_path)]) == 2
+    assert main(["predict", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "p")]) == 2
     assert "not a model folder" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer:\n  max_step: 3\n")

@@ -16,9 +16,10 @@ from medseg.metrics import MetricConfig, SegmentationMetric
 
 
 class MaskPredictor(Protocol):
-    """Anything with ``Predictor.predict``'s shape: a list of (H, W, 3) images → results with ``.mask``."""
+    """Anything with ``Predictor.predict``'s shape: a list of (H, W, 3) images → results with ``.mask`` (and, for
+    ``gt_boxes``, a second argument: one (K, 4) box array per image)."""
 
-    def predict(self, images: Sequence[np.ndarray], boxes: Any = None) -> Sequence[Any]: ...
+    def predict(self, images: Sequence[np.ndarray], *args: Any) -> Sequence[Any]: ...
 
 
 def score_entries(entries: Sequence[CatalogEntry], predictor_for: Callable[[CatalogEntry], MaskPredictor], *,
@@ -50,8 +51,8 @@ def score_entries(entries: Sequence[CatalogEntry], predictor_for: Callable[[Cata
         extra = columns(e) if columns is not None else {}
         for s in load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode="nonzero"):
             gt = s.binary_mask()
-            boxes = [boxes_from_mask(gt, per_component=True, min_area=10)] if gt_boxes else None
-            pred = predictor.predict([s.image], boxes)[0]
+            pred = (predictor.predict([s.image], [boxes_from_mask(gt, per_component=True, min_area=10)])[0]
+                    if gt_boxes else predictor.predict([s.image])[0])
             task = getattr(pred, "task", None)
             metric(pred.mask, gt, case=s.case_id, modality=s.modality, dataset=s.dataset, **extra,
                    **({"task": task} if task is not None else {}))
