@@ -56,3 +56,8 @@ def test_tiles_and_flips_keep_the_images_task() -> None:
     flipped = Predictor(model, img_size=64, engine="eager", tta=True).predict([img])[0]
     assert plain.task == tiled.task == flipped.task and tiled.mask.shape == (100, 140)
     assert Predictor(model, img_size=64, engine="optimized").predict([img])[0].task == plain.task
+
+
+def test_task_models_refuse_the_onnx_engines() -> None:
+    with pytest.raises(ValueError, match="PyTorch engines"):
+        Predictor(_model(), img_size=64, engine="onnx")

@@ -306,7 +306,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False) -> TrainResult:
     data = DistillDataModule(cfg, cache_root=out / "cache")
     has_val = bool(data.images.entries()[1])
     module = DistillModule(cfg.model_dump(mode="json"), targets=data.images.targets())
-    trainer = build_trainer(cfg, has_val=has_val)
+    # a task model's bags get no gradient in plain (common-only) distillation
+    trainer = build_trainer(cfg, has_val=has_val, unused_parameters=module.targets is not None)
     extra: dict[str, Any] = {"distilled_from": cfg.teacher.name}
     if module.targets is not None:
         extra["targets"] = module.targets

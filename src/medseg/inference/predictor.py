@@ -68,6 +68,9 @@ class Predictor:
         if task is not None and self.tasks is not None and task not in self.tasks:
             raise ValueError(f"unknown task {task!r}; this model knows {self.tasks}")
         self.task = None if task is None or self.tasks is None else self.tasks.index(task)
+        if self.tasks is not None and engine.startswith("onnx"):
+            raise ValueError(f"task models run with the PyTorch engines (optimized, eager, compile), not {engine!r}: "
+                             "the exported graph would not report the task")
         if engine.startswith("onnx") and torch.device(device).type != "cpu":
             raise ValueError(f"engine {engine!r} runs on the CPU; use engine='optimized' on {device}")
         model = model.eval().to(device)

@@ -73,7 +73,8 @@ def build_trainer(cfg: TrainConfig, *, extra_callbacks: list[L.Callback] | None 
     if t.sync_batchnorm and t.accelerator == "cpu":
         raise MedsegError("trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm has no CPU kernels)")
     if strategy == "ddp" and unused_parameters:
-        # prompt-free SAM training leaves the point/mask prompt paths and the multimask heads without gradients
+        # prompt-free SAM / ESP-MedSAM training leaves the point/mask prompt paths (and the multimask heads, or the
+        # bags of tasks absent from a batch in distillation) without gradients
         strategy = "ddp_find_unused_parameters_true"
     return L.Trainer(
         default_root_dir=out, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
@@ -104,7 +105,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, extra_callbacks: list[L.Cal
                                   cache_root=out / "cache")
     module = SegmentationModule(cfg.model_dump(mode="json"), targets=data.targets())
     has_val = bool(data.entries()[1])
-    trainer = build_trainer(cfg, extra_callbacks=extra_callbacks, unused_parameters=module.is_sam, has_val=has_val)
+    unused = module.is_sam or module.is_task_model
+    trainer = build_trainer(cfg, extra_callbacks=extra_callbacks, unused_parameters=unused, has_val=has_val)
     extra: dict[str, object] = {"seed": cfg.seed}
     if cfg.data.patch_size is not None:  # trained on native-resolution patches: predict with sliding windows
         extra.update(tile=cfg.data.patch_size, overlap=cfg.data.val_overlap)
