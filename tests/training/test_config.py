@@ -44,6 +44,10 @@ def test_shipped_configs_validate(path: Path) -> None:
         from medseg.experiments.cmmc import load_cmmc_config
 
         load_cmmc_config(path)
+    elif path.name.startswith("esp"):
+        from medseg.experiments.esp import load_esp_config
+
+        load_esp_config(path)
     else:
         load_config(path)
 
