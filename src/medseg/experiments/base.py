@@ -120,6 +120,9 @@ class StagedExperiment:
                 f"trainer.strategy={t.strategy}", f"trainer.precision={t.precision}",
                 f"trainer.progress_bar={t.progress_bar}",
                 f"trainer.checkpoint_every_n_steps={max(10, stage.steps // 10)}",
+                # validation about 5 times per stage, counted in steps: a small subset's epoch is 1–2 steps, and
+                # validating every epoch made validation the main cost of fine-tuning
+                "trainer.check_val_every_n_epoch=null", f"trainer.val_check_interval={_val_interval(stage.steps)}",
                 f"model.freeze={json.dumps(stage.freeze)}"]
 
     def _claim(self, record: Path, stage: str) -> None:
@@ -177,3 +180,11 @@ class StagedExperiment:
         rows: list[dict[str, Any]] = [{"stage": k, "minutes": v / 60} for k, v in spent.items()]
         rows.append({"stage": "total (before this report)", "minutes": sum(spent.values()) / 60})
         return rows
+
+
+def _val_interval(steps: int) -> int:
+    """Validate every this many steps: about 5 times per stage, always at the last step."""
+    for n in range(max(1, steps // 5), steps + 1):
+        if steps % n == 0:
+            return n
+    return steps
