@@ -103,15 +103,6 @@ class ModalityController(nn.Module):
 
         return BlockBag(prefix, mlp)
 
-    def bag_parameters(self, task: int) -> dict[str, torch.Tensor]:
-        """Bag ``task``'s slice of every tensor (name → tensor view), e.g. to inspect or export one bag."""
-        out = {}
-        for name, plist in (("prefix_k", self.prefix_k), ("prefix_v", self.prefix_v), ("w1", self.w1),
-                            ("b1", self.b1), ("w2", self.w2), ("b2", self.b2)):
-            for i, p in enumerate(plist):
-                out[f"{name}.{i}"] = p[task]
-        return out
-
 
 class BaggedEncoder(nn.Module):
     """A TinyViT plus an optional :class:`ModalityController`: the paper's "lightweight semi-parameter sharing image
