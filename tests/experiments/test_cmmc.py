@@ -71,6 +71,15 @@ def test_a_stage_built_from_other_settings_is_refused(tmp_path: Path) -> None:
         experiment(finetune={"steps": 4})._claim(record, "finetune-raw")
     with pytest.raises(MedsegError, match="built with other distill, finetune settings"):
         experiment(finetune={"steps": 4}, distill={"steps": 2})._claim(record, "finetune-raw")
+    # a record written before an option existed (here: finetune.validations, at its default) still matches
+    import json
+
+    old = json.loads(record.read_text())
+    del old["finetune"]["validations"]
+    record.write_text(json.dumps(old))
+    experiment()._claim(record, "finetune-raw")
+    with pytest.raises(MedsegError, match="built with other finetune settings"):
+        experiment(finetune={"steps": 3, "validations": 2})._claim(record, "finetune-raw")
 
 
 def test_a_killed_experiment_resumes_at_its_stage_and_step(tmp_path: Path, monkeypatch) -> None:

@@ -33,6 +33,7 @@ from medseg.training.datamodule import SegmentationDataModule
 from medseg.training.dataset import open_cache
 from medseg.training.fit import TrainResult, build_trainer, fit_and_save
 from medseg.training.module import INIT_ONLY_OPTIONS, freeze_modules, init_from_folder
+from medseg.training.optim import parameter_groups
 from medseg.training.sampler import ResumableLoader, ResumableSampler
 from medseg.utils.checks import check_accelerator, check_output_dir
 
@@ -285,8 +286,8 @@ class DistillModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         o = self.cfg.optim
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        groups = parameter_groups(self.model, o.lr, o.lr_multipliers)
+        opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
         if o.scheduler != "cosine" or not self.cfg.trainer.max_steps or self.cfg.trainer.max_steps < 0:
             return opt
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.cfg.trainer.max_steps)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medseg.data import CatalogEntry, discover, read_manifest, stratified_split, write_manifest
 from medseg.errors import MedsegError
@@ -52,6 +52,10 @@ class StageConfig(Strict):
     weight_decay: float = 0.01
     #: submodules kept fixed in this stage (e.g. ``[image_encoder]``: decoder-only fine-tuning, the CPU scale)
     freeze: list[str] = Field(default_factory=list)
+    #: parameter-name prefix → factor on ``lr`` (e.g. new heads on a pretrained model), ``optim.lr_multipliers``
+    lr_multipliers: dict[str, float] = Field(default_factory=dict)
+    #: validations in the stage (evenly spaced, always at the last step; each scores the whole validation split)
+    validations: int = Field(5, ge=1)
 
 
 class TrainerOptions(Strict):
@@ -115,14 +119,16 @@ class StagedExperiment:
                 f"data.img_size={self.cfg.data.img_size}", f"data.cache_dir={self.cache}",
                 f"data.num_workers={t.num_workers}",
                 f"optim.lr={stage.lr}", f"optim.weight_decay={stage.weight_decay}", "optim.scheduler=cosine",
+                f"optim.lr_multipliers={json.dumps(stage.lr_multipliers)}",
                 f"trainer.max_steps={stage.steps}", "trainer.max_epochs=-1", f"trainer.batch_size={stage.batch_size}",
                 f"trainer.accelerator={t.accelerator}", f"trainer.devices={json.dumps(t.devices)}",
                 f"trainer.strategy={t.strategy}", f"trainer.precision={t.precision}",
                 f"trainer.progress_bar={t.progress_bar}",
                 f"trainer.checkpoint_every_n_steps={max(10, stage.steps // 10)}",
-                # validation about 5 times per stage, counted in steps: a small subset's epoch is 1–2 steps, and
+                # validation a few times per stage, counted in steps: a small subset's epoch is 1–2 steps, and
                 # validating every epoch made validation the main cost of fine-tuning
-                "trainer.check_val_every_n_epoch=null", f"trainer.val_check_interval={_val_interval(stage.steps)}",
+                "trainer.check_val_every_n_epoch=null",
+                f"trainer.val_check_interval={_val_interval(stage.steps, stage.validations)}",
                 f"model.freeze={json.dumps(stage.freeze)}"]
 
     def _claim(self, record: Path, stage: str) -> None:
@@ -137,7 +143,13 @@ class StagedExperiment:
         dumped = self.cfg.model_dump(mode="json")
         now = {k: dumped[k] for k in self.STAGE_INPUTS[stage]}
         if record.is_file():
-            before = json.loads(record.read_text())
+            # through the schema: an option added to medseg since (with its default) is not a change
+            recorded = json.loads(record.read_text())
+            try:
+                full = type(self.cfg).model_validate({**dumped, **recorded}).model_dump(mode="json")
+                before = {k: full[k] for k in recorded}
+            except ValidationError:  # an option medseg no longer has: compared as recorded (a change)
+                before = recorded
             changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             if changed:
                 raise MedsegError(f"{record.parent}: this stage was built with other {', '.join(changed)} settings "
@@ -182,9 +194,9 @@ class StagedExperiment:
         return rows
 
 
-def _val_interval(steps: int) -> int:
-    """Validate every this many steps: about 5 times per stage, always at the last step."""
-    for n in range(max(1, steps // 5), steps + 1):
+def _val_interval(steps: int, times: int = 5) -> int:
+    """Validate every this many steps: about ``times`` times per stage (at most), always at the last step."""
+    for n in range(max(1, -(-steps // times)), steps + 1):
         if steps % n == 0:
             return n
     return steps

@@ -98,6 +98,9 @@ class OptimConfig(_Strict):
     betas: tuple[float, float] = (0.9, 0.999)
     scheduler: Literal["none", "cosine", "plateau"] = "cosine"
     warmup_steps: int = 0
+    #: parameter-name prefix → factor on ``lr`` (new parts of a pretrained model learn faster), e.g.
+    #: ``{classifier: 10}``; :func:`medseg.training.optim.parameter_groups`
+    lr_multipliers: dict[str, float] = Field(default_factory=dict)
     # ReduceLROnPlateau, stepped once per epoch on an epoch metric ("auto": val/loss with a validation set,
     # else the epoch-mean training loss train/loss_epoch)
     plateau_monitor: str = "auto"

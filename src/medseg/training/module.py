@@ -15,6 +15,7 @@ from medseg.losses import CompositeLoss
 from medseg.metrics.overlap import dice_iou_torch
 from medseg.models import build_model, builder_options, sized_options
 from medseg.training.config import TrainConfig
+from medseg.training.optim import parameter_groups
 
 INIT_ONLY_OPTIONS = frozenset({"pretrained", "weights", "cache_dir", "weights_sha256", "encoder_init"})
 
@@ -137,8 +138,8 @@ class SegmentationModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         o = self.cfg.optim
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(trainable, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        groups = parameter_groups(self.model, o.lr, o.lr_multipliers)
+        opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
         if o.scheduler == "none":
             return opt
         if o.scheduler == "plateau":
