@@ -87,3 +87,20 @@ def test_cmmc_split_respects_groups():
     for e in split:
         sides[(e.dataset, e.group)].add("test" if e.split == "test" else "train-side")
     assert all(len(s) == 1 for s in sides.values())
+
+
+def test_labelled_subsets_are_stratified_deterministic_and_nested() -> None:
+    from medseg.data import CatalogEntry, labelled_subset
+
+    entries = [CatalogEntry(Path(f"{d}/{i}.png"), None, "xray", d, f"c{i}") for d, n in (("a", 200), ("b", 30))
+               for i in range(n)]
+    one = labelled_subset(entries, 0.01, seed=0)
+    ten = labelled_subset(entries, 0.10, seed=0)
+    assert [sum(e.dataset == d for e in one) for d in "ab"] == [2, 1]  # at least one image per dataset
+    assert [sum(e.dataset == d for e in ten) for d in "ab"] == [20, 3]
+    assert set(one) <= set(ten)  # nested
+    assert labelled_subset(list(reversed(entries)), 0.10, seed=0) == ten  # order-free, deterministic
+    assert labelled_subset(entries, 0.10, seed=1) != ten
+    assert labelled_subset(entries, 1.0, seed=3) == sorted(entries, key=lambda e: (e.dataset, int(e.case_id[1:])))
+    with pytest.raises(ValueError, match="fraction"):
+        labelled_subset(entries, 0.0, seed=0)

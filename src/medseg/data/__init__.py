@@ -8,12 +8,12 @@ from medseg.data.normalize import to_label_map, to_uint8_rgb
 from medseg.data.readers import get_reader, read_volume, supported_extensions
 from medseg.data.sample import ImageVolume, Sample
 from medseg.data.scan import ScanReport, scan
-from medseg.data.splits import cmmc_split, stratified_split
+from medseg.data.splits import cmmc_split, labelled_subset, stratified_split
 from medseg.data.synthetic import PHANTOMS, generate_dataset, phantom
 
 __all__ = [
     "KNOWN_MODALITIES", "PHANTOMS", "CatalogEntry", "ImageVolume", "Problem", "Sample", "ScanReport",
     "canonical_modality", "cmmc_split", "discover", "expand_labels", "file_stem", "generate_dataset", "get_reader",
     "load_samples", "phantom", "read_manifest", "read_mask", "read_volume", "resolve_modality", "scan",
-    "stratified_split", "supported_extensions", "to_label_map", "to_uint8_rgb", "write_manifest",
+    "labelled_subset", "stratified_split", "supported_extensions", "to_label_map", "to_uint8_rgb", "write_manifest",
 ]

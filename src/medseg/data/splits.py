@@ -250,3 +250,33 @@ def cmmc_split(entries: Iterable[CatalogEntry], *, test: float = 0.2, train_frac
             chosen = set(rng.permutation(len(g))[:k].tolist())
             out += [with_split(e, "test" if i in chosen else "unused") for i, e in enumerate(g)]
     return out
+
+
+def labelled_subset(entries: Iterable[CatalogEntry], fraction: float, seed: int) -> list[CatalogEntry]:
+    """The labelled share of a training split for a few-label fine-tuning run (MedSASS's 1 % / 10 % / 100 %).
+
+    Stratified by (modality, dataset): each dataset keeps ``round(fraction · n)`` of its ``n`` images, and at least
+    one. Deterministic in ``seed`` (SHA-256, not Python's salted hash) and *nested*: for one seed the 1 % images are
+    among the 10 % ones (each dataset's images are ranked once by a seeded permutation and the first ones taken), so
+    curves over label fractions compare like with like.
+
+    Args:
+        entries: the training entries (their order does not matter).
+        fraction: share in (0, 1].
+        seed: the run's seed.
+
+    Returns:
+        The chosen entries, in the input's (modality, dataset, natural case) order.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    by: dict[tuple[str, str], list[CatalogEntry]] = defaultdict(list)
+    for e in entries:
+        by[(e.modality, e.dataset)].append(e)
+    out = []
+    for (modality, dataset), group in sorted(by.items()):
+        group = sorted(group, key=lambda e: _natural(e.case_id))
+        order = stable_rng(seed, "labelled", modality, dataset).permutation(len(group))
+        k = max(1, math.floor(len(group) * fraction + 0.5))
+        out += [group[i] for i in sorted(order[:k].tolist())]
+    return out

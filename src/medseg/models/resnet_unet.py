@@ -154,6 +154,9 @@ class ResNetUNet(nn.Module):
         (B, in_channels, H, W) float in [0, 1], H and W divisible by 2**encoder_depth → (B, out_channels, H, W).
     """
 
+    #: the submodule that is the encoder (self-supervised pre-training, encoder-only transfer)
+    encoder_prefix = "encoder"
+
     def __init__(self, *, arch: str = "resnet50", in_channels: int = 3, out_channels: int = 1,
                  encoder_depth: int = 5, decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
                  base_width: int = 64, attention: str | None = "scse") -> None:

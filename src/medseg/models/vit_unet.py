@@ -22,6 +22,9 @@ class ViTUNet(nn.Module):
         (B, in_channels, img_size, img_size) float in [0, 1] → (B, out_channels, img_size, img_size) logits.
     """
 
+    #: the submodule that is the encoder (the ViT; UNETR's ``encoder1-4`` are convolutional skip paths of the decoder)
+    encoder_prefix = "net.vit"
+
     def __init__(self, *, img_size: int = 256, in_channels: int = 3, out_channels: int = 1, hidden_size: int = 384,
                  mlp_dim: int = 1536, num_heads: int = 6, feature_size: int = 16, dropout: float = 0.0) -> None:
         super().__init__()

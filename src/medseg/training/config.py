@@ -78,8 +78,10 @@ class ModelConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     init: Path | None = None
     #: ``strict``: ``init``'s architecture must match exactly; ``shared``: load every tensor whose name and shape
-    #: match, keep the rest as built (e.g. an ablation variant without a part, started from the full model)
-    init_mode: Literal["strict", "shared"] = "strict"
+    #: match, keep the rest as built (e.g. an ablation variant without a part, started from the full model);
+    #: ``encoder``: the encoder's tensors only (``encoder_prefix``; all must match), the decoder as built
+    #: (encoder-only transfer after self-supervised pre-training)
+    init_mode: Literal["strict", "shared", "encoder"] = "strict"
     #: submodules (names as in ``model.named_modules()``, e.g. ``image_encoder``) kept fixed: no gradient, no
     #: optimiser state, normalisation statistics frozen (eval mode)
     freeze: list[str] = Field(default_factory=list)

@@ -52,7 +52,7 @@ class SegmentationModule(L.LightningModule):
         self.model = build_model(self.cfg.model.name, **opts)
         if self.cfg.model.init is not None:
             kept = init_from_folder(self.model, self.cfg.model.init, self.cfg.model.init_mode)
-            if kept:
+            if kept and self.cfg.model.init_mode != "encoder":  # encoder-only transfer keeps the decoder by design
                 import warnings
 
                 warnings.warn(f"model.init: {len(kept)} tensors not in {self.cfg.model.init} keep their "
@@ -207,8 +207,9 @@ def init_from_folder(model: torch.nn.Module, folder: str | Path, mode: str = "st
     """Load the weights of a model folder into ``model`` (hash-checked).
 
     Args:
-        mode: ``strict`` (the architectures must match exactly) or ``shared`` (every tensor whose name and shape
-            match is loaded; the others keep their initialisation).
+        mode: ``strict`` (the architectures must match exactly), ``shared`` (every tensor whose name and shape
+            match is loaded; the others keep their initialisation) or ``encoder`` (exactly the tensors under the
+            model's ``encoder_prefix``; the decoder keeps its initialisation).
 
     Returns:
         The names of ``model``'s tensors left as built (empty in strict mode).
@@ -226,6 +227,18 @@ def init_from_folder(model: torch.nn.Module, folder: str | Path, mode: str = "st
         load_state_strict(model, state, str(folder))
         return []
     own = model.state_dict()
+    if mode == "encoder":
+        from medseg.ssl.backbone import encoder_prefix
+
+        prefix = encoder_prefix(model) + "."
+        mine = {k for k in own if k.startswith(prefix)}
+        theirs = {k: v for k, v in state.items() if k.startswith(prefix)}
+        bad = sorted(k for k in mine if k not in theirs or theirs[k].shape != own[k].shape)
+        if bad or set(theirs) - mine:
+            raise MedsegError(f"{folder}: its encoder does not match {type(model).__name__}'s "
+                              f"(missing or differently shaped: {bad[:3]}, extra: {sorted(set(theirs) - mine)[:3]})")
+        model.load_state_dict(theirs, strict=False)
+        return sorted(set(own) - mine)
     common = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not common:
         raise MedsegError(f"{folder}: no weights in common with {type(model).__name__}")
