@@ -85,5 +85,5 @@ def test_dino_takes_local_crops_and_centres_the_teacher() -> None:
 
 
 def test_an_unknown_method_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="byol, dino, simsiam|'byol', 'dino', 'simsiam'"):
+    with pytest.raises(ValueError, match=r"\['byol', 'dino', 'simsiam'\]"):
         build_method("mocov3", Backbone(_model()))

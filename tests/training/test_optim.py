@@ -31,7 +31,7 @@ def test_each_prefix_gets_its_factor_and_frozen_parameters_are_left_out() -> Non
 
 
 def test_a_prefix_that_names_nothing_is_an_error() -> None:
-    with pytest.raises(ValueError, match="'heads'.*top level: encoder, head"):
+    with pytest.raises(ValueError, match=r"'heads'.*top level: encoder, head"):
         parameter_groups(_model(), 1e-3, {"heads": 10})
     with pytest.raises(ValueError, match="name no trainable"):
         parameter_groups(_model(), 1e-3, {"frozen": 10})

@@ -21,6 +21,7 @@ Views come from :mod:`medseg.ssl.views` (:meth:`SslMethod.view_options` gives ea
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import torch
@@ -34,7 +35,7 @@ from medseg.ssl.views import ViewOptions
 def mlp(dims: list[int], *, last_bn: bool = False, last_bn_affine: bool = True, bias: bool = True) -> nn.Sequential:
     """Linear → BN → ReLU blocks through ``dims`` (no ReLU after the last layer; its BN optional)."""
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
         last = i == len(dims) - 2
         layers.append(nn.Linear(a, b, bias=bias and (last and not last_bn)))
         if not last:
