@@ -38,3 +38,19 @@ def esp_medsam(
     check_output_dir(cfg.out_dir)
     report = EspExperiment(cfg, progress=lambda m: typer.echo(f"[esp-medsam] {m}")).run()
     typer.echo(f"report → {report}")
+
+
+@experiment_app.command("medsass")
+def medsass(
+    config: Path = typer.Argument(..., help="Experiment YAML (configs/medsass-cpu.yaml, configs/medsass-paper.yaml)."),
+    overrides: list[str] = typer.Argument(None, help="key.path=value overrides, e.g. out_dir=runs/x."),
+) -> None:
+    """MedSASS: Otsu pseudo-masks → pre-train (MedSASS end-to-end; SimSiam, BYOL, DINO) → fine-tune with 1/10/100 %
+    of the labels, several seeds → score → report."""
+    from medseg.experiments.medsass import MedsassExperiment, load_medsass_config
+    from medseg.utils.checks import check_output_dir
+
+    cfg = load_medsass_config(config, overrides or [])
+    check_output_dir(cfg.out_dir)
+    report = MedsassExperiment(cfg, progress=lambda m: typer.echo(f"[medsass] {m}")).run()
+    typer.echo(f"report → {report}")

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from medseg.data import CatalogEntry, load_samples
+from medseg.data import CatalogEntry, Sample, load_samples
 from medseg.data.geometry import boxes_from_mask
 from medseg.evaluation.tables import write_csv
 from medseg.metrics import MetricConfig, SegmentationMetric
@@ -25,7 +25,8 @@ class MaskPredictor(Protocol):
 def score_entries(entries: Sequence[CatalogEntry], predictor_for: Callable[[CatalogEntry], MaskPredictor], *,
                   csv_path: str | Path | None = None, config: MetricConfig | None = None,
                   columns: Callable[[CatalogEntry], dict[str, str]] | None = None,
-                  gt_boxes: bool = False) -> list[dict[str, str]]:
+                  gt_boxes: bool = False,
+                  load: Callable[[CatalogEntry], list[Sample]] | None = None) -> list[dict[str, str]]:
     """Predict every sample of ``entries`` at native resolution and score it against its mask.
 
     Args:
@@ -36,6 +37,8 @@ def score_entries(entries: Sequence[CatalogEntry], predictor_for: Callable[[Cata
         columns: extra per-entry columns (e.g. the CMMC subset).
         gt_boxes: prompt box-promptable models with one tight box per ground-truth component of ≥ 10 px (the
             box-prompted upper reference); otherwise every model runs prompt-free.
+        load: reads an entry's samples (default :func:`medseg.data.load_samples` with non-zero masks); a caller
+            scoring many models on the same images passes a memoising one.
 
     Returns:
         One row per sample: case, modality, dataset, the extra columns, ``task`` where the prediction names one (a
@@ -49,7 +52,9 @@ def score_entries(entries: Sequence[CatalogEntry], predictor_for: Callable[[Cata
     for e in entries:
         predictor = predictor_for(e)
         extra = columns(e) if columns is not None else {}
-        for s in load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode="nonzero"):
+        samples = (load(e) if load is not None else
+                   load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode="nonzero"))
+        for s in samples:
             gt = s.binary_mask()
             pred = (predictor.predict([s.image], [boxes_from_mask(gt, per_component=True, min_area=10)])[0]
                     if gt_boxes else predictor.predict([s.image])[0])

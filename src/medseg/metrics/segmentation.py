@@ -41,6 +41,8 @@ class MetricConfig:
         empty_distance: HD/HD95 when exactly one mask is empty (``None`` = image diagonal).
         nsd_mode: ``boundary``, ``subpixel`` or ``cvpr24`` (:mod:`medseg.metrics.surface`); ``None`` =
             ``cvpr24`` in leaderboard mode, else ``boundary``.
+        surface: compute the surface metrics (NSD, HD, HD95); ``False``: they are NaN (overlap metrics only,
+            for large evaluation grids).
     """
 
     tolerance: float = 2.0
@@ -48,6 +50,7 @@ class MetricConfig:
     leaderboard: bool = False
     empty_distance: float | None = None
     nsd_mode: NsdMode | None = None
+    surface: bool = True
 
     @property
     def resolved_nsd_mode(self) -> NsdMode:
@@ -78,6 +81,9 @@ def compute_metrics(
     d = dice_from_confusion(c)
     row = {"dice": d, "iou": iou_from_confusion(c), "precision": precision_from_confusion(c),
            "recall": recall_from_confusion(c)}
+    if not cfg.surface:
+        row.update(nsd=float("nan"), hd=float("nan"), hd95=float("nan"))
+        return row
     s = surface_metrics(pred, gt, tolerance=cfg.tolerance, spacing=spacing, percentile=cfg.percentile,
                         empty_distance=cfg.empty_distance, nsd_mode=cfg.resolved_nsd_mode)
     row.update(nsd=s.nsd, hd=s.hd, hd95=s.hd95)
