@@ -93,3 +93,14 @@ def test_a_killed_pretraining_resumes_to_the_same_weights(tmp_path: Path, root: 
     assert resumed.global_step == 4
     a, b = load_model(full.model_dir).model.state_dict(), load_model(resumed.model_dir).model.state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_the_pretrain_command_saves_a_model(tmp_path: Path, root: Path, capsys) -> None:
+    from medseg.cli.main import main
+
+    rc = main(["pretrain", f"out_dir={tmp_path / 'cli'}", f"data.root={root}", "data.img_size=32",
+               "model.name=resnet_unet", f"model.options={json.dumps(OPTS)}", "method=simsiam",
+               f"method_options={json.dumps(SMALL['simsiam'])}", "trainer.accelerator=cpu",
+               "trainer.progress_bar=false", "trainer.batch_size=4", "trainer.max_steps=2", "trainer.max_epochs=-1"])
+    assert rc == 0 and "model:" in capsys.readouterr().out
+    assert load_model(tmp_path / "cli" / "model").meta["pretrained_with"] == "simsiam"

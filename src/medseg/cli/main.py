@@ -26,7 +26,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(model_cmds.export_app, name="export")
 app.add_typer(model_cmds.weights_app, name="weights")
 app.add_typer(experiment_app, name="experiment")
-for _cmd in (model_cmds.models, model_cmds.train, model_cmds.predict, model_cmds.evaluate, model_cmds.benchmark):
+for _cmd in (model_cmds.models, model_cmds.train, model_cmds.pretrain, model_cmds.predict, model_cmds.evaluate,
+             model_cmds.benchmark):
     app.command()(_cmd)
 err = Console(stderr=True)
 

@@ -71,6 +71,27 @@ def train(
         typer.echo(f"model: {result.model_dir}  steps: {result.global_step}  {shown}")
 
 
+def pretrain(
+    config: Path | None = typer.Argument(None, help="YAML config (an SslConfig); omitted = defaults."),
+    overrides: list[str] | None = typer.Argument(None, help="Dotted overrides, e.g. method=byol model.name=vit_unet."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT_DIR/checkpoints/last.ckpt if present."),
+) -> None:
+    """Self-supervised pre-training of a U-Net's encoder (SimSiam, BYOL, DINO) on the images of a data set; the
+    saved model fine-tunes with ``model.init_mode=encoder``."""
+    from medseg.ssl.pretrain import load_ssl_config
+    from medseg.ssl.pretrain import pretrain as run_pretrain
+
+    if config is not None and "=" in str(config) and not config.exists():
+        overrides = [str(config), *(overrides or [])]
+        config = None
+    _quiet()
+    cfg = load_ssl_config(config, list(overrides or []))
+    result = run_pretrain(cfg, resume=resume)
+    if result.model_dir is not None:
+        shown = {k: round(v, 4) for k, v in sorted(result.metrics.items()) if k.endswith("loss")}
+        typer.echo(f"model: {result.model_dir}  steps: {result.global_step}  {shown}")
+
+
 def predict(
     model: str = typer.Argument(..., help="Model folder (from `medseg train`), `lite_medsam`, or a CMMC router file "
                                           "(`<experiment>/report/routers.json`: each image goes to the raw- or the "
