@@ -86,6 +86,13 @@ class StagedExperiment:
         self.cache = self.out / "cache"  # image and embedding caches (content-addressed; sub-pipelines share it)
         self._claimed: set[Path] = set()  # stage records already checked in this run (stage_split is called often)
 
+    def begin(self) -> None:
+        """Create ``out_dir`` and write the config the run uses (``config.yaml``); every ``run`` starts here."""
+        import yaml
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
+
     # ---- data -----------------------------------------------------------------------------------------------
     def stage_split(self) -> Path:
         """``split.csv``: seeded, group-aware, stratified split of ``data.root``, optionally capped per dataset."""

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import Field
 
 from medseg.data import CatalogEntry, load_samples, write_manifest
@@ -285,8 +284,7 @@ class CmmcExperiment(StagedExperiment):
         Raises:
             MedsegError: a stage folder was built from other settings than the config's (see :meth:`_claim`).
         """
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
+        self.begin()
         self._timed("split", self.stage_split)
         self._timed("distill", self.stage_distill)
         for kind in ("raw", "edge"):

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import Field
 
 from medseg.data import CatalogEntry
@@ -45,7 +44,6 @@ from medseg.experiments.base import (
     Strict,
     TrainerOptions,
 )
-from medseg.utils.atomic import atomic_write_text
 
 
 class EspConfig(Strict):
@@ -285,8 +283,7 @@ class EspExperiment(StagedExperiment):
 
     def run(self) -> Path:
         """Every stage in order (each skipped when done); returns the report."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
+        self.begin()
         self._timed("split", self.stage_split)
         self._timed("teacher", self.stage_teacher)
         self._timed("mmdkd", self.stage_mmdkd)

@@ -39,7 +39,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field
 
 from medseg.data import CatalogEntry, Sample, labelled_subset, load_samples, read_manifest, write_manifest
@@ -52,7 +51,6 @@ from medseg.experiments.base import (
     Strict,
     TrainerOptions,
 )
-from medseg.utils.atomic import atomic_write_text
 
 Start = Literal["scratch", "medsass", "medsass_encoder", "simsiam", "byol", "dino"]
 SSL_METHODS = ("simsiam", "byol", "dino")
@@ -309,8 +307,7 @@ class MedsassExperiment(StagedExperiment):
 
     def run(self) -> Path:
         """Every stage in order (each skipped when done); returns the report."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
+        self.begin()
         self._timed("split", self.stage_split)
         self._timed("pseudo", self.stage_pseudo)
         for arch in self.cfg.archs:
