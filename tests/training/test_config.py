@@ -48,6 +48,10 @@ def test_shipped_configs_validate(path: Path) -> None:
         from medseg.experiments.esp import load_esp_config
 
         load_esp_config(path)
+    elif path.name.startswith("medsass"):
+        from medseg.experiments.medsass import load_medsass_config
+
+        load_medsass_config(path)
     else:
         load_config(path)
 
