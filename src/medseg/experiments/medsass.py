@@ -255,11 +255,15 @@ class MedsassExperiment(StagedExperiment):
 
         path = self.out / "scores" / arch / start / f"{run_name(fraction, seed)}.csv"
         test = [e for e in self.entries() if e.split == "test"]
-        if path.is_file():
-            return score_entries(test, lambda e: None, csv_path=path)  # type: ignore[arg-type,return-value]
-        loaded = load_model(self.stage_finetune(arch, start, fraction, seed))
-        predictor = Predictor(loaded.model, img_size=loaded.img_size)
-        return score_entries(test, lambda e: predictor, csv_path=path, load=self._load,
+        built: list[Predictor] = []
+
+        def predictor(e: CatalogEntry) -> Predictor:  # built on first use: a cached CSV needs no model
+            if not built:
+                loaded = load_model(self.stage_finetune(arch, start, fraction, seed))
+                built.append(Predictor(loaded.model, img_size=loaded.img_size))
+            return built[0]
+
+        return score_entries(test, predictor, csv_path=path, load=self._load,
                              config=MetricConfig(tolerance=2.0, surface=self.cfg.surface_metrics),
                              columns=lambda e: {"arch": arch, "start": start, "fraction": f"{fraction:g}",
                                                 "seed": str(seed)})

@@ -138,4 +138,4 @@ def pretrain(cfg: SslConfig, *, resume: bool = False,
                         extra={"seed": cfg.seed, "pretrained_with": cfg.method})
 
 
-__all__ = ["DataConfig", "SslConfig", "SslModule", "load_ssl_config", "pretrain"]
+__all__ = ["SslConfig", "SslModule", "load_ssl_config", "pretrain"]
