@@ -56,9 +56,16 @@ def test_esp_experiment_runs_every_stage_and_reuses_them(tmp_path: Path, monkeyp
     assert "Source domains" in text and "Task classification" in text and "Wall time per stage" in text
     assert "Unseen domains: other_lungs" in text and "| no_sppg |" in text and "| no_teacher_adaptation |" in text
     run = tmp_path / "run"
-    for stage in ("teacher", "mmdkd", "esp", "unseen/teacher", "unseen/mmdkd", "unseen/esp",
-                  "ablation-no_teacher_adaptation/mmdkd", "ablation-no_qdmd/esp"):
+    for stage in ("teacher", "mmdkd", "esp", "classifier", "unseen/teacher", "unseen/mmdkd", "unseen/esp",
+                  "unseen/classifier", "ablation-no_teacher_adaptation/mmdkd", "ablation-no_qdmd/esp",
+                  "ablation-no_qdmd/classifier"):
         assert (run / stage / "model" / "model.json").is_file(), stage
+    # the refitted model differs from esp/ in the classifier's head only, and is the one scored
+    from medseg.models.io import load_model
+
+    esp, refit = (load_model(run / s / "model").model.state_dict() for s in ("esp", "classifier"))
+    assert {k for k in esp if not esp[k].equal(refit[k])} <= {k for k in esp if k.startswith("classifier.head.")}
+    assert "refitted on frozen features" in text and (run / "classifier" / "history.csv").is_file()
     assert not (run / "ablation-no_sppg" / "mmdkd").exists()  # variants reuse the full model's earlier stages
     unseen_train = [r for r in (run / "unseen" / "split.csv").read_text().splitlines() if "other_lungs" in r]
     assert unseen_train and all(r.split(",")[-1] == "test" for r in unseen_train)

@@ -12,6 +12,10 @@ from its ``last.ckpt``; each stage records the config sections it was built from
 ``mmdkd/``             ``esp_medsam`` student: the shared encoder distilled from LiteMedSAM's (common), each task's
                        bag from the adapted teacher (specific), both from cached embeddings (:mod:`medseg.distill`)
 ``esp/``               ESP-MedSAM trained from ``mmdkd/`` with ``loss``
+``classifier/``        ``esp/`` with its task classifier's head refitted on the frozen features of every training
+                       image and its flips, the step chosen on the validation split (``classifier``;
+                       :mod:`medseg.training.task_classifier`; ``fit.json``, ``history.csv``). ``model/`` is the
+                       model to use (``classifier: null``: ``esp/model`` is)
 ``scores/``            per-image Dice / NSD (τ = 2 px) / HD95 at native resolution on the test images: ESP-MedSAM
                        with its own task choice (``esp.csv``, with the chosen ``task``) and with the true task
                        (``esp_true_task.csv``), LiteMedSAM with ground-truth boxes and with the image-region box
@@ -44,6 +48,7 @@ from medseg.experiments.base import (
     Strict,
     TrainerOptions,
 )
+from medseg.training.task_classifier import ClassifierFitConfig
 
 
 class EspConfig(Strict):
@@ -63,6 +68,9 @@ class EspConfig(Strict):
     #: the paper's λ·focal + (1 − λ)·Dice with λ = 0.7, plus SPPG's patch BCE and the task classifier's CE
     loss: dict[str, float] = Field(default_factory=lambda: {"focal": 0.7, "dice": 0.3, "patch_bce": 1.0,
                                                             "task_ce": 1.0})
+    #: second phase of the task classifier's training: its head refitted on frozen features of the whole training
+    #: split (``null``: keep the head trained jointly in ``esp/``)
+    classifier: ClassifierFitConfig | None = Field(default_factory=ClassifierFitConfig)
     student: dict[str, Any] = Field(default_factory=dict)  # esp_medsam options (bags, patch size; test scale)
     teacher_model: dict[str, Any] = Field(default_factory=dict)  # esp_medsam_teacher options (test scale)
     lite_medsam: dict[str, Any] = Field(default_factory=dict)  # lite_medsam options (test scale: smaller)
@@ -82,8 +90,10 @@ STAGE_INPUTS["teacher"] = (*STAGE_INPUTS["split"], "teacher_weights", "teacher",
 STAGE_INPUTS["mmdkd"] = (*STAGE_INPUTS["teacher"], "lite_medsam", "student", "mmdkd", "common_weight",
                          "specific_weight")
 STAGE_INPUTS["esp"] = (*STAGE_INPUTS["mmdkd"], "train")
+STAGE_INPUTS["classifier"] = (*STAGE_INPUTS["esp"], "classifier")
+STAGE_INPUTS["scores-esp"] = STAGE_INPUTS["classifier"]  # esp.csv: the task the classifier chooses
 STAGE_INPUTS["split-unseen"] = (*STAGE_INPUTS["split"], "unseen")
-for _k in ("teacher", "mmdkd", "esp"):  # the held-out pipeline's stages also depend on what was held out
+for _k in ("teacher", "mmdkd", "esp", "classifier", "scores-esp"):  # the held-out pipeline's stages also depend on what was held out
     STAGE_INPUTS[f"{_k}-unseen"] = (*STAGE_INPUTS[_k], "unseen")
 
 
@@ -211,6 +221,53 @@ class EspExperiment(StagedExperiment):
         return self._train("esp", out, self.cfg.train, "esp_medsam", options, init,
                            "shared" if switch is not None else "strict")
 
+    def stage_classifier(self) -> Path:
+        """The model that is scored and shipped: ``esp/`` with its classifier's head refitted (``classifier/model``),
+        or ``esp/model`` itself with ``classifier: null``."""
+        esp = self.stage_esp()
+        fit_cfg = self.cfg.classifier
+        if fit_cfg is None:
+            return esp
+        out = self.out / "classifier"
+        self._claim(out / "settings.json", "classifier" + self.suffix)
+        if (out / "model" / "model.json").is_file():
+            return out / "model"
+        import torch
+
+        from medseg.data import load_samples
+        from medseg.evaluation import write_csv
+        from medseg.models.io import load_model, save_model_folder
+        from medseg.training.task_classifier import fit_task_classifier, pooled_features
+        from medseg.utils.atomic import atomic_write_text
+
+        self.say("classifier: the task classifier's head refitted on frozen features of the training split")
+        loaded = load_model(esp)
+        model = loaded.model
+        tasks: list[str] = list(model.tasks)
+
+        def split_features(split: str, flips: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            entries = [e for e in self.entries() if e.split == split and self.task_of(e) in tasks]
+            images, labels = [], []
+            for e in entries:
+                for s in load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, case_id=e.case_id):
+                    images.append(s.image)
+                    labels += [tasks.index(self.task_of(e))] * (3 if flips else 1)
+            if not images:
+                return torch.zeros(0, 1), torch.zeros(0, dtype=torch.int64)
+            feats = pooled_features(model, images, img_size=loaded.img_size, flips=flips,
+                                    batch_size=fit_cfg.batch_size)
+            return feats, torch.tensor(labels, dtype=torch.int64)
+
+        x, y = split_features("train", fit_cfg.flips)
+        vx, vy = split_features("val", False)
+        fit = fit_task_classifier(model, x, y, vx if len(vy) else None, vy if len(vy) else None, fit_cfg)
+        write_csv(fit.history, out / "history.csv")
+        atomic_write_text(out / "fit.json", json.dumps({**fit.summary(), "train_images": len(x),
+                                                        "val_images": len(vx)}, indent=1))
+        meta = {k: v for k, v in loaded.meta.items() if k not in ("name", "options", "img_size", "sha256", "versions")}
+        return save_model_folder(model, out / "model", name=loaded.name, options=loaded.meta["options"],
+                                 img_size=loaded.img_size, extra={**meta, "classifier_fit": fit.summary()})
+
     # ---- scoring ----------------------------------------------------------------------------------------------
     def stage_scores(self) -> dict[str, list[dict[str, str]]]:
         from medseg.evaluation import score_entries
@@ -221,9 +278,10 @@ class EspExperiment(StagedExperiment):
         scores = self.out / "scores"
         test = [e for e in self.entries() if e.split == "test" and (not self.held_out or e.dataset in self.held_out)]
         cols: Callable[[CatalogEntry], dict[str, str]] = lambda e: {"true_task": self.task_of(e)}  # noqa: E731
-        loaded = load_model(self.stage_esp())
+        loaded = load_model(self.stage_classifier())
         size = loaded.img_size
         out: dict[str, list[dict[str, str]]] = {}
+        self._claim(scores / "esp.settings.json", "scores-esp" + self.suffix)
         if not (scores / "esp.csv").is_file():
             self.say("scores: ESP-MedSAM on the test images (no prompt, no task given; then with the true task)")
         auto = Predictor(loaded.model, img_size=size)
@@ -267,6 +325,14 @@ class EspExperiment(StagedExperiment):
                     "## Task classification (test split) and what a wrong task costs", "",
                     "`dice_chosen`: Dice with the task the classifier chose; `dice_true`: with the true task "
                     "(the same where the choice is right).", "", format_markdown_table(acc, digits=3), ""]
+        fit_path = self.out / "classifier" / "fit.json"
+        if self.cfg.classifier is not None and fit_path.is_file():
+            fit = {k: ("n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else v)
+                   for k, v in json.loads(fit_path.read_text()).items()}
+            sections += [f"The classifier's head was refitted on frozen features of {fit['train_images']} training "
+                         f"views (`classifier/`): validation accuracy {fit['val_accuracy_before']} as trained "
+                         f"jointly, {fit['val_accuracy']} refitted (step {fit['chosen_step']} of "
+                         f"{self.cfg.classifier.steps}, chosen on the validation split).", ""]
         if self.cfg.unseen:
             child = EspExperiment(self.cfg, self.say, parent=self, held_out=tuple(self.cfg.unseen))
             unseen = source_domain_table(child.stage_scores(), by="dataset")
@@ -288,6 +354,7 @@ class EspExperiment(StagedExperiment):
         self._timed("teacher", self.stage_teacher)
         self._timed("mmdkd", self.stage_mmdkd)
         self._timed("esp", self.stage_esp)
+        self._timed("classifier", self.stage_classifier)
         self._timed("scores", self.stage_scores)
         if self.cfg.unseen:
             child = EspExperiment(self.cfg, self.say, parent=self, held_out=tuple(self.cfg.unseen))

@@ -37,8 +37,14 @@ class TaskClassifier(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(2 * in_dim), nn.Linear(2 * in_dim, hidden), nn.GELU(),
                                   nn.Linear(hidden, num_tasks))
 
+    @staticmethod
+    def pool(tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) tokens → (B, 2C) mean- and max-pooled: the head's input (cached when the head is refitted,
+        :mod:`medseg.training.task_classifier`)."""
+        return torch.cat([tokens.mean(dim=1), tokens.amax(dim=1)], dim=1)
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.cat([tokens.mean(dim=1), tokens.amax(dim=1)], dim=1))
+        return self.head(self.pool(tokens))
 
 
 @dataclass

@@ -1,0 +1,67 @@
+"""Refitting a task model's classifier head on frozen pooled features (:mod:`medseg.training.task_classifier`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.models import build_model
+from medseg.training.task_classifier import ClassifierFitConfig, fit_task_classifier, pooled_features
+from tests.conftest import tiny_model_config
+
+
+def _model():
+    torch.manual_seed(0)
+    return build_model("esp_medsam", **{**tiny_model_config("esp_medsam"), "tasks": ["a", "b", "c"]}).eval()
+
+
+def test_pooled_features_are_the_classifier_input_of_the_letterboxed_image() -> None:
+    from medseg.data.geometry import letterbox_image
+
+    model = _model()
+    size = 64  # tiny_model_config's input size
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (30, 50, 3), dtype=np.uint8), rng.integers(0, 255, (40, 20, 3), dtype=np.uint8)]
+    feats = pooled_features(model, imgs, img_size=size, flips=True, batch_size=4)
+    assert feats.shape[0] == 6  # 3 views per image, consecutive
+    x = torch.from_numpy(letterbox_image(np.ascontiguousarray(imgs[1][:, ::-1]), size)[0])[None]
+    with torch.no_grad():
+        logits = model.classifier(model.image_encoder.shared_features(x))
+        assert torch.allclose(model.classifier.head(feats[4:5]), logits, atol=1e-5)
+    fit_task_classifier(model, feats, torch.tensor([0, 0, 0, 1, 1, 1]), cfg=ClassifierFitConfig(steps=2))  # trainable
+
+
+def test_refit_learns_separable_tasks_chooses_on_validation_and_touches_only_the_head() -> None:
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dim = model.classifier.head[0].normalized_shape[0]
+    gen = torch.Generator().manual_seed(1)
+    centres = torch.randn(3, dim, generator=gen) * 3
+    y = torch.arange(3).repeat(20)
+    x = centres[y] + torch.randn(len(y), dim, generator=gen)
+    vy = torch.arange(3).repeat(5)
+    vx = centres[vy] + torch.randn(len(vy), dim, generator=gen)
+    fit = fit_task_classifier(model, x, y, vx, vy, ClassifierFitConfig(steps=60, lr=1e-2))
+    assert fit.val_accuracy == 1.0 and fit.train_accuracy == 1.0
+    assert fit.history[fit.chosen_step - 1]["val_accuracy"] == max(r["val_accuracy"] for r in fit.history)
+    with torch.no_grad():
+        assert (model.classifier.head(vx).argmax(1) == vy).all()
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("classifier.head.") for k in changed)
+    # without validation data: the last step, and the same result for the same seed
+    again = _model()
+    a = fit_task_classifier(again, x, y, cfg=ClassifierFitConfig(steps=5, seed=3))
+    b_model = _model()
+    fit_task_classifier(b_model, x, y, cfg=ClassifierFitConfig(steps=5, seed=3))
+    assert a.chosen_step == 5 and a.val_accuracy is None
+    assert torch.equal(again.classifier.head[1].weight, b_model.classifier.head[1].weight)
+
+
+def test_refit_rejects_labels_outside_the_tasks() -> None:
+    model = _model()
+    dim = model.classifier.head[0].normalized_shape[0]
+    with pytest.raises(ValueError, match="task indices"):
+        fit_task_classifier(model, torch.zeros(2, dim), torch.tensor([0, 7]))
+    with pytest.raises(ValueError, match="pair up"):
+        fit_task_classifier(model, torch.zeros(2, dim), torch.tensor([0]))
