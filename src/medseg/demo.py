@@ -112,7 +112,7 @@ def run_demo(out: str | Path, *, per_modality: int = 12, size: int = 128, seed: 
     callbacks = [_StepProgress(progress, steps)] if progress is not None else None
     result = train(cfg, extra_callbacks=callbacks)
     loaded = load_model(result.model_dir)
-    predictor = Predictor(loaded.model, img_size=loaded.img_size, batch_size=16)
+    predictor = Predictor.for_model(loaded, batch_size=16)
     held_out = [e for e in split if e.split == "test"]
     model_metric, otsu_metric = SegmentationMetric(MetricConfig()), SegmentationMetric(MetricConfig())
     cleanup = Cleanup(min_size=10, fill_holes=True)

@@ -33,7 +33,10 @@ def _config(tmp_path: Path, **changes) -> Path:
 
 
 def test_medsass_experiment_runs_every_stage_and_reuses_them(tmp_path: Path) -> None:
-    cfg = load_medsass_config(_config(tmp_path))
+    import json
+
+    cfg = load_medsass_config(_config(tmp_path, finetune_epochs=2, finetune_max_steps=3,
+                                      data={"root": str(tmp_path / "d"), "img_size": 32, "color": "grey"}))
     said: list[str] = []
     report = MedsassExperiment(cfg, progress=said.append).run()
     text = report.read_text()
@@ -52,6 +55,11 @@ def test_medsass_experiment_runs_every_stage_and_reuses_them(tmp_path: Path) -> 
     small = read_manifest(run / "finetune" / "cnn" / "scratch" / "f0.1-s0" / "manifest.csv")
     full = read_manifest(run / "finetune" / "cnn" / "scratch" / "f1-s0" / "manifest.csv")
     assert {e.dataset for e in small} == {e.dataset for e in full} and len(small) < len(full)
+    # fine-tuning length grows with the subset (2 epochs, at least 1 and at most 3 steps); grey input recorded
+    meta = {f: json.loads((run / "finetune" / "cnn" / "scratch" / f / "model" / "model.json").read_text())
+            for f in ("f0.1-s0", "f1-s0")}
+    assert meta["f0.1-s0"]["trained_steps"] == -(-2 * len(small) // 2) < meta["f1-s0"]["trained_steps"] == 3
+    assert all(m["color"] == "grey" for m in meta.values()) and "## Fine-tuning length" in text
     assert (run / "report" / "learning_curves.png").is_file() and (run / "report" / "overlays.png").is_file()
     said.clear()
     MedsassExperiment(cfg, progress=said.append).run()

@@ -99,6 +99,25 @@ def test_edge_training_is_recorded_and_applied_at_prediction(tmp_path: Path, dat
     np.testing.assert_array_equal(p.predict([raw])[0].prob, q.predict([edge_filter_numpy(raw, "sobel")])[0].prob)
 
 
+def test_grey_training_is_recorded_and_applied_before_the_edge_at_prediction(tmp_path: Path, data_root: Path) -> None:
+    from medseg.ops import grey_rgb, prepare_input
+
+    cfg = load_config(None, [*BASE, f"out_dir={tmp_path / 'run'}", f"data.root={data_root}", "data.color=grey",
+                             "data.edge=sobel"])
+    loaded = load_model(train(cfg).model_dir)
+    assert (loaded.color, loaded.edge) == ("grey", "sobel")
+    dm = SegmentationDataModule(cfg.data, batch_size=2, seed=0, cache_root=cfg.out_dir / "cache")
+    from medseg.training.dataset import open_cache
+
+    e = dm.entries()[0][0]
+    raw = load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode="nonzero")[0].image
+    expected = prepare_input(raw, color="grey", edge="sobel")
+    np.testing.assert_array_equal(open_cache(dm.caches()[0]).native_image(0), expected)
+    p = Predictor.for_model(loaded, tile=32)
+    q = Predictor(loaded.model, img_size=32, tile=32, edge="sobel")
+    np.testing.assert_array_equal(p.predict([raw])[0].prob, q.predict([grey_rgb(raw)])[0].prob)
+
+
 def test_model_init_starts_from_a_model_folder(tmp_path: Path, data_root: Path) -> None:
     from medseg.errors import MedsegError
     from medseg.training.module import SegmentationModule

@@ -202,9 +202,8 @@ def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_
     tile = loaded.tile if tile is None else (tile or None)
     overlap = loaded.overlap if overlap is None else overlap
     try:
-        return Predictor(loaded.model, img_size=loaded.img_size, device=device, threshold=threshold,
-                         batch_size=batch_size, engine=engine, tile=tile, overlap=overlap, tta=tta,
-                         channel=loaded.channel(target), edge=loaded.edge, task=task)
+        return Predictor.for_model(loaded, device=device, threshold=threshold, batch_size=batch_size, engine=engine,
+                                   tile=tile, overlap=overlap, tta=tta, channel=loaded.channel(target), task=task)
     except ValueError as exc:
         raise InvalidInputError(spec, str(exc)) from exc
 

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,13 +29,15 @@ class Strict(BaseModel):
 
 class ExperimentData(Strict):
     """The data: a catalogue root, the model input size, an optional cap per dataset (the CPU scale), target names
-    per dataset (datasets with one target name are one subset / task), split group rules."""
+    per dataset (datasets with one target name are one subset / task), split group rules, and the input colour of
+    every trained model (``grey``: BT.601 grey in all three channels, :func:`medseg.ops.prepare_input`)."""
 
     root: Path = Path("../shared/data")
     img_size: int = 256
     max_per_dataset: int | None = Field(None, ge=2)
     target_of: dict[str, str] = Field(default_factory=dict)
     group_rules: dict[str, str] = Field(default_factory=dict)
+    color: Literal["rgb", "grey"] = "rgb"
 
 
 class ExperimentSplit(Strict):
@@ -124,6 +126,7 @@ class StagedExperiment:
         t = self.cfg.trainer
         return [f"out_dir={out}", f"seed={self.cfg.seed}", f"data.manifest={manifest}",
                 f"data.img_size={self.cfg.data.img_size}", f"data.cache_dir={self.cache}",
+                f"data.color={self.cfg.data.color}",
                 f"data.num_workers={t.num_workers}",
                 f"optim.lr={stage.lr}", f"optim.weight_decay={stage.weight_decay}", "optim.scheduler=cosine",
                 f"optim.lr_multipliers={json.dumps(stage.lr_multipliers)}",

@@ -187,7 +187,7 @@ class CmmcExperiment(StagedExperiment):
                 sub = subset_of(e, self.cfg.data.target_of)
                 if sub not in cache:
                     loaded = load_model(self.stage_finetune(kind, sub))  # type: ignore[arg-type]
-                    cache[sub] = Predictor(loaded.model, img_size=loaded.img_size)
+                    cache[sub] = Predictor.for_model(loaded)
                 return cache[sub]
 
             if not (scores / f"{kind}.csv").is_file():

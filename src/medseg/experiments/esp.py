@@ -93,7 +93,8 @@ STAGE_INPUTS["esp"] = (*STAGE_INPUTS["mmdkd"], "train")
 STAGE_INPUTS["classifier"] = (*STAGE_INPUTS["esp"], "classifier")
 STAGE_INPUTS["scores-esp"] = STAGE_INPUTS["classifier"]  # esp.csv: the task the classifier chooses
 STAGE_INPUTS["split-unseen"] = (*STAGE_INPUTS["split"], "unseen")
-for _k in ("teacher", "mmdkd", "esp", "classifier", "scores-esp"):  # the held-out pipeline's stages also depend on what was held out
+# the held-out pipeline's stages also depend on what was held out
+for _k in ("teacher", "mmdkd", "esp", "classifier", "scores-esp"):
     STAGE_INPUTS[f"{_k}-unseen"] = (*STAGE_INPUTS[_k], "unseen")
 
 
@@ -237,6 +238,7 @@ class EspExperiment(StagedExperiment):
         from medseg.data import load_samples
         from medseg.evaluation import write_csv
         from medseg.models.io import load_model, save_model_folder
+        from medseg.ops import prepare_input
         from medseg.training.task_classifier import fit_task_classifier, pooled_features
         from medseg.utils.atomic import atomic_write_text
 
@@ -250,7 +252,7 @@ class EspExperiment(StagedExperiment):
             images, labels = [], []
             for e in entries:
                 for s in load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, case_id=e.case_id):
-                    images.append(s.image)
+                    images.append(prepare_input(s.image, color=loaded.color))
                     labels += [tasks.index(self.task_of(e))] * (3 if flips else 1)
             if not images:
                 return torch.zeros(0, 1), torch.zeros(0, dtype=torch.int64)
@@ -284,7 +286,7 @@ class EspExperiment(StagedExperiment):
         self._claim(scores / "esp.settings.json", "scores-esp" + self.suffix)
         if not (scores / "esp.csv").is_file():
             self.say("scores: ESP-MedSAM on the test images (no prompt, no task given; then with the true task)")
-        auto = Predictor(loaded.model, img_size=size)
+        auto = Predictor.for_model(loaded)
         out["esp"] = score_entries(test, lambda e: auto, csv_path=scores / "esp.csv", columns=cols)
         if self.variant is not None:  # ablations: the model as it predicts, nothing else
             return out
@@ -294,7 +296,7 @@ class EspExperiment(StagedExperiment):
         def with_true_task(e: CatalogEntry) -> Predictor:
             task = self.task_of(e)
             if task not in forced:
-                forced[task] = Predictor(loaded.model, img_size=size, task=task)
+                forced[task] = Predictor.for_model(loaded, task=task)
             return forced[task]
 
         # an unseen dataset whose target no training dataset shares has no true task to force

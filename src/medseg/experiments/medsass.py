@@ -15,8 +15,9 @@ its ``last.ckpt``; each stage records the config sections it was built from (``s
                                      ``medsass_loss`` (focal-Tversky), validated on the validation images' pseudo-masks
 ``pretrain/<arch>/<ssl>/``           SimSiam / BYOL / DINO on the training images (:mod:`medseg.ssl`), encoder only
 ``finetune/<arch>/<start>/f<fraction>-s<seed>/``  fine-tuning on :func:`medseg.data.labelled_subset` (stratified,
-                                     nested, ≥ 1 image per dataset) for a fixed number of steps (no validation: with
-                                     1 % of the labels there is nothing to select on), from
+                                     nested, ≥ 1 image per dataset) for a number of steps set by the subset's size
+                                     (:meth:`MedsassExperiment.finetune_steps`; no validation: with 1 % of the
+                                     labels there is nothing to select on), from
                                      ``scratch``, ``medsass`` (all weights), ``medsass_encoder`` (MedSASS's encoder,
                                      decoder discarded) or an SSL encoder
 ``scores/<arch>/<start>/f<fraction>-s<seed>.csv``  per-image IoU, Dice (and NSD, HD95) at native resolution on the
@@ -28,13 +29,15 @@ its ``last.ckpt``; each stage records the config sections it was built from (``s
 
 What the paper leaves open and medseg fixes (options in :class:`MedsassConfig`): BT.601 grey, Otsu on the 256-bin
 histogram, ``auto`` polarity (the class touching the border less is foreground), no clean-up; focal-Tversky with
-FN weight 0.7, FP weight 0.3, exponent 0.75 (Abraham & Khan); RGB input (the grey image is one option of the
-data layer away); the fine-tuning loss is the pre-training one.
+FN weight 0.7, FP weight 0.3, exponent 0.75 (Abraham & Khan); RGB input (``data.color: grey``: every model trains
+and predicts on the BT.601 grey image); the fine-tuning loss is the pre-training one; the fine-tuning length
+grows with the labelled subset (``finetune_epochs``, bounded by ``finetune.steps`` and ``finetune_max_steps``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -105,6 +108,10 @@ class MedsassConfig(Strict):
     ssl_pretrain: StageConfig | None = None
     finetune: StageConfig = Field(default_factory=lambda: StageConfig(steps=500, batch_size=16, lr=3.6e-4,
                                                                       weight_decay=1e-5))
+    #: fine-tuning length grows with the labelled subset: ⌈finetune_epochs · images / batch⌉ steps, at least
+    #: ``finetune.steps`` and at most ``finetune_max_steps`` (``null``: ``finetune.steps`` for every subset)
+    finetune_epochs: float | None = Field(None, gt=0)
+    finetune_max_steps: int | None = Field(None, ge=1)
     finetune_loss: LossSpec = Field(default_factory=LossSpec)
     fractions: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
@@ -117,7 +124,8 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = dict(StagedExperiment.STAGE_INPUTS)
 STAGE_INPUTS["pseudo"] = (*STAGE_INPUTS["split"], "pseudo")
 STAGE_INPUTS["pretrain-medsass"] = (*STAGE_INPUTS["pseudo"], "archs", "pretrain", "medsass_loss")
 STAGE_INPUTS["pretrain-ssl"] = (*STAGE_INPUTS["split"], "archs", "pretrain", "ssl_pretrain", "ssl")
-STAGE_INPUTS["finetune"] = (*STAGE_INPUTS["pretrain-medsass"], "ssl_pretrain", "ssl", "finetune", "finetune_loss")
+STAGE_INPUTS["finetune"] = (*STAGE_INPUTS["pretrain-medsass"], "ssl_pretrain", "ssl", "finetune", "finetune_epochs",
+                             "finetune_max_steps", "finetune_loss")
 
 
 def load_medsass_config(path: str | Path, overrides: list[str] | None = None) -> MedsassConfig:
@@ -221,6 +229,14 @@ class MedsassExperiment(StagedExperiment):
         source = "medsass" if start == "medsass_encoder" else start
         return self.stage_pretrain(arch, source), "encoder"
 
+    def finetune_steps(self, images: int) -> int:
+        """Optimiser steps of a fine-tuning run on ``images`` labelled images (see ``finetune_epochs``)."""
+        c = self.cfg
+        if c.finetune_epochs is None:
+            return c.finetune.steps
+        steps = max(c.finetune.steps, math.ceil(c.finetune_epochs * images / c.finetune.batch_size))
+        return steps if c.finetune_max_steps is None else min(steps, max(c.finetune_max_steps, c.finetune.steps))
+
     def stage_finetune(self, arch: str, start: str, fraction: float, seed: int) -> Path:
         out = self.out / "finetune" / arch / start / run_name(fraction, seed)
         manifest = out / "manifest.csv"
@@ -229,9 +245,11 @@ class MedsassExperiment(StagedExperiment):
             write_manifest(labelled_subset(train, fraction, seed), manifest)
         init = self.init_of(arch, start)
         n = len(read_manifest(manifest))
-        return self._seg_train(out, "finetune", self.cfg.finetune, manifest, arch, self.cfg.finetune_loss, init,
-                               what=f"finetune {arch}/{start} with {fraction:.0%} of the labels ({n} images), "
-                                    f"seed {seed}",
+        steps = self.finetune_steps(n)
+        stage = self.cfg.finetune.model_copy(update={"steps": steps})
+        return self._seg_train(out, "finetune", stage, manifest, arch, self.cfg.finetune_loss, init,
+                               what=f"finetune {arch}/{start} with {fraction:.0%} of the labels ({n} images, "
+                                    f"{steps} steps), seed {seed}",
                                extra=[f"seed={seed}", "trainer.final_weights=last"])
 
     def runs(self) -> list[tuple[str, str, float, int]]:
@@ -260,7 +278,7 @@ class MedsassExperiment(StagedExperiment):
         def predictor(e: CatalogEntry) -> Predictor:  # built on first use: a cached CSV needs no model
             if not built:
                 loaded = load_model(self.stage_finetune(arch, start, fraction, seed))
-                built.append(Predictor(loaded.model, img_size=loaded.img_size))
+                built.append(Predictor.for_model(loaded))
             return built[0]
 
         return score_entries(test, predictor, csv_path=path, load=self._load,
@@ -288,6 +306,8 @@ class MedsassExperiment(StagedExperiment):
         write_csv(paired, rep / "paired_tests.csv")
         targets = targets_table(results)
         write_csv(targets, rep / "targets.csv")
+        budget = self.budget_table()
+        write_csv(budget, rep / "finetune_budget.csv")
         quality = quality_summary(self.out / "pseudo" / "quality.csv")
         write_csv(quality, rep / "pseudo_quality.csv")
         figures = [learning_curves(results, rep / "learning_curves.png")]
@@ -302,12 +322,26 @@ class MedsassExperiment(StagedExperiment):
                     format_markdown_table(targets, digits=3), "",
                     "## Dice and IoU per start, label fraction and modality (test split, mean ± std over seeds)", "",
                     format_markdown_table(_display(results), digits=3), "",
+                    "## Fine-tuning length per label fraction (labelled images of the subsets; optimiser steps of "
+                    f"batch {self.cfg.finetune.batch_size})", "", format_markdown_table(budget, digits=3), "",
                     "## Paired tests per image (Dice averaged over seeds)", "",
                     format_markdown_table(paired, digits=4), "",
                     "## How good a teacher Otsu is: pseudo-mask vs ground truth on the training images", "",
                     format_markdown_table(quality, digits=3), "",
                     "## Figures", "", *[f"![{p.stem}]({p.name})" for p in figures if p is not None], ""]
         return self.write_report(rep / "report.md", sections)
+
+    def budget_table(self) -> list[dict[str, Any]]:
+        """Per label fraction: the subsets' sizes over seeds and the fine-tuning steps they got."""
+        out = []
+        for fraction in self.cfg.fractions:
+            runs = [self.out / "finetune" / a / s / run_name(f, seed) for a, s, f, seed in self.runs() if f == fraction]
+            sizes = sorted({len(read_manifest(r / "manifest.csv")) for r in runs})
+            steps = sorted({self.finetune_steps(n) for n in sizes})
+            out.append({"fraction": f"{fraction:g}", "images": "–".join(map(str, sorted({sizes[0], sizes[-1]}))),
+                        "steps": "–".join(map(str, sorted({steps[0], steps[-1]}))),
+                        "epochs": round(steps[0] * self.cfg.finetune.batch_size / sizes[0], 1)})
+        return out
 
     def run(self) -> Path:
         """Every stage in order (each skipped when done); returns the report."""

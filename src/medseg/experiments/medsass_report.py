@@ -195,7 +195,7 @@ def save_overlays(test: Sequence[CatalogEntry], model_dir: Path, polarity: str, 
     if per_modality <= 0:
         return None
     loaded = load_model(model_dir)
-    predictor = Predictor(loaded.model, img_size=loaded.img_size)
+    predictor = Predictor.for_model(loaded)
     tiles, captions = [], []
     by: dict[str, list[CatalogEntry]] = defaultdict(list)
     for e in test:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,7 +14,10 @@ from torch import nn
 from medseg.data.geometry import Letterbox, letterbox_image, unletterbox_logits
 from medseg.inference.engines import OnnxEngine, prepare_engine
 from medseg.inference.sliding import FLIPS, flip_tta, model_logits, native_tensor, sliding_window_logits
-from medseg.ops.edges import edge_filter_numpy
+from medseg.ops.model_input import prepare_input
+
+if TYPE_CHECKING:
+    from medseg.models.io import LoadedModel
 
 
 @dataclass
@@ -40,6 +44,8 @@ class Predictor:
         channel: which output of a model with one output per target (``model.json``'s ``targets`` order).
         edge: edge operator applied to every input first, for a model trained on edge images (``model.json``'s
             ``edge``; :mod:`medseg.ops.edges`).
+        color: ``grey`` for a model trained on grey images (``model.json``'s ``color``): inputs are converted
+            first (before ``edge``; :func:`medseg.ops.prepare_input`).
         task: for a task model (ESP-MedSAM: one parameter bag and query per task), the task to segment every
             image as; ``None``: the model's classifier picks it per image (on the whole letterboxed image, also
             when tiling; flips of TTA reuse it). Each :class:`Prediction` names its task.
@@ -60,8 +66,10 @@ class Predictor:
     def __init__(self, model: nn.Module, *, img_size: int = 256, device: str | torch.device = "cpu",
                  threshold: float = 0.5, batch_size: int = 8, max_boxes_per_pass: int = 32,
                  engine: str = "optimized", tile: int | None = None, overlap: float = 0.25, tta: bool = False,
-                 channel: int = 0, edge: str | None = None, task: str | None = None) -> None:
-        self.engine, self.edge = engine, edge
+                 channel: int = 0, edge: str | None = None, task: str | None = None, color: str = "rgb") -> None:
+        if color not in ("rgb", "grey"):
+            raise ValueError(f"unknown input colour {color!r}; choose rgb or grey")
+        self.engine, self.edge, self.color = engine, edge, color
         self.tasks: list[str] | None = getattr(model, "tasks", None)
         if task is not None and self.tasks is None:
             raise ValueError(f"task {task!r} given, but {type(model).__name__} is not a task model")
@@ -91,6 +99,13 @@ class Predictor:
             if self.tasks is not None and tile != img_size:
                 raise ValueError(f"a task model takes {img_size}² inputs; use tile={img_size}")
 
+    @classmethod
+    def for_model(cls, loaded: LoadedModel, **kwargs: Any) -> Predictor:
+        """A predictor fed as ``loaded`` was trained (its input size, edge operator and colour); ``kwargs`` as the
+        constructor's (e.g. ``device``, ``tile``, ``task``)."""
+        opts: dict[str, Any] = {"img_size": loaded.img_size, "edge": loaded.edge, "color": loaded.color, **kwargs}
+        return cls(loaded.model, **opts)
+
     def predict(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray | None] | None = None,
                 progress: Callable[[int], None] | None = None) -> list[Prediction]:
         """Predict masks for (H, W, 3) uint8 ``images`` (sizes may differ)."""
@@ -104,8 +119,8 @@ class Predictor:
         Returns one list per image with one :class:`Prediction` per prompt set.
         """
         out: list[list[Prediction]] = []
-        if self.edge not in (None, "none"):
-            images = [edge_filter_numpy(im, self.edge) for im in images]  # type: ignore[arg-type]
+        if self.edge not in (None, "none") or self.color != "rgb":
+            images = [prepare_input(im, color=self.color, edge=self.edge) for im in images]  # type: ignore[arg-type]
         with torch.inference_mode():
             if self.tile is not None:
                 if any(ps is not None and any(b is not None and len(b) for b in ps) for ps in prompt_sets):

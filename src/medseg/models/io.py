@@ -49,6 +49,11 @@ class LoadedModel:
         return None if e in (None, "none") else str(e)
 
     @property
+    def color(self) -> str:
+        """``grey`` for a model trained on grey images (inputs are converted the same way), else ``rgb``."""
+        return str(self.meta.get("color", "rgb"))
+
+    @property
     def targets(self) -> list[str]:
         """Output names of a model with one output per target (``data.heads: per_target``), else ``[]``."""
         return list(self.meta.get("targets") or [])

@@ -14,6 +14,7 @@ from medseg.ops.edges import (
     kirsch_kernels,
 )
 from medseg.ops.metafeatures import FEATURE_NAMES, image_entropy, meta_features, meta_features_torch
+from medseg.ops.model_input import grey_rgb, prepare_input
 from medseg.ops.otsu import (
     Cleanup,
     OtsuPseudoMask,
@@ -33,6 +34,7 @@ __all__ = [
     "edge_filter",
     "edge_filter_numpy",
     "edge_filter_torch",
+    "grey_rgb",
     "image_entropy",
     "kirsch",
     "kirsch_kernels",
@@ -44,6 +46,7 @@ __all__ = [
     "otsu_threshold",
     "otsu_threshold_torch",
     "overlay_contours",
+    "prepare_input",
     "to_gray",
     "to_gray_torch",
 ]

@@ -40,6 +40,8 @@ class DataConfig(_Strict):
 
     ``edge``: train on the edge magnitude of every image (:mod:`medseg.ops.edges`; CMMC's edge-enhanced
     pre-training) instead of the image itself; the saved model records it and prediction applies it too.
+    ``color: grey`` trains on the BT.601 grey image (in all three channels; before ``edge``), recorded and applied
+    the same way (:func:`medseg.ops.prepare_input`).
 
     ``heads: per_target`` gives a model trained on several datasets one output per *target* (what is segmented),
     so that different targets of one modality (retinal vessels vs. optic disc) stay apart: each image's loss and
@@ -63,6 +65,7 @@ class DataConfig(_Strict):
     val_overlap: float = Field(0.25, ge=0.0, lt=1.0)
     augment: AugmentOptions = Field(default_factory=AugmentOptions)
     edge: Literal["none", "kirsch", "sobel", "prewitt", "scharr", "laplacian"] = "none"
+    color: Literal["rgb", "grey"] = "rgb"
     heads: Literal["single", "per_target"] = "single"
     target_of: dict[str, str] = Field(default_factory=dict)
     box_prompt: Literal["gt", "whole"] = "gt"

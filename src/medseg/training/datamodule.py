@@ -95,8 +95,10 @@ class SegmentationDataModule(L.LightningDataModule):
         """(train, val) cache folders, built on first use (content-addressed: reused across runs)."""
         train, val = self.entries()
         c = self.cfg
-        t = build_cache(train, self.cache_root, img_size=c.img_size, mask_mode=c.mask_mode, edge=c.edge)
-        v = build_cache(val, self.cache_root, img_size=c.img_size, mask_mode=c.mask_mode, edge=c.edge) if val else None
+        t = build_cache(train, self.cache_root, img_size=c.img_size, mask_mode=c.mask_mode, edge=c.edge,
+                        color=c.color)
+        v = build_cache(val, self.cache_root, img_size=c.img_size, mask_mode=c.mask_mode, edge=c.edge,
+                        color=c.color) if val else None
         return t, v
 
     def prepare_data(self) -> None:

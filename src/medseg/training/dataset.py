@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from medseg.data import CatalogEntry, load_samples
 from medseg.data.augment import AugmentOptions, extract_patch, flip_rotate, intensity, patch_centre, random_affine
 from medseg.data.geometry import boxes_from_mask, letterbox_image, letterbox_mask, minmax_unit, region_box
-from medseg.ops.edges import edge_filter_numpy
+from medseg.ops.model_input import prepare_input
 
 CACHE_VERSION = 3
 
@@ -61,8 +61,9 @@ class CachedSplit:
         return np.asarray(self.native_images[start:start + 3 * h * w]).reshape(h, w, 3)
 
 
-def _cache_key(entries: Sequence[CatalogEntry], img_size: int, mask_mode: str, edge: str) -> str:
-    h = hashlib.sha256(f"v{CACHE_VERSION}|{img_size}|{mask_mode}|{edge}".encode())
+def _cache_key(entries: Sequence[CatalogEntry], img_size: int, mask_mode: str, edge: str, color: str = "rgb") -> str:
+    colour = "" if color == "rgb" else f"|{color}"  # RGB caches keep the keys they had before the option existed
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{img_size}|{mask_mode}|{edge}{colour}".encode())
     for e in entries:
         for p in (e.image, e.mask):
             if p is not None:
@@ -72,7 +73,7 @@ def _cache_key(entries: Sequence[CatalogEntry], img_size: int, mask_mode: str, e
 
 
 def build_cache(entries: Sequence[CatalogEntry], cache_root: str | Path, *, img_size: int, mask_mode: str = "nonzero",
-                edge: str = "none", progress: Callable[[int], None] | None = None) -> Path:
+                edge: str = "none", color: str = "rgb", progress: Callable[[int], None] | None = None) -> Path:
     """Letterbox every (image, mask) slice of ``entries`` into ``cache_root/<key>/`` once; returns that folder.
 
     Each slice is written to disk as soon as it is decoded (raw little-endian files, memory-mapped when read),
@@ -80,9 +81,10 @@ def build_cache(entries: Sequence[CatalogEntry], cache_root: str | Path, *, img_
     renamed into place, so a killed run never leaves a partial cache. Masks are binarised (union of labels);
     the native-resolution images and masks are kept for patch training and validation at the images' own size.
     ``edge`` (an operator of :data:`medseg.ops.EDGE_OPERATORS`, or ``none``) replaces every image by its edge
-    magnitude first (CMMC's edge-enhanced pre-training).
+    magnitude first (CMMC's edge-enhanced pre-training); ``color="grey"`` the grey image, before ``edge``
+    (:func:`medseg.ops.prepare_input`).
     """
-    key = _cache_key(entries, img_size, mask_mode, edge)
+    key = _cache_key(entries, img_size, mask_mode, edge, color)
     dest = Path(cache_root) / key
     if (dest / "meta.json").is_file():
         return dest
@@ -97,8 +99,7 @@ def build_cache(entries: Sequence[CatalogEntry], cache_root: str | Path, *, img_
                 samples = load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset,
                                        mask_mode=mask_mode)  # type: ignore[arg-type]
                 for s in samples:
-                    if edge != "none":
-                        s.image = edge_filter_numpy(s.image, edge)  # type: ignore[arg-type]
+                    s.image = prepare_input(s.image, color=color, edge=edge)  # type: ignore[arg-type]
                     img, geo = letterbox_image(s.image, img_size)
                     gt = s.binary_mask()
                     gt = gt if gt is not None else np.zeros(s.image.shape[:2], bool)

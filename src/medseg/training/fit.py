@@ -112,6 +112,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, extra_callbacks: list[L.Cal
         extra.update(tile=cfg.data.patch_size, overlap=cfg.data.val_overlap)
     if cfg.data.edge != "none":  # trained on edge images: prediction filters its inputs the same way
         extra["edge"] = cfg.data.edge
+    if cfg.data.color != "rgb":  # trained on grey images: prediction converts its inputs too
+        extra["color"] = cfg.data.color
     if module.targets is not None:  # one output per target, in this order
         extra["targets"] = module.targets
     return fit_and_save(cfg, trainer, module, data, resume=resume, extra=extra)

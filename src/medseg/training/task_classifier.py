@@ -154,7 +154,8 @@ def fit_task_classifier(model: nn.Module, features: torch.Tensor, labels: torch.
             loss.backward()
             opt.step()
         sched.step()
-        row: dict[str, Any] = {"step": step, "loss": float(loss.detach()), "train_accuracy": evaluate(features, labels)[1]}
+        row: dict[str, Any] = {"step": step, "loss": float(loss.detach()),
+                               "train_accuracy": evaluate(features, labels)[1]}
         key = (step, 0.0)
         if has_val:
             v_loss, v_acc = evaluate(val_features, val_labels)  # type: ignore[arg-type]
