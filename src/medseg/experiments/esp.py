@@ -371,11 +371,12 @@ def source_domain_table(scores: dict[str, list[dict[str, str]]], by: str = "moda
     methods = [m for m in ("esp", "esp_true_task", "lite_medsam_gt_box", "lite_medsam_whole_box") if m in scores]
     groups = sorted({r[by] for r in scores["esp"]})
     out = []
-    for g in [*groups, f"mean over {by}s"]:
+    mean = "mean over " + {"modality": "modalities", "dataset": "datasets"}.get(by, by)
+    for g in [*groups, mean]:
         row: dict[str, Any] = {by: g}
         for m in methods:
             for metric, agg in (("dice", np.mean), ("nsd", np.mean), ("hd95", np.median)):
-                if g == f"mean over {by}s":
+                if g == mean:
                     per = [_agg(scores[m], by, k, metric, agg) for k in groups]
                     row[f"{metric}_{m}"] = float(np.nanmean(per)) if metric != "hd95" else float(np.nanmedian(per))
                 else:
