@@ -87,6 +87,7 @@ class StagedExperiment:
         self.cfg, self.out, self.say = cfg, Path(cfg.out_dir), progress
         self.cache = self.out / "cache"  # image and embedding caches (content-addressed; sub-pipelines share it)
         self._claimed: set[Path] = set()  # stage records already checked in this run (stage_split is called often)
+        self._entries: tuple[tuple[Path, int], list[CatalogEntry]] | None = None
 
     def begin(self) -> None:
         """Create ``out_dir`` and write the config the run uses (``config.yaml``); every ``run`` starts here."""
@@ -118,7 +119,12 @@ class StagedExperiment:
         return write_manifest(split, path)
 
     def entries(self) -> list[CatalogEntry]:
-        return read_manifest(self.stage_split())
+        """The split's entries (read once per version of ``split.csv``; the stages ask for them often)."""
+        path = self.stage_split()
+        key = (path, path.stat().st_mtime_ns)
+        if self._entries is None or self._entries[0] != key:
+            self._entries = (key, read_manifest(path))
+        return list(self._entries[1])
 
     # ---- training stages --------------------------------------------------------------------------------------
     def common_overrides(self, stage: StageConfig, out: Path, manifest: Path) -> list[str]:
