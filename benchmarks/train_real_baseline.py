@@ -85,9 +85,7 @@ def _score(model_dir: Path, test: list[CatalogEntry], csv: Path, target_of: dict
         targets = loaded().meta.get("targets")
         channel = targets.index(target_of.get(e.dataset, e.dataset)) if targets and target_of is not None else 0
         if channel not in predictors:
-            m = loaded()
-            predictors[channel] = Predictor(m.model, img_size=m.img_size, tile=m.tile, overlap=m.overlap,
-                                            channel=channel)
+            predictors[channel] = Predictor.for_model(loaded(), channel=channel)
         return predictors[channel]
 
     return score_entries(test, predictor_for, csv_path=csv)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from medseg.data import generate_dataset
-from medseg.experiments.esp import EspExperiment, load_esp_config
+from medseg.experiments.esp import EspExperiment, ablation_table, load_esp_config, unseen_domain_table
 from tests.conftest import Killed, kill_training_after_checkpoint, tiny_model_config
 
 SIZES = ("embed_dims", "depths", "num_heads", "window_sizes", "prompt_embed_dim", "decoder_mlp_dim", "decoder_heads")
@@ -55,6 +55,7 @@ def test_esp_experiment_runs_every_stage_and_reuses_them(tmp_path: Path, monkeyp
     text = report.read_text()
     assert "Source domains" in text and "Task classification" in text and "Wall time per stage" in text
     assert "Unseen domains: other_lungs" in text and "| no_sppg |" in text and "| no_teacher_adaptation |" in text
+    assert "dice_esp_seen" in (tmp_path / "run" / "report" / "unseen_domain.csv").read_text()
     run = tmp_path / "run"
     for stage in ("teacher", "mmdkd", "esp", "classifier", "unseen/teacher", "unseen/mmdkd", "unseen/esp",
                   "unseen/classifier", "ablation-no_teacher_adaptation/mmdkd", "ablation-no_qdmd/esp",
@@ -89,3 +90,29 @@ def test_a_killed_esp_experiment_resumes_in_its_stage(tmp_path: Path, monkeypatc
     said: list[str] = []
     assert EspExperiment(cfg, progress=said.append).run().is_file()
     assert calls[0] == ("esp", True) and not any(m.startswith(("teacher", "mmdkd")) for m in said)
+
+
+def _row(modality: str, dataset: str, case: str, dice: float, task: str = "t", true_task: str = "t") -> dict[str, str]:
+    return {"modality": modality, "dataset": dataset, "case": case, "dice": str(dice), "nsd": str(dice),
+            "hd95": "1.0", "task": task, "true_task": true_task}
+
+
+def test_unseen_table_puts_the_full_models_scores_on_the_same_images_beside_it() -> None:
+    unseen = {"esp": [_row("fundus", "chase", "a", 0.2), _row("fundus", "chase", "b", 0.4),
+                      _row("skin", "ph2", "c", 0.5)]}
+    seen = [_row("fundus", "chase", "a", 0.6), _row("fundus", "chase", "b", 0.8), _row("skin", "ph2", "c", 0.9),
+            _row("skin", "isic", "d", 0.1)]  # isic was not held out: not in the table
+    table = {r["dataset"]: r for r in unseen_domain_table(unseen, seen)}
+    assert set(table) == {"chase", "ph2", "mean over datasets"}
+    assert table["chase"]["dice_esp"] == pytest.approx(0.3) and table["chase"]["dice_esp_seen"] == pytest.approx(0.7)
+    assert table["mean over datasets"]["dice_esp"] == pytest.approx(0.4)
+    assert table["mean over datasets"]["dice_esp_seen"] == pytest.approx(0.8)
+
+
+def test_ablation_table_is_the_mean_over_modalities_and_the_change_from_the_full_model() -> None:
+    full = [_row("a", "x", "1", 0.8), _row("a", "x", "2", 0.6), _row("b", "y", "3", 0.4)]  # (0.7 + 0.4) / 2
+    worse = [_row("a", "x", "1", 0.5), _row("a", "x", "2", 0.5), _row("b", "y", "3", 0.2, task="u")]
+    table = ablation_table(full, {"no_bags": worse})
+    assert [r["variant"] for r in table] == ["full ESP-MedSAM", "no_bags"]
+    assert table[0]["dice"] == pytest.approx(0.55) and table[1]["dice"] == pytest.approx(0.35)
+    assert table[1]["dice_change"] == pytest.approx(-0.2) and table[1]["task_accuracy"] == pytest.approx(2 / 3)

@@ -113,7 +113,8 @@ def test_grey_training_is_recorded_and_applied_before_the_edge_at_prediction(tmp
     raw = load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode="nonzero")[0].image
     expected = prepare_input(raw, color="grey", edge="sobel")
     np.testing.assert_array_equal(open_cache(dm.caches()[0]).native_image(0), expected)
-    p = Predictor.for_model(loaded, tile=32)
+    p = Predictor.for_model(loaded)  # the patch-trained model's own tile and overlap
+    assert (p.tile, p.overlap) == (32, loaded.overlap)
     q = Predictor(loaded.model, img_size=32, tile=32, edge="sobel")
     np.testing.assert_array_equal(p.predict([raw])[0].prob, q.predict([grey_rgb(raw)])[0].prob)
 

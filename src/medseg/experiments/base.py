@@ -176,6 +176,15 @@ class StagedExperiment:
             atomic_write_text(record, json.dumps(now, indent=1, sort_keys=True))
         self._claimed.add(record)
 
+    def _engine_stage(self, out: Path, stage: str, run: Callable[[bool], Any]) -> Path:
+        """What every training stage shares: claim ``stage``'s settings (``out/settings.json``), reuse a finished
+        ``out/model``, or call ``run(resume)`` (``resume``: ``out/checkpoints/last.ckpt`` exists, the engine's exact
+        resume after a kill), which returns the engine's result (its ``model_dir`` is the stage's output)."""
+        self._claim(out / "settings.json", stage)
+        if (out / "model" / "model.json").is_file():
+            return out / "model"
+        return Path(run((out / "checkpoints" / "last.ckpt").is_file()).model_dir)
+
     def _timed(self, stage: str, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` and add its wall time to ``out_dir/timings.json`` (stage → seconds, summed over resumed runs,
         so a run interrupted and resumed still shows what each stage cost)."""

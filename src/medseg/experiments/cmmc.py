@@ -122,28 +122,25 @@ class CmmcExperiment(StagedExperiment):
         from medseg.distill import distill, load_distill_config
 
         out = self.out / "distill"
-        self._claim(out / "settings.json", "distill")
-        if (out / "model" / "model.json").is_file():
-            return out / "model"
-        self.say("distill: student encoder ← LiteMedSAM encoder")
-        teacher = {"pretrained": self.cfg.teacher_weights or True, **self.cfg.teacher}
-        cfg = load_distill_config(None, [
-            *self.common_overrides(self.cfg.distill, out, self.stage_split()),
-            f"model.options={json.dumps(self._student_options(True))}",
-            f"teacher.options={json.dumps(teacher)}", "trainer.final_weights=best"])
-        return distill(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file()).model_dir  # type: ignore[return-value]
+
+        def run(resume: bool) -> Any:
+            self.say("distill: student encoder ← LiteMedSAM encoder")
+            teacher = {"pretrained": self.cfg.teacher_weights or True, **self.cfg.teacher}
+            cfg = load_distill_config(None, [
+                *self.common_overrides(self.cfg.distill, out, self.stage_split()),
+                f"model.options={json.dumps(self._student_options(True))}",
+                f"teacher.options={json.dumps(teacher)}", "trainer.final_weights=best"])
+            return distill(cfg, resume=resume)
+
+        return self._engine_stage(out, "distill", run)
 
     def _train(self, out: Path, stage: StageConfig, manifest: Path, init: Path, extra: list[str], name: str) -> Path:
         from medseg.training import load_config, train
 
-        self._claim(out / "settings.json", name)
-        if (out / "model" / "model.json").is_file():
-            return out / "model"
-        cfg = load_config(None, [
+        return self._engine_stage(out, name, lambda resume: train(load_config(None, [
             *self.common_overrides(stage, out, manifest), "model.name=lite_medsam_student",
             f"model.options={json.dumps(self._student_options(False))}", f"model.init={init}",
-            "loss.weights={dice: 1.0, bce: 1.0, iou_mse: 1.0}", *extra])
-        return train(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file()).model_dir  # type: ignore[return-value]
+            "loss.weights={dice: 1.0, bce: 1.0, iou_mse: 1.0}", *extra]), resume=resume))
 
     def stage_pretrain(self, kind: Literal["raw", "edge"]) -> Path:
         out = self.out / f"pretrain-{kind}"

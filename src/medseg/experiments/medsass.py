@@ -194,30 +194,32 @@ class MedsassExperiment(StagedExperiment):
                                    what=f"pretrain {arch}/medsass: encoder + decoder on the Otsu pseudo-masks")
         from medseg.ssl.pretrain import load_ssl_config, pretrain
 
-        self._claim(out / "settings.json", "pretrain-ssl")
-        if (out / "model" / "model.json").is_file():
-            return out / "model"
-        self.say(f"pretrain {arch}/{method}: encoder only, on the training images")
-        stage = self.cfg.ssl_pretrain or self.cfg.pretrain
-        cfg = load_ssl_config(None, [*self.common_overrides(stage, out, self.stage_split()),
-                                     *self._model_overrides(arch), f"method={method}",
-                                     f"method_options={json.dumps(self.cfg.ssl.get(method, {}))}"])
-        return pretrain(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file()).model_dir  # type: ignore[return-value]
+
+        def run(resume: bool) -> Any:
+            self.say(f"pretrain {arch}/{method}: encoder only, on the training images")
+            stage = self.cfg.ssl_pretrain or self.cfg.pretrain
+            cfg = load_ssl_config(None, [*self.common_overrides(stage, out, self.stage_split()),
+                                         *self._model_overrides(arch), f"method={method}",
+                                         f"method_options={json.dumps(self.cfg.ssl.get(method, {}))}"])
+            return pretrain(cfg, resume=resume)
+
+        return self._engine_stage(out, "pretrain-ssl", run)
 
     def _seg_train(self, out: Path, stage: str, sc: StageConfig, manifest: Path, arch: str, loss: LossSpec,
                    init: tuple[Path, str] | None, what: str, extra: list[str] | None = None) -> Path:
         from medseg.training import load_config, train
 
-        self._claim(out / "settings.json", stage)
-        if (out / "model" / "model.json").is_file():
-            return out / "model"
-        self.say(what)
-        cfg = load_config(None, [*self.common_overrides(sc, out, manifest), *self._model_overrides(arch),
-                                 f"loss.weights={json.dumps(loss.weights)}",
-                                 f"loss.options={json.dumps(loss.options)}",
-                                 *([f"model.init={init[0]}", f"model.init_mode={init[1]}"] if init else []),
-                                 *(extra or [])])
-        return train(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file()).model_dir  # type: ignore[return-value]
+
+        def run(resume: bool) -> Any:
+            self.say(what)
+            cfg = load_config(None, [*self.common_overrides(sc, out, manifest), *self._model_overrides(arch),
+                                     f"loss.weights={json.dumps(loss.weights)}",
+                                     f"loss.options={json.dumps(loss.options)}",
+                                     *([f"model.init={init[0]}", f"model.init_mode={init[1]}"] if init else []),
+                                     *(extra or [])])
+            return train(cfg, resume=resume)
+
+        return self._engine_stage(out, stage, run)
 
     # ---- fine-tuning ------------------------------------------------------------------------------------------
     def init_of(self, arch: str, start: str) -> tuple[Path, str] | None:

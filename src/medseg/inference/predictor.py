@@ -101,9 +101,11 @@ class Predictor:
 
     @classmethod
     def for_model(cls, loaded: LoadedModel, **kwargs: Any) -> Predictor:
-        """A predictor fed as ``loaded`` was trained (its input size, edge operator and colour); ``kwargs`` as the
-        constructor's (e.g. ``device``, ``tile``, ``task``)."""
-        opts: dict[str, Any] = {"img_size": loaded.img_size, "edge": loaded.edge, "color": loaded.color, **kwargs}
+        """A predictor fed as ``loaded`` was trained (its input size, edge operator, colour, and the sliding-window
+        tile and overlap of a patch-trained model); ``kwargs`` as the constructor's (e.g. ``device``, ``tile``,
+        ``task``) override them."""
+        opts: dict[str, Any] = {"img_size": loaded.img_size, "edge": loaded.edge, "color": loaded.color,
+                                "tile": loaded.tile, "overlap": loaded.overlap, **kwargs}
         return cls(loaded.model, **opts)
 
     def predict(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray | None] | None = None,
