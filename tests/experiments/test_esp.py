@@ -56,6 +56,7 @@ def test_esp_experiment_runs_every_stage_and_reuses_them(tmp_path: Path, monkeyp
     assert "Source domains" in text and "Task classification" in text and "Wall time per stage" in text
     assert "Unseen domains: other_lungs" in text and "| no_sppg |" in text and "| no_teacher_adaptation |" in text
     assert "dice_esp_seen" in (tmp_path / "run" / "report" / "unseen_domain.csv").read_text()
+    assert "dice_esp_true_task_source" in (tmp_path / "run" / "report" / "unseen_control.csv").read_text()
     run = tmp_path / "run"
     for stage in ("teacher", "mmdkd", "esp", "classifier", "unseen/teacher", "unseen/mmdkd", "unseen/esp",
                   "unseen/classifier", "ablation-no_teacher_adaptation/mmdkd", "ablation-no_qdmd/esp",
