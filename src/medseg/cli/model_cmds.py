@@ -199,11 +199,10 @@ def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_
     (``tile=0``: letterbox)."""
     from medseg.inference import Predictor
 
-    tile = loaded.tile if tile is None else (tile or None)
-    overlap = loaded.overlap if overlap is None else overlap
+    given = {**({} if tile is None else {"tile": tile or None}), **({} if overlap is None else {"overlap": overlap})}
     try:
         return Predictor.for_model(loaded, device=device, threshold=threshold, batch_size=batch_size, engine=engine,
-                                   tile=tile, overlap=overlap, tta=tta, channel=loaded.channel(target), task=task)
+                                   tta=tta, channel=loaded.channel(target), task=task, **given)
     except ValueError as exc:
         raise InvalidInputError(spec, str(exc)) from exc
 

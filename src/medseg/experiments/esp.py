@@ -408,12 +408,10 @@ def unseen_domain_table(unseen: dict[str, list[dict[str, str]]], seen_esp: list[
     table = source_domain_table({k: v for k, v in unseen.items() if k != "esp_true_task_source"}, by="dataset")
     held = {r["dataset"] for r in unseen["esp"]}
     seen = source_domain_table({"esp": [r for r in seen_esp if r["dataset"] in held]}, by="dataset")
-    by = {r["dataset"]: r for r in seen}
-    mean = "mean over datasets"
+    by = {r["dataset"]: r for r in seen}  # the held-out datasets and "mean over datasets", as in ``table``
     for row in table:
-        key = row["dataset"] if row["dataset"] != mean else mean
         for metric in ("dice", "nsd", "hd95"):
-            row[f"{metric}_esp_seen"] = by.get(key, {}).get(f"{metric}_esp", float("nan"))
+            row[f"{metric}_esp_seen"] = by.get(row["dataset"], {}).get(f"{metric}_esp", float("nan"))
     return table
 
 

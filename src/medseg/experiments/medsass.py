@@ -194,7 +194,6 @@ class MedsassExperiment(StagedExperiment):
                                    what=f"pretrain {arch}/medsass: encoder + decoder on the Otsu pseudo-masks")
         from medseg.ssl.pretrain import load_ssl_config, pretrain
 
-
         def run(resume: bool) -> Any:
             self.say(f"pretrain {arch}/{method}: encoder only, on the training images")
             stage = self.cfg.ssl_pretrain or self.cfg.pretrain
@@ -208,7 +207,6 @@ class MedsassExperiment(StagedExperiment):
     def _seg_train(self, out: Path, stage: str, sc: StageConfig, manifest: Path, arch: str, loss: LossSpec,
                    init: tuple[Path, str] | None, what: str, extra: list[str] | None = None) -> Path:
         from medseg.training import load_config, train
-
 
         def run(resume: bool) -> Any:
             self.say(what)
