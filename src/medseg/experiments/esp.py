@@ -214,10 +214,15 @@ class EspExperiment(StagedExperiment):
         init = self.stage_mmdkd()
         options = dict(self.cfg.student)
         switch = {"no_bags": "use_bags", "no_sppg": "use_sppg", "no_qdmd": "use_qdmd"}.get(self.variant or "")
+        sc = self.cfg.train
         if switch is not None:
             options[switch] = False
-        return self._train("esp", out, self.cfg.train, "esp_medsam", options, init,
-                           "shared" if switch is not None else "strict")
+            # the part switched off has no parameters: its learning-rate factor would name nothing
+            gone = {"no_bags": "image_encoder.controller", "no_sppg": "patch_prompt"}.get(self.variant or "")
+            if gone is not None:
+                sc = sc.model_copy(update={"lr_multipliers": {k: v for k, v in sc.lr_multipliers.items()
+                                                              if k != gone and not k.startswith(gone + ".")}})
+        return self._train("esp", out, sc, "esp_medsam", options, init, "shared" if switch is not None else "strict")
 
     def stage_classifier(self) -> Path:
         """The model that is scored and shipped: ``esp/`` with its classifier's head refitted (``classifier/model``),
