@@ -58,6 +58,7 @@ def test_esp_experiment_runs_every_stage_and_reuses_them(tmp_path: Path, monkeyp
     assert "Unseen domains: other_lungs" in text and "| no_sppg |" in text and "| no_teacher_adaptation |" in text
     assert "dice_esp_seen" in (tmp_path / "run" / "report" / "unseen_domain.csv").read_text()
     assert "dice_esp_true_task_source" in (tmp_path / "run" / "report" / "unseen_control.csv").read_text()
+    assert "dice_no_sppg" in (tmp_path / "run" / "report" / "ablation_by_modality.csv").read_text()
     run = tmp_path / "run"
     for stage in ("teacher", "mmdkd", "esp", "classifier", "unseen/teacher", "unseen/mmdkd", "unseen/esp",
                   "unseen/classifier", "ablation-no_teacher_adaptation/mmdkd", "ablation-no_qdmd/esp",
@@ -118,3 +119,8 @@ def test_ablation_table_is_the_mean_over_modalities_and_the_change_from_the_full
     assert [r["variant"] for r in table] == ["full ESP-MedSAM", "no_bags"]
     assert table[0]["dice"] == pytest.approx(0.55) and table[1]["dice"] == pytest.approx(0.35)
     assert table[1]["dice_change"] == pytest.approx(-0.2) and table[1]["task_accuracy"] == pytest.approx(2 / 3)
+    # every image lost: the paired interval of the change lies below zero and contains it
+    assert table[1]["change_ci_low"] <= -0.2 <= table[1]["change_ci_high"] < 0
+    same = ablation_table(full, {"same": full})[1]
+    assert same["dice_change"] == 0 and same["change_ci_low"] == same["change_ci_high"] == 0
+    assert same["p_wilcoxon"] == 1.0

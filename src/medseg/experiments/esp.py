@@ -19,8 +19,13 @@ from its ``last.ckpt``; each stage records the config sections it was built from
 ``scores/``            per-image Dice / NSD (τ = 2 px) / HD95 at native resolution on the test images: ESP-MedSAM
                        with its own task choice (``esp.csv``, with the chosen ``task``) and with the true task
                        (``esp_true_task.csv``), LiteMedSAM with ground-truth boxes and with the image-region box
+``unseen/``            with ``unseen``: the pipeline teacher → scores again without the held-out datasets' training
+                       and validation images, scored on their test images and (the control) on the other datasets'
+``ablation-<v>/``      with ``ablations``: ESP-MedSAM trained and scored with one part switched off, reusing the
+                       full model's teacher and MMDKD (``no_teacher_adaptation`` distils its own bags)
 ``report/``            source-domain table, task-classification accuracy per dataset and what a wrong task costs,
-                       wall time per stage, ``report.md``
+                       the unseen-domain table and its control, the ablation (paired bootstrap interval and Wilcoxon
+                       p of each change), wall time per stage, ``report.md``
 =====================  ===============================================================================================
 
 Where the paper distils the shared encoder on SA-1B natural images, we use the training images (SA-1B cannot be
@@ -346,10 +351,9 @@ class EspExperiment(StagedExperiment):
             child_scores = child.stage_scores()
             unseen = unseen_domain_table(child_scores, scores["esp"])
             write_csv(unseen, rep / "unseen_domain.csv")
-            control = source_domain_table({"esp_true_task": [r for r in scores["esp_true_task"]
-                                                             if r["dataset"] not in self.cfg.unseen],
-                                           "esp_true_task_source": child_scores["esp_true_task_source"]})
-            control = [{k: v for k, v in r.items() if k == "modality" or k.startswith("dice")} for r in control]
+            control = dice_by_modality({"esp_true_task": [r for r in scores["esp_true_task"]
+                                                          if r["dataset"] not in self.cfg.unseen],
+                                        "esp_true_task_source": child_scores["esp_true_task_source"]})
             write_csv(control, rep / "unseen_control.csv")
             sections += [f"## Unseen domains: {', '.join(self.cfg.unseen)} kept out of every training stage", "",
                          "Per held-out dataset, on its test images: the pipeline trained without it (prompt-free "
@@ -361,11 +365,19 @@ class EspExperiment(StagedExperiment):
                          "the held-out datasets). A gap here is the training's, not the domain's.", "",
                          format_markdown_table(control, digits=3), ""]
         if self.cfg.ablations:
-            ablation = ablation_table(scores["esp"], {v: EspExperiment(self.cfg, self.say, parent=self, variant=v)
-                                                      .stage_scores()["esp"] for v in self.cfg.ablations})
+            variants = {v: EspExperiment(self.cfg, self.say, parent=self, variant=v).stage_scores()["esp"]
+                        for v in self.cfg.ablations}
+            ablation = ablation_table(scores["esp"], variants, seed=self.cfg.seed)
             write_csv(ablation, rep / "ablation.csv")
+            by_modality = dice_by_modality({"esp": scores["esp"], **variants})
+            write_csv(by_modality, rep / "ablation_by_modality.csv")
             sections += ["## Ablation (test split, no prompt, no task given)", "",
-                         format_markdown_table(ablation, digits=3), ""]
+                         "`dice_change`: the variant's mean Dice over modalities minus the full model's, on the same "
+                         "images; `change_ci_*`: its 95 % paired bootstrap interval (images resampled within each "
+                         "modality); `p_wilcoxon`: signed-rank test over the images.", "",
+                         format_markdown_table(ablation, digits=3), "",
+                         "Mean Dice per modality (`dice_esp`: the full model; `dice_<variant>`):", "",
+                         format_markdown_table(by_modality, digits=3), ""]
         return self.write_report(rep / "report.md", sections)
 
     def run(self) -> Path:
@@ -405,6 +417,11 @@ def source_domain_table(scores: dict[str, list[dict[str, str]]], by: str = "moda
     return out
 
 
+def dice_by_modality(scores: dict[str, list[dict[str, str]]]) -> list[dict[str, Any]]:
+    """The Dice columns of :func:`source_domain_table`: per modality and over modalities, ``dice_<method>``."""
+    return [{k: v for k, v in r.items() if k == "modality" or k.startswith("dice")} for r in source_domain_table(scores)]
+
+
 def unseen_domain_table(unseen: dict[str, list[dict[str, str]]], seen_esp: list[dict[str, str]]
                         ) -> list[dict[str, Any]]:
     """:func:`source_domain_table` by dataset of the pipeline that never saw the held-out datasets, with the full
@@ -425,21 +442,36 @@ def _agg(rows: list[dict[str, str]], by: str, group: str, metric: str, agg: Call
     return float(agg(vals)) if vals else float("nan")
 
 
-def ablation_table(full: list[dict[str, str]], variants: dict[str, list[dict[str, str]]]) -> list[dict[str, Any]]:
+def ablation_table(full: list[dict[str, str]], variants: dict[str, list[dict[str, str]]], *, n_boot: int = 10_000,
+                   seed: int = 0) -> list[dict[str, Any]]:
     """The full model and each variant: mean over modalities of the mean Dice and of the median HD95, task
-    accuracy, and the Dice change against the full model."""
+    accuracy, and the Dice change against the full model on the same test images — with its 95 % paired bootstrap
+    interval (images resampled within each modality, :func:`medseg.stats.stratified_bootstrap_ci`) and the
+    Wilcoxon signed-rank p over the images (:func:`medseg.stats.paired_test`)."""
+    from medseg.stats import paired_test, stratified_bootstrap_ci
+
     def summary(rows: list[dict[str, str]]) -> tuple[float, float, float]:
         mods = sorted({r["modality"] for r in rows})
         dice = float(np.mean([_agg(rows, "modality", m, "dice", np.mean) for m in mods]))
         hd = float(np.nanmean([_agg(rows, "modality", m, "hd95", np.median) for m in mods]))
         return dice, hd, float(np.mean([r["task"] == r["true_task"] for r in rows]))
 
-    base = summary(full)
+    def dice_of(rows: list[dict[str, str]]) -> dict[tuple[str, str, str], float]:
+        return {(r["modality"], r["dataset"], r["case"]): float(r["dice"]) for r in rows
+                if r.get("dice", "") not in ("", "nan")}
+
+    base, base_dice = summary(full), dice_of(full)
+    nan = float("nan")
     out = [{"variant": "full ESP-MedSAM", "dice": base[0], "hd95": base[1], "task_accuracy": base[2],
-            "dice_change": 0.0}]
+            "dice_change": 0.0, "change_ci_low": nan, "change_ci_high": nan, "p_wilcoxon": nan}]
     for name, rows in variants.items():
         d, h, a = summary(rows)
-        out.append({"variant": name, "dice": d, "hd95": h, "task_accuracy": a, "dice_change": d - base[0]})
+        pairs = [(k, v, base_dice[k]) for k, v in dice_of(rows).items() if k in base_dice]
+        groups = [[v - b for k, v, b in pairs if k[0] == m] for m in sorted({k[0] for k, _, _ in pairs})]
+        lo, hi = stratified_bootstrap_ci(groups, n_boot=n_boot, seed=seed) if groups else (nan, nan)
+        p = paired_test([v for _, v, _ in pairs], [b for _, _, b in pairs]).p_wilcoxon if len(pairs) > 1 else nan
+        out.append({"variant": name, "dice": d, "hd95": h, "task_accuracy": a, "dice_change": d - base[0],
+                    "change_ci_low": lo, "change_ci_high": hi, "p_wilcoxon": p})
     return out
 
 
