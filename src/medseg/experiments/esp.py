@@ -419,7 +419,8 @@ def source_domain_table(scores: dict[str, list[dict[str, str]]], by: str = "moda
 
 def dice_by_modality(scores: dict[str, list[dict[str, str]]]) -> list[dict[str, Any]]:
     """The Dice columns of :func:`source_domain_table`: per modality and over modalities, ``dice_<method>``."""
-    return [{k: v for k, v in r.items() if k == "modality" or k.startswith("dice")} for r in source_domain_table(scores)]
+    return [{k: v for k, v in r.items() if k == "modality" or k.startswith("dice")}
+            for r in source_domain_table(scores)]
 
 
 def unseen_domain_table(unseen: dict[str, list[dict[str, str]]], seen_esp: list[dict[str, str]]
