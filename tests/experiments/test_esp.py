@@ -50,7 +50,7 @@ def test_esp_experiment_runs_every_stage_and_reuses_them(tmp_path: Path, monkeyp
     cfg = load_esp_config(_config(tmp_path, data={"root": str(tmp_path / "d"), "img_size": 64,
                                                   "target_of": {"synthetic_lungs": "lungs", "other_lungs": "lungs"}},
                                   unseen=["other_lungs"], ablations=["no_teacher_adaptation", "no_bags", "no_sppg",
-                                                                     "no_qdmd"]))
+                                                                     "no_qdmd", "seed_replicate"]))
     said: list[str] = []
     report = EspExperiment(cfg, progress=said.append).run()
     text = report.read_text()
@@ -71,6 +71,11 @@ def test_esp_experiment_runs_every_stage_and_reuses_them(tmp_path: Path, monkeyp
     assert {k for k in esp if not esp[k].equal(refit[k])} <= {k for k in esp if k.startswith("classifier.head.")}
     assert "refitted on frozen features" in text and (run / "classifier" / "history.csv").is_file()
     assert not (run / "ablation-no_sppg" / "mmdkd").exists()  # variants reuse the full model's earlier stages
+    # the replicate is the full model trained again with the next seed, from the same MMDKD start
+    seeds = {v: yaml.safe_load((run / v / "esp" / "config.yaml").read_text())["seed"]
+             for v in (".", "ablation-seed_replicate", "ablation-no_qdmd")}
+    assert seeds == {".": cfg.seed, "ablation-seed_replicate": cfg.seed + 1, "ablation-no_qdmd": cfg.seed}
+    assert "| seed_replicate |" in text
     unseen_train = [r for r in (run / "unseen" / "split.csv").read_text().splitlines() if "other_lungs" in r]
     assert unseen_train and all(r.split(",")[-1] == "test" for r in unseen_train)
     assert {r.split(",")[1] for r in (run / "unseen" / "scores" / "esp.csv").read_text().splitlines()[1:]} \

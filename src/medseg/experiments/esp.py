@@ -86,8 +86,11 @@ class EspConfig(Strict):
     #: vessel task learnt on drive)
     unseen: list[str] = Field(default_factory=list)
     #: variants trained and scored beside the full model: ``no_teacher_adaptation`` (bags distilled from the plain
-    #: LiteMedSAM encoder), ``no_bags`` (the shared encoder alone), ``no_sppg``, ``no_qdmd`` (one query for all)
-    ablations: list[Literal["no_teacher_adaptation", "no_bags", "no_sppg", "no_qdmd"]] = Field(default_factory=list)
+    #: LiteMedSAM encoder), ``no_bags`` (the shared encoder alone), ``no_sppg``, ``no_qdmd`` (one query for all);
+    #: ``seed_replicate`` is the full model's ESP-MedSAM training again with ``seed + 1`` (same split, same MMDKD
+    #: start): how much one training varies, the yardstick for the other rows' changes
+    ablations: list[Literal["no_teacher_adaptation", "no_bags", "no_sppg", "no_qdmd", "seed_replicate"]] = Field(
+        default_factory=list)
 
 
 STAGE_INPUTS: dict[str, tuple[str, ...]] = dict(StagedExperiment.STAGE_INPUTS)
@@ -164,13 +167,14 @@ class EspExperiment(StagedExperiment):
                 f"loss.weights={json.dumps(self.cfg.loss)}", "trainer.monitor=val/dice"]
 
     def _train(self, stage: str, out: Path, sc: StageConfig, name: str, options: dict[str, Any],
-               init: Path | None, init_mode: str = "strict") -> Path:
+               init: Path | None, init_mode: str = "strict", seed: int | None = None) -> Path:
         from medseg.training import load_config, train
 
         return self._engine_stage(out, stage + self.suffix, lambda resume: train(load_config(None, [
             *self.common_overrides(sc, out, self.stage_split()), f"model.name={name}",
             f"model.options={json.dumps(options)}", *self._task_overrides(),
-            *([f"model.init={init}", f"model.init_mode={init_mode}"] if init is not None else [])]), resume=resume))
+            *([f"model.init={init}", f"model.init_mode={init_mode}"] if init is not None else []),
+            *([f"seed={seed}"] if seed is not None else [])]), resume=resume))
 
     def stage_teacher(self) -> Path:
         if self.parent is not None and not self.held_out:
@@ -227,7 +231,9 @@ class EspExperiment(StagedExperiment):
             if gone is not None:
                 sc = sc.model_copy(update={"lr_multipliers": {k: v for k, v in sc.lr_multipliers.items()
                                                               if k != gone and not k.startswith(gone + ".")}})
-        return self._train("esp", out, sc, "esp_medsam", options, init, "shared" if switch is not None else "strict")
+        seed = self.cfg.seed + 1 if self.variant == "seed_replicate" else None
+        return self._train("esp", out, sc, "esp_medsam", options, init, "shared" if switch is not None else "strict",
+                           seed)
 
     def stage_classifier(self) -> Path:
         """The model that is scored and shipped: ``esp/`` with its classifier's head refitted (``classifier/model``),
