@@ -50,7 +50,8 @@ def test_esp_experiment_runs_every_stage_and_reuses_them(tmp_path: Path, monkeyp
     cfg = load_esp_config(_config(tmp_path, data={"root": str(tmp_path / "d"), "img_size": 64,
                                                   "target_of": {"synthetic_lungs": "lungs", "other_lungs": "lungs"}},
                                   unseen=["other_lungs"], ablations=["no_teacher_adaptation", "no_bags", "no_sppg",
-                                                                     "no_qdmd", "seed_replicate"]))
+                                                                     "no_qdmd", "seed_replicate",
+                                                                     "sppg_sam_mask"]))
     said: list[str] = []
     report = EspExperiment(cfg, progress=said.append).run()
     text = report.read_text()
@@ -76,6 +77,8 @@ def test_esp_experiment_runs_every_stage_and_reuses_them(tmp_path: Path, monkeyp
              for v in (".", "ablation-seed_replicate", "ablation-no_qdmd")}
     assert seeds == {".": cfg.seed, "ablation-seed_replicate": cfg.seed + 1, "ablation-no_qdmd": cfg.seed}
     assert "| seed_replicate |" in text
+    sam_mask = yaml.safe_load((run / "ablation-sppg_sam_mask" / "esp" / "config.yaml").read_text())["model"]
+    assert sam_mask["options"]["dense_prompt"] == "sam_mask" and sam_mask["init_mode"] == "shared"
     unseen_train = [r for r in (run / "unseen" / "split.csv").read_text().splitlines() if "other_lungs" in r]
     assert unseen_train and all(r.split(",")[-1] == "test" for r in unseen_train)
     assert {r.split(",")[1] for r in (run / "unseen" / "scores" / "esp.csv").read_text().splitlines()[1:]} \

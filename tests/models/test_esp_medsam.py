@@ -119,3 +119,25 @@ def test_each_part_can_be_switched_off(switch: str) -> None:
     assert (out.patch_logits is None) == (switch == "use_sppg")
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params < sum(p.numel() for p in _model().parameters())
+
+
+def test_sppg_can_encode_its_patch_prompt_with_sams_mask_encoder() -> None:
+    """``dense_prompt="sam_mask"``: the patch logits, upsampled to 4× the embedding grid, go through the prompt
+    encoder's mask down-scaler (SAM's mask prompt path) and gradients reach it; the SPPG has no DP encoder."""
+    model = _model(dense_prompt="sam_mask").train()
+    assert model.patch_prompt.dense is None
+    assert not any(n.startswith("patch_prompt.dense") for n, _ in model.named_parameters())
+    x, task = torch.rand(2, 3, 64, 64), torch.tensor([0, 2])
+    out = model.forward_all(x, task)
+    side = 4 * out.embedding.shape[-1]
+    expect = model.prompt_encoder.mask_downscaling(
+        torch.nn.functional.interpolate(out.patch_logits, size=(side, side), mode="bilinear", align_corners=False))
+    assert expect.shape == out.embedding.shape
+    with torch.no_grad():  # the dense prompt really is that one: a decoder fed it gives the same logits
+        low, _ = model.mask_decoder(out.embedding, model.prompt_encoder.get_dense_pe(), expect, task)
+    torch.testing.assert_close(torch.nn.functional.interpolate(low, size=(64, 64), mode="bilinear",
+                                                               align_corners=False), out.logits)
+    out.logits.sum().backward()
+    assert model.prompt_encoder.mask_downscaling[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="dense_prompt"):
+        PatchPromptGenerator(embed_dim=32, image_size=64, embedding_size=16, dense_prompt="other")

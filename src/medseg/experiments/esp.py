@@ -88,9 +88,11 @@ class EspConfig(Strict):
     #: variants trained and scored beside the full model: ``no_teacher_adaptation`` (bags distilled from the plain
     #: LiteMedSAM encoder), ``no_bags`` (the shared encoder alone), ``no_sppg``, ``no_qdmd`` (one query for all);
     #: ``seed_replicate`` is the full model's ESP-MedSAM training again with ``seed + 1`` (same split, same MMDKD
-    #: start): how much one training varies, the yardstick for the other rows' changes
-    ablations: list[Literal["no_teacher_adaptation", "no_bags", "no_sppg", "no_qdmd", "seed_replicate"]] = Field(
-        default_factory=list)
+    #: start): how much one training varies, the yardstick for the other rows' changes; ``sppg_sam_mask``: the
+    #: SPPG's dense prompt encoded by SAM's pretrained mask prompt encoder instead of a fresh DP encoder
+    #: (``dense_prompt`` of :func:`medseg.models.builders.esp_medsam`)
+    ablations: list[Literal["no_teacher_adaptation", "no_bags", "no_sppg", "no_qdmd", "seed_replicate",
+                            "sppg_sam_mask"]] = Field(default_factory=list)
 
 
 STAGE_INPUTS: dict[str, tuple[str, ...]] = dict(StagedExperiment.STAGE_INPUTS)
@@ -223,17 +225,18 @@ class EspExperiment(StagedExperiment):
         init = self.stage_mmdkd()
         options = dict(self.cfg.student)
         switch = {"no_bags": "use_bags", "no_sppg": "use_sppg", "no_qdmd": "use_qdmd"}.get(self.variant or "")
-        sc = self.cfg.train
+        sc, init_mode = self.cfg.train, "strict"
+        if self.variant == "sppg_sam_mask":
+            options["dense_prompt"], init_mode = "sam_mask", "shared"
         if switch is not None:
-            options[switch] = False
+            options[switch], init_mode = False, "shared"
             # the part switched off has no parameters: its learning-rate factor would name nothing
             gone = {"no_bags": "image_encoder.controller", "no_sppg": "patch_prompt"}.get(self.variant or "")
             if gone is not None:
                 sc = sc.model_copy(update={"lr_multipliers": {k: v for k, v in sc.lr_multipliers.items()
                                                               if k != gone and not k.startswith(gone + ".")}})
         seed = self.cfg.seed + 1 if self.variant == "seed_replicate" else None
-        return self._train("esp", out, sc, "esp_medsam", options, init, "shared" if switch is not None else "strict",
-                           seed)
+        return self._train("esp", out, sc, "esp_medsam", options, init, init_mode, seed)
 
     def stage_classifier(self) -> Path:
         """The model that is scored and shipped: ``esp/`` with its classifier's head refitted (``classifier/model``),

@@ -118,11 +118,14 @@ def esp_medsam(*, tasks: Sequence[str] = ("task",), pretrained: bool | str | Pat
                use_qdmd: bool = True, bag_tokens: int = 8, bag_mlp_ratio: float = 0.25,
                bag_stages: Sequence[int] = (2, 3), patch_size: int | None = None, classifier_hidden: int = 128,
                shared_bag: bool = False, cache_dir: str | None = None,
-               encoder_init: Literal["random", "weight_selection"] = "weight_selection") -> nn.Module:
+               encoder_init: Literal["random", "weight_selection"] = "weight_selection",
+               dense_prompt: Literal["conv", "sam_mask"] = "conv") -> nn.Module:
     """ESP-MedSAM (:mod:`medseg.models.esp_medsam`) on the ``lite_medsam_student`` encoder. ``pretrained`` loads
     LiteMedSAM's prompt encoder and decoder (every task's query and hypernetwork start from its single-mask ones) and
     initialises the encoder by ``encoder_init``; a distilled encoder comes in through ``model.init`` instead.
-    ``shared_bag``: one parameter bag for every task (the adapted teacher's)."""
+    ``shared_bag``: one parameter bag for every task (the adapted teacher's). ``dense_prompt``: SPPG's dense-prompt
+    encoder, the paper's convolutions (``"conv"``) or SAM's pretrained mask prompt encoder (``"sam_mask"``; see
+    :mod:`medseg.models.patch_prompt`)."""
     from medseg.models.esp_medsam import EspMedSam, TaskClassifier
     from medseg.models.modality_controller import BaggedEncoder, ModalityController
     from medseg.models.modality_decoder import ModalityDecoder
@@ -141,7 +144,7 @@ def esp_medsam(*, tasks: Sequence[str] = ("task",), pretrained: bool | str | Pat
     return EspMedSam(
         image_encoder=bagged, prompt_encoder=base.prompt_encoder,
         patch_prompt=(PatchPromptGenerator(embed_dim=prompt_embed_dim, image_size=img_size, embedding_size=r,
-                                           patch_size=patch_size) if use_sppg else None),
+                                           patch_size=patch_size, dense_prompt=dense_prompt) if use_sppg else None),
         mask_decoder=ModalityDecoder(base.mask_decoder, num_tasks=len(tasks) if use_qdmd else 1),
         classifier=TaskClassifier(in_dim=embed_dims[bagged.shared_stages], num_tasks=len(tasks),
                                   hidden=classifier_hidden),

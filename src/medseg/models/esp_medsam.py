@@ -117,6 +117,10 @@ class EspMedSam(nn.Module):
         emb = self.image_encoder(images, task, shared=shared)
         if self.patch_prompt is not None:
             patch_logits, dense = self.patch_prompt(emb)
+            if dense is None:  # dense_prompt="sam_mask": the patch logits as SAM's low-resolution mask prompt
+                side = 4 * emb.shape[-1]  # SAM's mask input is 4× the embedding grid
+                dense = self.prompt_encoder.mask_downscaling(
+                    F.interpolate(patch_logits, size=(side, side), mode="bilinear", align_corners=False))
         else:
             patch_logits = None
             dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(emb)
