@@ -103,6 +103,14 @@ STAGE_INPUTS["esp"] = (*STAGE_INPUTS["mmdkd"], "train")
 STAGE_INPUTS["classifier"] = (*STAGE_INPUTS["esp"], "classifier")
 STAGE_INPUTS["scores-esp"] = STAGE_INPUTS["classifier"]  # esp.csv: the task the classifier chooses
 STAGE_INPUTS["split-unseen"] = (*STAGE_INPUTS["split"], "unseen")
+#: ablation variants that change the ESP-MedSAM model: its option changes, and the parameter-name prefix of the part
+#: it removes (``None``: none). Such a variant starts from the MMDKD model's matching tensors (``init_mode: shared``).
+MODEL_VARIANTS: dict[str, tuple[dict[str, Any], str | None]] = {
+    "no_bags": ({"use_bags": False}, "image_encoder.controller"),
+    "no_sppg": ({"use_sppg": False}, "patch_prompt"),
+    "no_qdmd": ({"use_qdmd": False}, None),
+    "sppg_sam_mask": ({"dense_prompt": "sam_mask"}, None),
+}
 # the held-out pipeline's stages also depend on what was held out
 for _k in ("teacher", "mmdkd", "esp", "classifier", "scores-esp"):
     STAGE_INPUTS[f"{_k}-unseen"] = (*STAGE_INPUTS[_k], "unseen")
@@ -223,20 +231,14 @@ class EspExperiment(StagedExperiment):
         if not (out / "model" / "model.json").is_file():
             self.say(f"esp{what}: ESP-MedSAM trained from the MMDKD encoder")
         init = self.stage_mmdkd()
-        options = dict(self.cfg.student)
-        switch = {"no_bags": "use_bags", "no_sppg": "use_sppg", "no_qdmd": "use_qdmd"}.get(self.variant or "")
-        sc, init_mode = self.cfg.train, "strict"
-        if self.variant == "sppg_sam_mask":
-            options["dense_prompt"], init_mode = "sam_mask", "shared"
-        if switch is not None:
-            options[switch], init_mode = False, "shared"
-            # the part switched off has no parameters: its learning-rate factor would name nothing
-            gone = {"no_bags": "image_encoder.controller", "no_sppg": "patch_prompt"}.get(self.variant or "")
-            if gone is not None:
-                sc = sc.model_copy(update={"lr_multipliers": {k: v for k, v in sc.lr_multipliers.items()
-                                                              if k != gone and not k.startswith(gone + ".")}})
+        changes, gone = MODEL_VARIANTS.get(self.variant or "", ({}, None))
+        sc = self.cfg.train
+        if gone is not None:  # the part switched off has no parameters: its learning-rate factor would name nothing
+            sc = sc.model_copy(update={"lr_multipliers": {k: v for k, v in sc.lr_multipliers.items()
+                                                          if k != gone and not k.startswith(gone + ".")}})
         seed = self.cfg.seed + 1 if self.variant == "seed_replicate" else None
-        return self._train("esp", out, sc, "esp_medsam", options, init, init_mode, seed)
+        return self._train("esp", out, sc, "esp_medsam", {**self.cfg.student, **changes}, init,
+                           "shared" if changes else "strict", seed)
 
     def stage_classifier(self) -> Path:
         """The model that is scored and shipped: ``esp/`` with its classifier's head refitted (``classifier/model``),
