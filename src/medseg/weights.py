@@ -92,6 +92,31 @@ register_weights(WeightSpec(
 ))
 
 
+#: models trained by medseg and shipped inside the package (``medseg/assets/<name>/``): the sha256 of the folder's
+#: ``model.json``, which pins the sha256 of every part's weights (:mod:`medseg.models.universal`)
+SHIPPED_MODELS: dict[str, str] = {}
+
+
+def shipped_model_folder(name: str) -> Path:
+    """The folder of a model shipped with medseg, after checking its ``model.json`` against :data:`SHIPPED_MODELS`.
+
+    Raises:
+        MedsegError: the model is not shipped with this installation.
+        InvalidInputError: its ``model.json`` is not the registered one.
+    """
+    folder = Path(__file__).parent / "assets" / name
+    meta = folder / "model.json"
+    if name not in SHIPPED_MODELS or not meta.is_file():
+        raise MedsegError(f"the {name!r} model is not shipped with this installation of medseg (no "
+                          f"{meta}); train it with `medseg experiment universal configs/universal-cpu.yaml` and "
+                          "pass its model folder instead")
+    digest = sha256_file(meta)
+    if digest != SHIPPED_MODELS[name]:
+        raise InvalidInputError(meta, f"sha256 {digest[:12]}… is not the registered {name!r} model's "
+                                      f"({SHIPPED_MODELS[name][:12]}…); reinstall medseg")
+    return folder
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

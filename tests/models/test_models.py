@@ -11,13 +11,14 @@ from medseg.models import TINY_CONFIGS, Sam, build_model, list_models, load_stat
 from medseg.models.esp_medsam import EspMedSam
 from medseg.models.inputs import example_inputs
 from medseg.models.prompt_encoder import PositionEmbeddingRandom
+from medseg.models.prompt_free_head import PromptFreeHead
 from medseg.models.tiny_vit import Attention
 from tests.conftest import SHARED_WEIGHTS, requires_shared_weights, tiny_model_config
 
 
 def test_registry_lists_every_model() -> None:
     assert {m.name for m in list_models()} == set(TINY_CONFIGS) == {"lite_medsam", "lite_medsam_student", "esp_medsam",
-                                                                     "esp_medsam_teacher",
+                                                                     "esp_medsam_teacher", "prompt_free_head",
                                                                      "basic_unet", "resnet_unet", "vit_unet"}
 
 
@@ -37,14 +38,15 @@ def test_student_takes_lite_medsams_prompt_encoder_and_decoder() -> None:
 def test_forward_backward_shapes(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(name, **tiny_model_config(name))
-    x = torch.rand(2, 3, 64, 64)
-    logits = model(x, *example_inputs(model, 2, 64)[1:])
+    logits = model(*example_inputs(model, 2, 64))
     assert logits.shape == (2, 1, 64, 64) and torch.isfinite(logits).all()
     logits.square().mean().backward()
     # SAM-family models have structurally unused parameters (point/mask prompt paths, multimask heads), which
     # is why DDP training switches on find_unused_parameters for them; everything in the encoder must learn.
     # ESP-MedSAM: the task classifier is trained by its own loss (the mask loss passes through its argmax).
-    scope = model.image_encoder if isinstance(model, (Sam, EspMedSam)) else model
+    # The prompt-free head has no encoder: its self-patch prompt generator must learn from the mask.
+    scope = (model.image_encoder if isinstance(model, (Sam, EspMedSam)) else
+             model.patch_prompt if isinstance(model, PromptFreeHead) else model)
     missing = [n for n, p in scope.named_parameters() if p.grad is None]
     assert not missing
 

@@ -54,3 +54,20 @@ def medsass(
     check_output_dir(cfg.out_dir)
     report = MedsassExperiment(cfg, progress=lambda m: typer.echo(f"[medsass] {m}")).run()
     typer.echo(f"report → {report}")
+
+
+@experiment_app.command("universal")
+def universal(
+    config: Path = typer.Argument(..., help="Experiment YAML (configs/universal-cpu.yaml, "
+                                            "configs/universal-gpu.yaml)."),
+    overrides: list[str] = typer.Argument(None, help="key.path=value overrides, e.g. out_dir=runs/x."),
+) -> None:
+    """The universal prompt-free model: embedding cache → prompt-free head → specialists → engine per task chosen on
+    validation → model folder → test scores → report."""
+    from medseg.experiments.universal import UniversalExperiment, load_universal_config
+    from medseg.utils.checks import check_output_dir
+
+    cfg = load_universal_config(config, overrides or [])
+    check_output_dir(cfg.out_dir)
+    report = UniversalExperiment(cfg, progress=lambda m: typer.echo(f"[universal] {m}")).run()
+    typer.echo(f"report → {report}")

@@ -129,6 +129,9 @@ def predict(
                                                              "(default: the modality; e.g. a target of it)."),
     router: str = typer.Option("threshold", "--router",
                                help="With a router file: threshold (the paper's), logistic or tree."),
+    min_confidence: float | None = typer.Option(None, "--min-confidence", min=0.0, max=1.0,
+                                                help="The universal model: images whose task probability is below "
+                                                     "this are listed as unsure (default: the model's, 0.5)."),
 ) -> None:
     """Segment files; writes masks in the input's format plus PNG overlays."""
     from medseg.data.loading import case_key
@@ -166,7 +169,7 @@ def predict(
         raise InvalidInputError(prompt_masks, "--box-from-masks cannot be combined with tiling (box prompts are "
                                               "not tiled): add --tile 0")
     opts = dict(device=device, threshold=threshold, batch_size=batch_size, engine=engine.value, tile=tile,
-                overlap=overlap, tta=tta, target=target, task=task_name)
+                overlap=overlap, tta=tta, target=target, task=task_name, min_confidence=min_confidence)
     if routed:
         predictor = RoutedPredictor(rule, *(_predictor(spec, m, **opts) for spec, m in (sides["a"], sides["b"])),
                                     features)
@@ -182,10 +185,19 @@ def predict(
     if any(r.task is not None for r in results):
         from medseg.evaluation import write_csv
 
-        write_csv([{"image": str(r.image), "mask": str(r.mask), "task": r.task} for r in results],
+        universal = any(r.engine is not None for r in results)
+        write_csv([{"image": str(r.image), "mask": str(r.mask), "task": r.task,
+                    **({"probability": round(r.task_probability, 4) if r.task_probability is not None else "",
+                        "engine": r.engine, "confident": r.confident} if universal else {})} for r in results],
                   out / "tasks.csv")
         counts = {t: sum(r.task == t for r in results) for t in sorted({str(r.task) for r in results})}
         typer.echo("segmented as: " + ", ".join(f"{t} {n}" for t, n in counts.items()) + f" ({out / 'tasks.csv'})")
+        unsure = [r for r in results if not r.confident]
+        if unsure:
+            err.print(f"[yellow]warning:[/yellow] the classifier was unsure (probability below the minimum "
+                      f"confidence) of {len(unsure)} image(s); each was segmented as its most probable task, check "
+                      "them: " + ", ".join(f"{r.image} ({r.task} {r.task_probability:.2f})" for r in unsure[:10])
+                      + (" …" if len(unsure) > 10 else ""), highlight=False, soft_wrap=True)
     if routed:
         typer.echo(f"routed ({router}, {modality}): {predictor.counts['a']} images → {folders['a']}, "
                    f"{predictor.counts['b']} → {folders['b']}")
@@ -194,10 +206,27 @@ def predict(
 
 def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_size: int = 8,
                engine: str = "optimized", tile: int | None = None, overlap: float | None = None, tta: bool = False,
-               target: str | None = None, task: str | None = None):
+               target: str | None = None, task: str | None = None, min_confidence: float | None = None):
     """The :class:`Predictor` of a loaded model with the CLI's defaults: the model's own tile/overlap unless given
-    (``tile=0``: letterbox)."""
+    (``tile=0``: letterbox); the :class:`UniversalPredictor` of the ``universal`` model."""
     from medseg.inference import Predictor
+
+    if loaded.name == "universal":
+        from medseg.inference.universal import UniversalPredictor
+
+        unused = [n for n, v in (("--tile", tile), ("--overlap", overlap), ("--target", target)) if v is not None]
+        if unused or tta:
+            raise InvalidInputError(spec, f"the universal model picks each task's engine itself; "
+                                          f"{', '.join(unused + (['--tta'] if tta else []))} do not apply")
+        try:
+            return UniversalPredictor(loaded.model, device=device, threshold=threshold, batch_size=batch_size,
+                                      engine=engine, task=task,
+                                      min_confidence=(loaded.meta.get("min_confidence", 0.5) if min_confidence is None
+                                                      else min_confidence))
+        except ValueError as exc:
+            raise InvalidInputError(spec, str(exc)) from exc
+    if min_confidence is not None:
+        raise InvalidInputError(spec, "--min-confidence applies to the universal model only")
 
     given = {**({} if tile is None else {"tile": tile or None}), **({} if overlap is None else {"overlap": overlap})}
     try:

@@ -13,8 +13,6 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,11 +24,11 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from medseg.distill.embeddings import build_embedding_cache, open_embeddings
 from medseg.models import build_model, builder_options, sized_options
 from medseg.training.config import ModelConfig, OptimConfig, TrainConfig, TrainerConfig, load_config
 from medseg.training.datamodule import SegmentationDataModule
 from medseg.training.dataset import open_cache
+from medseg.training.embedding_cache import build_embedding_cache, cache_progress, open_embeddings
 from medseg.training.fit import TrainResult, build_trainer, fit_and_save
 from medseg.training.module import INIT_ONLY_OPTIONS, freeze_modules, init_from_folder
 from medseg.training.optim import parameter_groups
@@ -149,18 +147,6 @@ def teacher_encoder(t: ModelConfig, img_size: int) -> nn.Module:
     return SharedBagEncoder(model).eval()
 
 
-@contextmanager
-def _bar(images: Path, desc: str, enabled: bool) -> Iterator[Any]:
-    """A tqdm bar over the rows of an image cache (``None`` when disabled)."""
-    if not enabled:
-        yield None
-        return
-    from tqdm.auto import tqdm
-
-    with tqdm(total=len(open_cache(images).valid), desc=desc, unit="img") as bar:
-        yield bar
-
-
 class DistillDataModule(L.LightningDataModule):
     """Image caches → teacher-embedding caches (built once, by one process per node) → resumable loaders."""
 
@@ -193,7 +179,7 @@ class DistillDataModule(L.LightningDataModule):
                 continue
             embeddings: list[Path | None] = []
             for who, encoder in teachers:
-                with _bar(images, f"{who} embeddings ({part})", self.cfg.trainer.progress_bar) as bar:
+                with cache_progress(images, f"{who} embeddings ({part})", self.cfg.trainer.progress_bar) as bar:
                     embeddings.append(build_embedding_cache(images, encoder, self.embed_root,
                                                             batch_size=self.cfg.embed_batch_size,
                                                             progress=None if bar is None else bar.update))

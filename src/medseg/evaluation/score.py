@@ -42,7 +42,8 @@ def score_entries(entries: Sequence[CatalogEntry], predictor_for: Callable[[Cata
 
     Returns:
         One row per sample: case, modality, dataset, the extra columns, ``task`` where the prediction names one (a
-        task model), and every metric, as strings (the CSV's form, so a cached and a fresh call return the same).
+        task model; the ``universal`` model adds ``task_probability`` and ``engine``), and every metric, as
+        strings (the CSV's form, so a cached and a fresh call return the same).
     """
     path = Path(csv_path) if csv_path is not None else None
     if path is not None and path.is_file():
@@ -58,9 +59,9 @@ def score_entries(entries: Sequence[CatalogEntry], predictor_for: Callable[[Cata
             gt = s.binary_mask()
             pred = (predictor.predict([s.image], [boxes_from_mask(gt, per_component=True, min_area=10)])[0]
                     if gt_boxes else predictor.predict([s.image])[0])
-            task = getattr(pred, "task", None)
+            named = {k: getattr(pred, k, None) for k in ("task", "task_probability", "engine")}
             metric(pred.mask, gt, case=s.case_id, modality=s.modality, dataset=s.dataset, **extra,
-                   **({"task": task} if task is not None else {}))
+                   **{k: v for k, v in named.items() if v is not None})
     if path is not None:
         write_csv(metric.rows, path)
     return [{k: str(v) for k, v in r.items()} for r in metric.rows]

@@ -147,9 +147,11 @@ class StagedExperiment:
                 f"trainer.val_check_interval={_val_interval(stage.steps, stage.validations)}",
                 f"model.freeze={json.dumps(stage.freeze)}"]
 
-    def _claim(self, record: Path, stage: str) -> None:
+    def _claim(self, record: Path, stage: str, extra: dict[str, Any] | None = None) -> None:
         """Record (in ``record``, JSON) the settings a stage's output is built from, or refuse to reuse or resume an
-        output built from other ones. A stage folder without a record (older runs) is claimed as it is.
+        output built from other ones. A stage folder without a record (older runs) is claimed as it is. ``extra``:
+        settings of this output beyond the config sections of ``stage`` (e.g. one entry of a section that maps
+        names to stages, so that adding an entry does not invalidate the others).
 
         Raises:
             MedsegError: the recorded settings differ; the message names the sections.
@@ -157,13 +159,14 @@ class StagedExperiment:
         if record in self._claimed:
             return
         dumped = self.cfg.model_dump(mode="json")
-        now = {k: dumped[k] for k in self.STAGE_INPUTS[stage]}
+        now = {**{k: dumped[k] for k in self.STAGE_INPUTS[stage]}, **(extra or {})}
         if record.is_file():
             # through the schema: an option added to medseg since (with its default) is not a change
             recorded = json.loads(record.read_text())
             try:
-                full = type(self.cfg).model_validate({**dumped, **recorded}).model_dump(mode="json")
-                before = {k: full[k] for k in recorded}
+                full = type(self.cfg).model_validate({**dumped, **{k: v for k, v in recorded.items()
+                                                                   if k not in (extra or {})}}).model_dump(mode="json")
+                before = {k: recorded[k] if k in (extra or {}) else full[k] for k in recorded}
             except ValidationError:  # an option medseg no longer has: compared as recorded (a change)
                 before = recorded
             changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
@@ -176,11 +179,13 @@ class StagedExperiment:
             atomic_write_text(record, json.dumps(now, indent=1, sort_keys=True))
         self._claimed.add(record)
 
-    def _engine_stage(self, out: Path, stage: str, run: Callable[[bool], Any]) -> Path:
-        """What every training stage shares: claim ``stage``'s settings (``out/settings.json``), reuse a finished
+    def _engine_stage(self, out: Path, stage: str, run: Callable[[bool], Any],
+                      extra: dict[str, Any] | None = None) -> Path:
+        """What every training stage shares: claim ``stage``'s settings (and ``extra``, see :meth:`_claim`;
+        ``out/settings.json``), reuse a finished
         ``out/model``, or call ``run(resume)`` (``resume``: ``out/checkpoints/last.ckpt`` exists, the engine's exact
         resume after a kill), which returns the engine's result (its ``model_dir`` is the stage's output)."""
-        self._claim(out / "settings.json", stage)
+        self._claim(out / "settings.json", stage, extra)
         if (out / "model" / "model.json").is_file():
             return out / "model"
         return Path(run((out / "checkpoints" / "last.ckpt").is_file()).model_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -18,6 +19,9 @@ from medseg.errors import InvalidInputError
 from medseg.inference.predictor import Predictor
 from medseg.ops.boundary import overlay_contours
 from medseg.utils.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from medseg.inference.universal import UniversalPredictor
 
 
 def collect_inputs(inputs: Iterable[str | Path]) -> list[tuple[Path, Path]]:
@@ -52,6 +56,9 @@ class FilePrediction:
     slices: int
     foreground: float
     task: str | None = None  # what a task model (ESP-MedSAM) segmented it as (the middle slice's, for a volume)
+    task_probability: float | None = None  # the universal model's classifier probability of ``task``
+    engine: str | None = None  # the universal model's engine for it (head, specialist, lite_medsam_box)
+    confident: bool = True  # False: the classifier was less sure than --min-confidence
 
 
 def masks_by_case(folder: str | Path) -> dict[str, Path]:
@@ -59,7 +66,7 @@ def masks_by_case(folder: str | Path) -> dict[str, Path]:
     return {case_key(f): f for f in supported_files(folder)}
 
 
-def predict_files(predictor: Predictor, files: Iterable[tuple[Path, Path]], out_dir: str | Path, *,
+def predict_files(predictor: Predictor | UniversalPredictor, files: Iterable[tuple[Path, Path]], out_dir: str | Path, *,
                   prompt_masks: dict[Path, Path] | None = None,
                   progress: Callable[[int], None] | None = None, on_error: str = "stop",
                   skipped: list[tuple[Path, str]] | None = None,
@@ -91,8 +98,8 @@ def predict_files(predictor: Predictor, files: Iterable[tuple[Path, Path]], out_
     return results
 
 
-def _predict_file(predictor: Predictor, path: Path, out_dir: Path, prompt_masks: dict[Path, Path] | None,
-                  dicom_window: DicomWindow) -> FilePrediction:
+def _predict_file(predictor: Predictor | UniversalPredictor, path: Path, out_dir: Path,
+                  prompt_masks: dict[Path, Path] | None, dicom_window: DicomWindow) -> FilePrediction:
     reader = get_reader(path, dicom_window=dicom_window)
     vol = reader.read(path)
     images = to_uint8_rgb(vol.data, path)
@@ -112,4 +119,6 @@ def _predict_file(predictor: Predictor, path: Path, out_dir: Path, prompt_masks:
     overlay = out_dir / f"{stem}_overlay.png"
     with atomic_path(overlay) as tmp:
         Image.fromarray(overlay_contours(images[mid], None, masks[mid])).save(tmp, format="PNG")
-    return FilePrediction(path, dest, overlay, int(masks.shape[0]), float(masks.mean()), preds[mid].task)
+    p = preds[mid]
+    return FilePrediction(path, dest, overlay, int(masks.shape[0]), float(masks.mean()), p.task, p.task_probability,
+                          p.engine, p.confident)

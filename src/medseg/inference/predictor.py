@@ -23,11 +23,16 @@ if TYPE_CHECKING:
 @dataclass
 class Prediction:
     """One image's result: ``mask`` (H, W) bool, ``prob`` (H, W) float32 foreground probability, and for a task
-    model (ESP-MedSAM) the ``task`` it segmented the image as."""
+    model (ESP-MedSAM, ``universal``) the ``task`` it segmented the image as; the ``universal`` model also gives the
+    classifier's ``task_probability``, the ``engine`` that segmented it and whether the classifier was
+    ``confident`` (probability ≥ the predictor's ``min_confidence``)."""
 
     mask: np.ndarray
     prob: np.ndarray
     task: str | None = None
+    task_probability: float | None = None
+    engine: str | None = None
+    confident: bool = True
 
 
 class Predictor:
@@ -186,7 +191,8 @@ class Predictor:
         x, geos = self._canvas(chunk)
         if self.is_sam:
             emb = self.model.image_encoder(x)
-            per_set = [self._decode(x, emb, geos, [None] * len(chunk) if b is None else b) for b in prompt_sets]
+            per_set = [self.decode_boxes(x.shape[-1], emb, geos, [None] * len(chunk) if b is None else b)
+                       for b in prompt_sets]
         elif self.tasks is not None:  # prompt-free task model: one pass, the task chosen or given
             res = self.model.forward_all(x, None if tasks is None else tasks.to(self.device))
             tasks = res.task.cpu()
@@ -196,9 +202,9 @@ class Predictor:
         return [[unletterbox_logits(logits[i][None].float(), geo)[0, 0] for logits in per_set]
                 for i, geo in enumerate(geos)], tasks
 
-    def _decode(self, x: torch.Tensor, emb: torch.Tensor, geos: list[Letterbox],
+    def decode_boxes(self, size: int, emb: torch.Tensor, geos: list[Letterbox],
                 boxes: list[np.ndarray | None]) -> list[torch.Tensor]:
-        """SAM canvas logits (1, S, S) per image, one decoder pass per box (chunked), merged by max."""
+        """SAM canvas logits (1, S, S) per image (S = ``size``), one decoder pass per box (chunked), merged by max."""
         result = []
         for i, geo in enumerate(geos):
             b = geo.prompt_free_box()[None] if boxes[i] is None or len(boxes[i]) == 0 else geo.box_to_canvas(boxes[i])
@@ -206,7 +212,7 @@ class Predictor:
             merged = None
             for chunk in bt.split(self.max_boxes_per_pass):  # bounds memory: the decoder copies the embedding per box
                 low, _ = self.model.decode(emb[i:i + 1], chunk)
-                low = F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False).amax(dim=0)
+                low = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False).amax(dim=0)
                 merged = low if merged is None else torch.maximum(merged, low)
             result.append(merged)
         return result

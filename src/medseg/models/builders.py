@@ -47,17 +47,9 @@ def lite_medsam(*, pretrained: bool | str | Path = False, img_size: int = 256,
     sizes give test-scale models of the same design."""
     encoder = TinyViT(img_size=img_size, embed_dims=embed_dims, depths=depths, num_heads=num_heads,
                       window_sizes=window_sizes, drop_path_rate=drop_path_rate, out_chans=prompt_embed_dim)
-    r = encoder.out_resolution
-    model = Sam(
-        image_encoder=encoder,
-        prompt_encoder=PromptEncoder(embed_dim=prompt_embed_dim, image_embedding_size=(r, r),
-                                     input_image_size=(img_size, img_size)),
-        mask_decoder=MaskDecoder(
-            transformer_dim=prompt_embed_dim,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_embed_dim, num_heads=decoder_heads,
-                                          mlp_dim=decoder_mlp_dim),
-            num_multimask_outputs=3, iou_head_depth=3, iou_head_hidden_dim=prompt_embed_dim),
-    )
+    prompt, decoder = _sam_prompt_and_decoder(img_size, encoder.out_resolution, prompt_embed_dim, decoder_mlp_dim,
+                                              decoder_heads)
+    model = Sam(image_encoder=encoder, prompt_encoder=prompt, mask_decoder=decoder)
     if pretrained:
         from medseg.weights import fetch_weights
 
@@ -65,6 +57,29 @@ def lite_medsam(*, pretrained: bool | str | Path = False, img_size: int = 256,
         state = fetch_weights(weights, path=path, cache_dir=cache_dir, sha256=weights_sha256)
         load_state_strict(model, state, str(path or weights))
     return model
+
+
+def _sam_prompt_and_decoder(img_size: int, grid: int, dim: int, mlp_dim: int, heads: int
+                            ) -> tuple[PromptEncoder, MaskDecoder]:
+    """SAM's prompt encoder and mask decoder (LiteMedSAM's sizes by default) for a ``grid``² embedding."""
+    prompt = PromptEncoder(embed_dim=dim, image_embedding_size=(grid, grid), input_image_size=(img_size, img_size))
+    decoder = MaskDecoder(transformer_dim=dim,
+                          transformer=TwoWayTransformer(depth=2, embedding_dim=dim, num_heads=heads, mlp_dim=mlp_dim),
+                          num_multimask_outputs=3, iou_head_depth=3, iou_head_hidden_dim=dim)
+    return prompt, decoder
+
+
+def _load_prompt_and_decoder(model: nn.Module, pretrained: bool | str | Path, *, weights: str = "lite_medsam",
+                             cache_dir: str | None = None, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Fill ``model.prompt_encoder`` and ``model.mask_decoder`` from LiteMedSAM's checkpoint (hash-checked,
+    strict); returns the whole state dict (the image encoder's tensors for those who want them)."""
+    from medseg.weights import fetch_weights
+
+    path = None if pretrained is True else pretrained
+    state = fetch_weights(weights, path=path, cache_dir=cache_dir, sha256=sha256)
+    parts = {k: v for k, v in state.items() if not k.startswith("image_encoder.")}
+    load_state_strict(_Parts(model), parts, str(path or weights))  # fills the model's own modules
+    return state
 
 
 STUDENT_ENCODER: dict[str, tuple[int, ...]] = dict(embed_dims=(32, 64, 128, 160), depths=(1, 1, 2, 1),
@@ -91,12 +106,7 @@ def lite_medsam_student(*, pretrained: bool | str | Path = False, img_size: int 
                         window_sizes=window_sizes, prompt_embed_dim=prompt_embed_dim, decoder_mlp_dim=decoder_mlp_dim,
                         decoder_heads=decoder_heads, drop_path_rate=drop_path_rate)
     if pretrained:
-        from medseg.weights import fetch_weights
-
-        path = None if pretrained is True else pretrained
-        state = fetch_weights("lite_medsam", path=path, cache_dir=cache_dir)
-        parts = {k: v for k, v in state.items() if not k.startswith("image_encoder.")}
-        load_state_strict(_Parts(model), parts, str(path or "lite_medsam"))  # fills the model's own modules
+        state = _load_prompt_and_decoder(model, pretrained, cache_dir=cache_dir)
         if encoder_init == "weight_selection":
             from medseg.models.weight_selection import init_by_selection
 
@@ -169,10 +179,44 @@ def esp_medsam_teacher(*, tasks: Sequence[str] = ("task",), pretrained: bool | s
                       **sizes, **rest)  # type: ignore[arg-type]
 
 
+@register_model("prompt_free_head", "Prompt-free head of a frozen LiteMedSAM encoder: SPPG, a query per task, task "
+                                    "classifier (trains on cached embeddings)")
+def prompt_free_head(*, tasks: Sequence[str] = ("task",), pretrained: bool | str | Path = False, img_size: int = 256,
+                     prompt_embed_dim: int = 256, decoder_mlp_dim: int = 2048, decoder_heads: int = 8,
+                     use_sppg: bool = True, patch_size: int | None = None, classifier_hidden: int = 128,
+                     dense_prompt: Literal["conv", "sam_mask"] = "sam_mask", weights: str = "lite_medsam",
+                     cache_dir: str | None = None, weights_sha256: str | None = None) -> nn.Module:
+    """:class:`medseg.models.prompt_free_head.PromptFreeHead` over LiteMedSAM's embedding (``img_size / 4`` grid of
+    ``prompt_embed_dim`` channels). ``pretrained`` loads LiteMedSAM's prompt encoder and mask decoder (every task's
+    query and hypernetwork start from its single-mask ones), as :func:`lite_medsam` resolves it. ``dense_prompt``
+    defaults to ``"sam_mask"``: the patch logits go through SAM's pretrained mask prompt encoder, so the pretrained
+    decoder sees a prompt it knows from the first step (the ESP-MedSAM ablation's ``sppg_sam_mask`` variant led the
+    paper's fresh DP encoder on validation, 0.361 vs 0.287)."""
+    from medseg.models.esp_medsam import TaskClassifier
+    from medseg.models.modality_decoder import ModalityDecoder
+    from medseg.models.patch_prompt import PatchPromptGenerator
+    from medseg.models.prompt_free_head import PromptFreeHead
+
+    r = img_size // 4  # LiteMedSAM's TinyViT: stride 4
+    prompt, decoder = _sam_prompt_and_decoder(img_size, r, prompt_embed_dim, decoder_mlp_dim, decoder_heads)
+    if pretrained:
+        sam_parts = nn.Module()
+        sam_parts.prompt_encoder, sam_parts.mask_decoder = prompt, decoder
+        _load_prompt_and_decoder(sam_parts, pretrained, weights=weights, cache_dir=cache_dir, sha256=weights_sha256)
+    tasks = list(tasks)
+    return PromptFreeHead(
+        prompt_encoder=prompt,
+        patch_prompt=(PatchPromptGenerator(embed_dim=prompt_embed_dim, image_size=img_size, embedding_size=r,
+                                           patch_size=patch_size, dense_prompt=dense_prompt) if use_sppg else None),
+        mask_decoder=ModalityDecoder(decoder, num_tasks=len(tasks)),
+        classifier=TaskClassifier(in_dim=prompt_embed_dim, num_tasks=len(tasks), hidden=classifier_hidden),
+        tasks=tasks, img_size=img_size)
+
+
 class _Parts(nn.Module):
     """The prompt encoder and mask decoder of a :class:`Sam` (for a strict partial load with a readable error)."""
 
-    def __init__(self, sam: Sam) -> None:
+    def __init__(self, sam: nn.Module) -> None:
         super().__init__()
         self.prompt_encoder, self.mask_decoder = sam.prompt_encoder, sam.mask_decoder
 
@@ -215,6 +259,8 @@ TINY_CONFIGS: dict[str, dict[str, object]] = {
                                classifier_hidden=16),
     "lite_medsam_student": dict(embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),
                                 window_sizes=(7, 7, 7, 7), prompt_embed_dim=32, decoder_mlp_dim=64, decoder_heads=2),
+    "prompt_free_head": dict(tasks=("xray-lungs", "fundus-vessels"), prompt_embed_dim=32, decoder_mlp_dim=64,
+                             decoder_heads=2, classifier_hidden=16),
     "basic_unet": dict(features=(8, 8, 16, 32, 64, 8)),
     "resnet_unet": dict(arch="resnet18", base_width=8, decoder_channels=(32, 16, 16, 8, 8)),
     "vit_unet": dict(hidden_size=48, mlp_dim=96, num_heads=2, feature_size=8),

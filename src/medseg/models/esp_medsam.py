@@ -68,6 +68,33 @@ class EspOutput:
     embedding: torch.Tensor
 
 
+def decode_prompt_free(emb: torch.Tensor, task: torch.Tensor, *, prompt_encoder: PromptEncoder,
+                       patch_prompt: PatchPromptGenerator | None, mask_decoder: ModalityDecoder, size: int
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The prompt-free decoding ESP-MedSAM and the frozen-encoder head share: SPPG's dense prompt (or SAM's "no
+    mask" embedding without SPPG) and each sample's task query through QDMD.
+
+    Shape:
+        emb (B, C, R, R), task (B,) int64 → (logits (B, 1, size, size), iou (B, 1), patch logits (B, 1, G, G) or
+        ``None``).
+    """
+    if patch_prompt is not None:
+        patch_logits, dense = patch_prompt(emb)
+        if dense is None:  # dense_prompt="sam_mask": the patch logits as SAM's low-resolution mask prompt
+            side = 4 * emb.shape[-1]  # SAM's mask input is 4× the embedding grid
+            dense = prompt_encoder.mask_downscaling(
+                F.interpolate(patch_logits, size=(side, side), mode="bilinear", align_corners=False))
+    else:
+        patch_logits = None
+        dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(emb)
+    query = task if mask_decoder.num_tasks > 1 else torch.zeros_like(task)
+    low, iou = mask_decoder(emb, prompt_encoder.get_dense_pe(), dense, query)
+    logits = low
+    if logits.shape[-2:] != (size, size):
+        logits = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    return logits, iou, patch_logits
+
+
 class EspMedSam(nn.Module):
     """The composite (see the module docstring).
 
@@ -115,20 +142,9 @@ class EspMedSam(nn.Module):
             task = task_logits.argmax(dim=1)
         task = task.to(images.device)
         emb = self.image_encoder(images, task, shared=shared)
-        if self.patch_prompt is not None:
-            patch_logits, dense = self.patch_prompt(emb)
-            if dense is None:  # dense_prompt="sam_mask": the patch logits as SAM's low-resolution mask prompt
-                side = 4 * emb.shape[-1]  # SAM's mask input is 4× the embedding grid
-                dense = self.prompt_encoder.mask_downscaling(
-                    F.interpolate(patch_logits, size=(side, side), mode="bilinear", align_corners=False))
-        else:
-            patch_logits = None
-            dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(emb)
-        query = task if self.mask_decoder.num_tasks > 1 else torch.zeros_like(task)
-        low, iou = self.mask_decoder(emb, self.prompt_encoder.get_dense_pe(), dense, query)
-        logits = low
-        if logits.shape[-2:] != images.shape[-2:]:
-            logits = F.interpolate(low, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        logits, iou, patch_logits = decode_prompt_free(emb, task, prompt_encoder=self.prompt_encoder,
+                                                       patch_prompt=self.patch_prompt, mask_decoder=self.mask_decoder,
+                                                       size=images.shape[-1])
         return EspOutput(logits, iou, patch_logits, task_logits, task, emb)
 
     def forward(self, images: torch.Tensor, task: torch.Tensor | None = None,

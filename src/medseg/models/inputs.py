@@ -11,7 +11,11 @@ from medseg.data.geometry import prompt_free_boxes, square_geometry
 def example_inputs(model: nn.Module, batch: int, img_size: int, device: str | torch.device = "cpu"
                    ) -> tuple[torch.Tensor, ...]:
     """Random (B, 3, S, S) float32 images in [0, 1] that fill the canvas, plus their (B, 4) prompt-free boxes
-    for SAM-family models (from :mod:`medseg.data.geometry`, like every other path)."""
+    for SAM-family models (from :mod:`medseg.data.geometry`, like every other path); for a model that reads a frozen
+    encoder's embeddings (``takes_embeddings``), a random (B, C, S/4, S/4) embedding."""
+    if getattr(model, "takes_embeddings", False):
+        channels = model.prompt_encoder.embed_dim
+        return (torch.randn(batch, channels, img_size // 4, img_size // 4, device=device),)
     x = torch.rand(batch, 3, img_size, img_size, device=device)
     if getattr(model, "accepts_boxes", False):
         boxes = prompt_free_boxes([square_geometry(img_size)] * batch)

