@@ -161,14 +161,17 @@ class StagedExperiment:
         dumped = self.cfg.model_dump(mode="json")
         now = {**{k: dumped[k] for k in self.STAGE_INPUTS[stage]}, **(extra or {})}
         if record.is_file():
-            # through the schema: an option added to medseg since (with its default) is not a change
             recorded = json.loads(record.read_text())
-            try:
-                full = type(self.cfg).model_validate({**dumped, **{k: v for k, v in recorded.items()
-                                                                   if k not in (extra or {})}}).model_dump(mode="json")
-                before = {k: recorded[k] if k in (extra or {}) else full[k] for k in recorded}
+            extra = extra or {}
+            sections = {k: v for k, v in recorded.items() if k not in extra}
+            try:  # through the schema: an option added to medseg since (with its default) is not a change
+                full = type(self.cfg).model_validate({**dumped, **sections}).model_dump(mode="json")
+                before = {k: full[k] for k in sections}
             except ValidationError:  # an option medseg no longer has: compared as recorded (a change)
-                before = recorded
+                before = dict(sections)
+            for k in set(recorded) & set(extra):  # an option added to an extra entry since is not a change either
+                both = isinstance(recorded[k], dict) and isinstance(extra[k], dict)
+                before[k] = {**extra[k], **recorded[k]} if both else recorded[k]
             changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             if changed:
                 raise MedsegError(f"{record.parent}: this stage was built with other {', '.join(changed)} settings "

@@ -59,6 +59,8 @@ class SpecialistConfig(Strict):
     cores counted as CPU time (the same work on a quiet or a shared machine)."""
 
     minutes: float = Field(30.0, gt=0)
+    #: a fixed number of optimiser steps instead of the CPU-time budget (test scale, GPU runs)
+    steps: int | None = Field(None, ge=1)
     patch_size: int = Field(256, ge=32)
     batch_size: int = Field(8, ge=1)
     lr: float = 1e-3
@@ -193,7 +195,8 @@ class UniversalExperiment(StagedExperiment):
                 "loss.weights={dice: 1.0, bce: 1.0}", f"optim.lr={sc.lr}", "optim.weight_decay=0.0001",
                 "optim.scheduler=plateau", "optim.plateau_monitor=val/dice", "optim.plateau_factor=0.5",
                 "optim.plateau_patience=4", f"trainer.batch_size={sc.batch_size}", "trainer.max_epochs=-1",
-                "trainer.max_steps=-1", f"trainer.max_cpu_minutes={2 * sc.minutes}",
+                *([f"trainer.max_steps={sc.steps}"] if sc.steps else
+                  ["trainer.max_steps=-1", f"trainer.max_cpu_minutes={2 * sc.minutes}"]),
                 "trainer.checkpoint_every_n_steps=50", "trainer.gradient_clip_val=1.0", "trainer.final_weights=best",
                 f"trainer.accelerator={t.accelerator}", f"trainer.devices={json.dumps(t.devices)}",
                 f"trainer.strategy={t.strategy}", f"trainer.precision={t.precision}",

@@ -1,0 +1,84 @@
+"""The universal-model experiment end to end at test scale: embedding cache → head → specialist → engine per task
+chosen on validation → model folder → test scores → report; a second run reuses every stage, and the model folder
+segments a folder through ``medseg predict`` with no prompt and no task."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medseg.cli.main import main
+from medseg.data import generate_dataset
+from medseg.errors import MedsegError
+from medseg.experiments.universal import UniversalExperiment, load_universal_config
+from tests.conftest import tiny_model_config
+from tests.training.test_embedding_data import LITE, tiny_lite_medsam_state
+
+UNET = {k: v for k, v in tiny_model_config("resnet_unet").items()}
+
+
+@pytest.fixture()
+def config(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setattr("medseg.weights.fetch_weights", tiny_lite_medsam_state)
+    root = generate_dataset(tmp_path / "d", per_modality=8, size=48, seed=0, modalities=("xray", "fundus"))
+    path = tmp_path / "universal.yaml"
+    path.write_text(yaml.safe_dump({
+        "out_dir": str(tmp_path / "run"), "data": {"root": str(root), "img_size": 64},
+        "split": {"test": 0.25, "val": 0.25}, "encoder": {"pretrained": True, **LITE},
+        "embeddings": {"views": ["none", "hflip"], "engine": "eager", "batch_size": 4},
+        "head": {"steps": 4, "batch_size": 3, "validations": 2, "model": {"classifier_hidden": 16}},
+        "specialists": {"synthetic_vessels": {"steps": 3, "patch_size": 32, "patches_per_epoch": 8,
+                                              "model": UNET}},
+        "trainer": {"accelerator": "cpu", "progress_bar": False}}))
+    return path
+
+
+def test_universal_experiment_runs_every_stage_and_reuses_them(config: Path, tmp_path: Path, capsys) -> None:
+    cfg = load_universal_config(config)
+    said: list[str] = []
+    report = UniversalExperiment(cfg, progress=said.append).run()
+    text = report.read_text()
+    assert "Mean Dice per modality" in text and "Task classification" in text and "Engine per task" in text
+    run = tmp_path / "run"
+    for stage in ("head/model", "specialists/synthetic_vessels/model", "model", "model/head"):
+        assert (run / stage / "model.json").is_file(), stage
+    manifest = yaml.safe_load((run / "embeddings" / "manifest.json").read_text())
+    assert set(manifest["train"]) == {"none", "hflip"}
+    with open(run / "selection" / "selection.csv", newline="") as f:
+        rows = {r["task"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"synthetic_lungs", "synthetic_vessels"} and rows["synthetic_lungs"]["engine"] == "head"
+    with open(run / "scores" / "universal.csv", newline="") as f:
+        scored = list(csv.DictReader(f))
+    assert scored and {"task", "task_probability", "engine", "true_task", "dice"} <= set(scored[0])
+    for name in ("by_modality", "by_dataset", "task_accuracy"):
+        assert (run / "report" / f"{name}.csv").is_file()
+    assert (run / "report" / "head_learning_curve.png").is_file()
+    said.clear()
+    UniversalExperiment(cfg, progress=said.append).run()  # everything cached: nothing trains or scores again
+    assert not said
+
+    images = tmp_path / "inputs"
+    images.mkdir()
+    for f in sorted((tmp_path / "d").glob("*/*/images/*.png"))[:3]:
+        (images / f.name.replace(".png", f"_{f.parent.parent.name}.png")).write_bytes(f.read_bytes())
+    out = tmp_path / "pred"
+    assert main(["predict", str(run / "model"), str(images), "-o", str(out), "--min-confidence", "1.0"]) == 0
+    said = capsys.readouterr()
+    with open(out / "tasks.csv", newline="") as f:
+        tasks = list(csv.DictReader(f))
+    assert len(tasks) == 3 and {"task", "probability", "engine", "confident"} <= set(tasks[0])
+    assert all(t["confident"] == "False" for t in tasks) and "unsure" in said.err
+    assert main(["predict", str(run / "model"), str(images), "-o", str(tmp_path / "p2"), "--task", "liver"]) == 2
+    assert "synthetic_lungs" in capsys.readouterr().err
+
+
+def test_a_changed_specialist_is_not_reused(config: Path, tmp_path: Path) -> None:
+    cfg = load_universal_config(config)
+    exp = UniversalExperiment(cfg, progress=lambda m: None)
+    exp.stage_specialists()
+    changed = load_universal_config(config, ["specialists.synthetic_vessels.lr=0.5"])
+    with pytest.raises(MedsegError, match="specialist"):
+        UniversalExperiment(changed, progress=lambda m: None).stage_specialists()
