@@ -82,3 +82,25 @@ def test_a_changed_specialist_is_not_reused(config: Path, tmp_path: Path) -> Non
     changed = load_universal_config(config, ["specialists.synthetic_vessels.lr=0.5"])
     with pytest.raises(MedsegError, match="specialist"):
         UniversalExperiment(changed, progress=lambda m: None).stage_specialists()
+
+
+def test_the_headline_number_is_the_mean_over_modalities_of_dataset_means() -> None:
+    """LiteMedSAM with ground-truth boxes on the reference test split: 0.694 in the issue's form (mean over the 8
+    modalities of each modality's dataset means), 0.786 as the mean over the 340 images."""
+    from types import SimpleNamespace
+
+    from medseg.experiments.universal_report import baseline_scores, dataset_table, modality_table
+
+    results = Path(__file__).parents[2] / "benchmarks" / "results"
+    with open(results / "lite_medsam_gt_box_per_image.csv", newline="") as f:
+        test = [SimpleNamespace(dataset=r["dataset"], case_id=r["case"]) for r in csv.DictReader(f)]
+    scores = baseline_scores(results, test)
+    by_modality = modality_table(scores)
+    assert by_modality[-1]["modality"] == "mean over modalities" and len(by_modality) == 9
+    assert round(by_modality[-1]["dice_lite_medsam_gt_box"], 3) == 0.694
+    rows = scores["lite_medsam_gt_box"]
+    assert round(sum(float(r["dice"]) for r in rows) / len(rows), 3) == 0.786
+    table = dataset_table(scores)
+    assert len(table) == 14 and table[-1]["n"] == 340
+    with pytest.raises(FileNotFoundError, match="another split"):
+        baseline_scores(results, [*test, SimpleNamespace(dataset="x", case_id="y")])

@@ -366,10 +366,13 @@ weights_app = typer.Typer(help="Pretrained weights: list the registered ones, im
 @weights_app.command("list")
 def weights_list() -> None:
     """Registered weights, where they come from and their sha256."""
-    from medseg.weights import list_weights
+    from medseg.weights import SHIPPED_MODELS, list_weights
 
     for w in list_weights():
         typer.echo(f"{w.name:14s} {w.package}=={w.version}:{w.member}  sha256 {w.sha256}  ({w.license})")
+    for name, digest in sorted(SHIPPED_MODELS.items()):
+        typer.echo(f"{name:14s} shipped with medseg (medseg/assets/{name}/)  model.json sha256 {digest}  "
+                   "(trained by medseg; see MODEL_CARD.md)")
 
 
 @weights_app.command("import")

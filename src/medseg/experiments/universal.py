@@ -98,7 +98,10 @@ class UniversalConfig(Strict):
     margin: float = Field(0.0, ge=0)
     #: the shipped model marks an image as unsure below this task probability (``--min-confidence``'s default)
     min_confidence: float = Field(0.5, ge=0, le=1)
-    baseline: bool = True  # also score LiteMedSAM with ground-truth boxes and with the image-region box
+    #: LiteMedSAM with ground-truth boxes and with the image-region box on the same test images: ``score`` them
+    #: here, or read the per-image CSVs ``benchmarks/eval_lite_medsam.py`` wrote for the reference split
+    #: (``<folder>/lite_medsam_{gt_box,whole_image}_per_image.csv``: the same code path, weights and images)
+    baseline: Literal["score"] | Path | None = "score"
     #: per-image CSVs of the per-dataset reference U-Nets on the same test split
     #: (``benchmarks/train_real_baseline.py``), shown beside the model in the report (``null``: none)
     reference_dir: Path | None = None
@@ -136,7 +139,8 @@ class UniversalExperiment(StagedExperiment):
         return {k: enc[k] for k in keys if k in enc}
 
     def stage_embeddings(self) -> dict[str, dict[str, Path]]:
-        """split (train, val) → view → embedding cache folder; ``embeddings/manifest.json`` records them."""
+        """split → view → embedding cache folder (training: every view of ``embeddings.views``; validation: the
+        images as they are); ``embeddings/manifest.json`` records them."""
         from medseg.training.embedding_cache import build_embedding_cache, cache_progress
 
         out = self.out / "embeddings"
@@ -144,14 +148,16 @@ class UniversalExperiment(StagedExperiment):
         images = self.image_caches()
         encoder = self._lite_medsam().image_encoder
         opts = self.cfg.embeddings
+        device = _embedding_device(self.cfg.trainer.accelerator)
         built: dict[str, dict[str, Path]] = {}
         for part, folder in images.items():
             built[part] = {}
-            for view in opts.views:
+            for view in opts.views if part == "train" else ["none"]:  # validation scores the images as they are
                 with cache_progress(folder, f"embeddings {part}/{view}", self.cfg.trainer.progress_bar) as bar:
                     built[part][view] = build_embedding_cache(
                         folder, encoder, self.cache / "embeddings", batch_size=opts.batch_size, view=view,
-                        engine=opts.engine, progress=None if bar is None else bar.update)
+                        engine=opts.engine if device == "cpu" else "eager", device=device,
+                        progress=None if bar is None else bar.update)
         manifest = {part: {view: p.name for view, p in views.items()} for part, views in built.items()}
         path = out / "manifest.json"
         if path.is_file():
@@ -318,7 +324,7 @@ class UniversalExperiment(StagedExperiment):
         specialists = {t: p for t, p in self.stage_specialists().items() if t in used}
         self.say(f"model: universal, engines {engines}")
         return save_universal(out, head=self.stage_head(), specialists=specialists, engines=engines,
-                              extra={"min_confidence": self.cfg.min_confidence,
+                              extra={"min_confidence": self.cfg.min_confidence, "target_of": self.cfg.data.target_of,
                                      "trained_on": {"split": "reference split (seed "
                                                              f"{self.cfg.seed}, test {self.cfg.split.test}, val "
                                                              f"{self.cfg.split.val})",
@@ -352,7 +358,11 @@ class UniversalExperiment(StagedExperiment):
         for eng, rows in self._score_engines(test, self.stage_head(), self.stage_specialists(), out,
                                              prefix="test").items():
             scores[eng] = rows
-        if self.cfg.baseline:
+        if isinstance(self.cfg.baseline, Path):
+            from medseg.experiments.universal_report import baseline_scores
+
+            scores.update(baseline_scores(self.cfg.baseline, test))
+        elif self.cfg.baseline == "score":
             if not (out / "lite_medsam_gt_box.csv").is_file():
                 self.say("scores: LiteMedSAM with ground-truth boxes and with the image-region box")
             base: list[Predictor] = []
@@ -430,3 +440,10 @@ class UniversalExperiment(StagedExperiment):
 
 def _mean(values: list[float]) -> float:
     return float(sum(values) / len(values)) if values else float("nan")
+
+
+def _embedding_device(accelerator: str) -> str:
+    """Where the frozen encoder runs for the cache: the GPU when the trainer may use one and there is one."""
+    import torch
+
+    return "cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"

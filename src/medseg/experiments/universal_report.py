@@ -107,6 +107,25 @@ def reference_scores(folder: str | Path, test: Sequence[Any]) -> dict[str, list[
     return {"reference_unet": rows} if rows else {}
 
 
+def baseline_scores(folder: str | Path, test: Sequence[Any]) -> dict[str, list[dict[str, str]]]:
+    """LiteMedSAM's per-image rows on ``test`` from ``benchmarks/eval_lite_medsam.py``'s CSVs in ``folder``
+    (``lite_medsam_gt_box`` and ``lite_medsam_image_box``).
+
+    Raises:
+        FileNotFoundError: a CSV is missing or lacks some of the test images (it was made for another split).
+    """
+    wanted = {(e.dataset, e.case_id) for e in test}
+    out = {}
+    for method, name in (("lite_medsam_gt_box", "gt_box"), ("lite_medsam_image_box", "whole_image")):
+        path = Path(folder) / f"lite_medsam_{name}_per_image.csv"
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if (r["dataset"], r["case"]) in wanted]
+        if len(rows) != len(wanted):
+            raise FileNotFoundError(f"{path}: has {len(rows)} of the {len(wanted)} test images (another split?)")
+        out[method] = rows
+    return out
+
+
 def learning_curve(run: str | Path, dest: str | Path) -> Path | None:
     """Plot a training run's logged training loss and validation Dice (Lightning's ``logs/version_*/metrics.csv``,
     every restart) against the step; ``None`` when nothing was logged."""
