@@ -413,7 +413,36 @@ class UniversalExperiment(StagedExperiment):
                     "```", selection.strip(), "```", ""]
         if curve is not None:
             sections += ["## The head's training", "", f"![learning curve]({curve.name})", ""]
+        self._model_card(rep, by_dataset, by_modality, accuracy, scores["universal"])
+        sections += ["The model card (`MODEL_CARD.md`, with the failure gallery) is in this folder.", ""]
         return self.write_report(rep / "report.md", sections)
+
+    def _model_card(self, rep: Path, by_dataset: list[dict[str, Any]], by_modality: list[dict[str, Any]],
+                    accuracy: list[dict[str, Any]], universal_rows: list[dict[str, str]]) -> Path:
+        """``report/MODEL_CARD.md`` and ``report/failure_gallery.png`` (the worst test image of every dataset)."""
+        from medseg.experiments.universal_report import data_licences, gallery, model_card
+        from medseg.inference.universal import UniversalPredictor
+        from medseg.models.io import load_model
+
+        model = self.stage_model()
+        picture = rep / "failure_gallery.png"
+        if not picture.is_file():
+            predictor = UniversalPredictor(load_model(model).model, engine=self.cfg.embeddings.engine)
+            gallery(universal_rows, [e for e in self.entries() if e.split == "test"], predictor, picture)
+        counts: dict[str, dict[str, int]] = {}
+        for e in self.entries():
+            counts.setdefault(e.dataset, {}).setdefault(e.split, 0)
+            counts[e.dataset][e.split] += 1
+        weights = {str(p.relative_to(model)): p.stat().st_size for p in sorted(model.rglob("*.safetensors"))}
+        text = model_card(by_dataset=by_dataset, by_modality=by_modality, accuracy=accuracy, split_counts=counts,
+                          licences=data_licences(self.cfg.data.root / "README.md"),
+                          engines=json.loads((model / "model.json").read_text())["engines"],
+                          target_of=self.cfg.data.target_of, weights=weights,
+                          gallery_path=picture.name if picture.is_file() else None,
+                          command=f"medseg experiment universal {self.out / 'config.yaml'}")
+        path = rep / "MODEL_CARD.md"
+        atomic_write_text(path, text)
+        return path
 
     def image_caches(self) -> dict[str, Path]:
         """split → letterboxed image cache of its training / validation images (``medseg.training.dataset``)."""

