@@ -18,6 +18,8 @@ from tests.conftest import tiny_model_config
 from tests.training.test_embedding_data import LITE, tiny_lite_medsam_state
 
 UNET = {k: v for k, v in tiny_model_config("resnet_unet").items()}
+STUDENT = {k: v for k, v in tiny_model_config("lite_medsam_student").items()
+           if k in ("embed_dims", "depths", "num_heads", "window_sizes")}
 
 
 @pytest.fixture()
@@ -32,6 +34,7 @@ def config(tmp_path: Path, monkeypatch) -> Path:
         "head": {"steps": 4, "batch_size": 3, "validations": 2, "model": {"classifier_hidden": 16}},
         "specialists": {"synthetic_vessels": {"steps": 3, "patch_size": 32, "patches_per_epoch": 8,
                                               "model": UNET}},
+        "fast": {"steps": 2, "batch_size": 3, "validations": 1, "student": STUDENT},
         "trainer": {"accelerator": "cpu", "progress_bar": False}}))
     return path
 
@@ -43,13 +46,19 @@ def test_universal_experiment_runs_every_stage_and_reuses_them(config: Path, tmp
     text = report.read_text()
     assert "Mean Dice per modality" in text and "Task classification" in text and "Engine per task" in text
     run = tmp_path / "run"
-    for stage in ("head/model", "specialists/synthetic_vessels/model", "model", "model/head"):
+    for stage in ("head/model", "specialists/synthetic_vessels/model", "fast/model", "model", "model/head",
+                  "model/student"):
         assert (run / stage / "model.json").is_file(), stage
+    assert yaml.safe_load((run / "model" / "head" / "model.json").read_text())["stored_dtype"] == "torch.float16"
+    assert (run / "model" / "head" / "model.safetensors").stat().st_size < (
+        run / "head" / "model" / "model.safetensors").stat().st_size * 0.6
     manifest = yaml.safe_load((run / "embeddings" / "manifest.json").read_text())
     assert set(manifest["train"]) == {"none", "hflip"}
     with open(run / "selection" / "selection.csv", newline="") as f:
         rows = {r["task"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"synthetic_lungs", "synthetic_vessels"} and rows["synthetic_lungs"]["engine"] == "head"
+    with open(run / "scores" / "fast.csv", newline="") as f:
+        assert {r["engine"] for r in csv.DictReader(f)} == {"head"}  # the student feeds the head everywhere
     with open(run / "scores" / "universal.csv", newline="") as f:
         scored = list(csv.DictReader(f))
     assert scored and {"task", "task_probability", "engine", "true_task", "dice"} <= set(scored[0])
@@ -73,6 +82,12 @@ def test_universal_experiment_runs_every_stage_and_reuses_them(config: Path, tmp
     assert all(t["confident"] == "False" for t in tasks) and "unsure" in said.err
     assert main(["predict", str(run / "model"), str(images), "-o", str(tmp_path / "p2"), "--task", "liver"]) == 2
     assert "synthetic_lungs" in capsys.readouterr().err
+    assert main(["predict", str(run / "model"), str(images), "-o", str(tmp_path / "p3"), "--fast"]) == 0
+    with open(tmp_path / "p3" / "tasks.csv", newline="") as f:
+        assert {r["engine"] for r in csv.DictReader(f)} == {"head"}
+    assert main(["predict", str(run / "specialists" / "synthetic_vessels" / "model"), str(images), "-o",
+                 str(tmp_path / "p4"), "--fast"]) == 2
+    assert "universal model only" in capsys.readouterr().err
 
 
 def test_a_changed_specialist_is_not_reused(config: Path, tmp_path: Path) -> None:

@@ -129,6 +129,8 @@ def predict(
                                                              "(default: the modality; e.g. a target of it)."),
     router: str = typer.Option("threshold", "--router",
                                help="With a router file: threshold (the paper's), logistic or tree."),
+    fast: bool = typer.Option(False, "--fast", help="The universal model: its distilled student encoder and the "
+                                                    "prompt-free head for every task (about 3× faster)."),
     min_confidence: float | None = typer.Option(None, "--min-confidence", min=0.0, max=1.0,
                                                 help="The universal model: images whose task probability is below "
                                                      "this are listed as unsure (default: the model's, 0.5)."),
@@ -169,7 +171,7 @@ def predict(
         raise InvalidInputError(prompt_masks, "--box-from-masks cannot be combined with tiling (box prompts are "
                                               "not tiled): add --tile 0")
     opts = dict(device=device, threshold=threshold, batch_size=batch_size, engine=engine.value, tile=tile,
-                overlap=overlap, tta=tta, target=target, task=task_name, min_confidence=min_confidence)
+                overlap=overlap, tta=tta, target=target, task=task_name, min_confidence=min_confidence, fast=fast)
     if routed:
         predictor = RoutedPredictor(rule, *(_predictor(spec, m, **opts) for spec, m in (sides["a"], sides["b"])),
                                     features)
@@ -206,7 +208,8 @@ def predict(
 
 def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_size: int = 8,
                engine: str = "optimized", tile: int | None = None, overlap: float | None = None, tta: bool = False,
-               target: str | None = None, task: str | None = None, min_confidence: float | None = None):
+               target: str | None = None, task: str | None = None, min_confidence: float | None = None,
+               fast: bool = False):
     """The :class:`Predictor` of a loaded model with the CLI's defaults: the model's own tile/overlap unless given
     (``tile=0``: letterbox); the :class:`UniversalPredictor` of the ``universal`` model."""
     from medseg.inference import Predictor
@@ -220,13 +223,13 @@ def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_
                                           f"{', '.join(unused + (['--tta'] if tta else []))} do not apply")
         try:
             return UniversalPredictor(loaded.model, device=device, threshold=threshold, batch_size=batch_size,
-                                      engine=engine, task=task,
+                                      engine=engine, task=task, fast=fast,
                                       min_confidence=(loaded.meta.get("min_confidence", 0.5) if min_confidence is None
                                                       else min_confidence))
         except ValueError as exc:
             raise InvalidInputError(spec, str(exc)) from exc
-    if min_confidence is not None:
-        raise InvalidInputError(spec, "--min-confidence applies to the universal model only")
+    if min_confidence is not None or fast:
+        raise InvalidInputError(spec, f"{'--fast' if fast else '--min-confidence'} applies to the universal model only")
 
     given = {**({} if tile is None else {"tile": tile or None}), **({} if overlap is None else {"overlap": overlap})}
     try:

@@ -78,6 +78,14 @@ class HeadConfig(StageConfig):
                                                             "task_ce": 1.0})
 
 
+class FastConfig(StageConfig):
+    """``--fast``: ``lite_medsam_student``'s lighter encoder (started by weight selection from LiteMedSAM's)
+    distilled from LiteMedSAM's cached embeddings (MSE, :mod:`medseg.distill`); it then feeds the head for every
+    task. ``student``: its builder options."""
+
+    student: dict[str, Any] = Field(default_factory=dict)
+
+
 class UniversalConfig(Strict):
     """The whole experiment (see the module docstring); paths relative to the working directory."""
 
@@ -94,6 +102,8 @@ class UniversalConfig(Strict):
                                                                 lr_multipliers={"patch_prompt": 10, "classifier": 10}))
     #: target → its specialist (the targets a 256² canvas cannot resolve: thin vessels, EM membranes)
     specialists: dict[str, SpecialistConfig] = Field(default_factory=dict)
+    #: the ``--fast`` student (``null``: the model has no fast mode)
+    fast: FastConfig | None = None
     #: a task runs its specialist only if the specialist's validation Dice beats the head's by at least this
     margin: float = Field(0.0, ge=0)
     #: the shipped model marks an image as unsure below this task probability (``--min-confidence``'s default)
@@ -113,7 +123,8 @@ STAGE_INPUTS["embeddings"] = (*STAGE_INPUTS["split"], "encoder", "embeddings")
 STAGE_INPUTS["specialist"] = (*STAGE_INPUTS["split"],)  # + the target's own entry of ``specialists``
 STAGE_INPUTS["head"] = (*STAGE_INPUTS["embeddings"], "head")
 STAGE_INPUTS["selection"] = (*STAGE_INPUTS["head"], "specialists", "margin")
-STAGE_INPUTS["model"] = (*STAGE_INPUTS["selection"], "min_confidence")
+STAGE_INPUTS["fast"] = (*STAGE_INPUTS["embeddings"], "fast")
+STAGE_INPUTS["model"] = (*STAGE_INPUTS["selection"], "fast", "min_confidence")
 
 
 def load_universal_config(path: str | Path, overrides: list[str] | None = None) -> UniversalConfig:
@@ -236,6 +247,23 @@ class UniversalExperiment(StagedExperiment):
                      f"loss.weights={json.dumps(hc.loss)}", "trainer.monitor=val/dice"]
         return self._engine_stage(out, "head", lambda resume: train(load_config(None, overrides), resume=resume))
 
+    def stage_fast(self) -> Path | None:
+        """``fast/model``: the student for ``--fast`` (``None`` without ``fast``)."""
+        from medseg.distill import distill, load_distill_config
+
+        fc = self.cfg.fast
+        if fc is None:
+            return None
+        out = self.out / "fast"
+        if not (out / "model" / "model.json").is_file():
+            self.stage_embeddings()
+            self.say(f"fast: the student encoder distilled from LiteMedSAM's cached embeddings, {fc.steps} steps")
+        overrides = [*self.common_overrides(fc, out, self.stage_split()), "model.name=lite_medsam_student",
+                     f"model.options={json.dumps({**self._decoder_init(), **fc.student})}",
+                     f"teacher.options={json.dumps(self.cfg.encoder)}", "trainer.final_weights=best"]
+        return self._engine_stage(out, "fast", lambda resume: distill(load_distill_config(None, overrides),
+                                                                         resume=resume))
+
     def stage_selection(self) -> dict[str, str]:
         """task → engine: per task, the validation Dice of the head (the true task given) and of the task's
         specialist, each at native resolution on the validation images; the specialist wins only by ``margin``.
@@ -324,6 +352,7 @@ class UniversalExperiment(StagedExperiment):
         specialists = {t: p for t, p in self.stage_specialists().items() if t in used}
         self.say(f"model: universal, engines {engines}")
         return save_universal(out, head=self.stage_head(), specialists=specialists, engines=engines,
+                              student=self.stage_fast(),
                               extra={"min_confidence": self.cfg.min_confidence, "target_of": self.cfg.data.target_of,
                                      "trained_on": {"split": "reference split (seed "
                                                              f"{self.cfg.seed}, test {self.cfg.split.test}, val "
@@ -353,6 +382,18 @@ class UniversalExperiment(StagedExperiment):
             return predictor[0]
 
         scores["universal"] = score_entries(test, universal_for, csv_path=out / "universal.csv", columns=cols)
+        if self.cfg.fast is not None:
+            if not (out / "fast.csv").is_file():
+                self.say("scores: universal --fast (the student encoder, the head for every task)")
+            fast: list[UniversalPredictor] = []
+
+            def fast_for(e: Any) -> UniversalPredictor:
+                if not fast:
+                    fast.append(UniversalPredictor(load_model(model).model, engine=self.cfg.embeddings.engine,
+                                                   fast=True))
+                return fast[0]
+
+            scores["fast"] = score_entries(test, fast_for, csv_path=out / "fast.csv", columns=cols)
         if not (out / "test_head.csv").is_file():
             self.say("scores: each engine on the test images, the true task given")
         for eng, rows in self._score_engines(test, self.stage_head(), self.stage_specialists(), out,
@@ -461,6 +502,7 @@ class UniversalExperiment(StagedExperiment):
         self._timed("embeddings", self.stage_embeddings)
         self._timed("specialists", self.stage_specialists)
         self._timed("head", self.stage_head)
+        self._timed("fast", self.stage_fast)
         self._timed("selection", self.stage_selection)
         self._timed("model", self.stage_model)
         self._timed("scores", self.stage_scores)

@@ -32,13 +32,17 @@ class UniversalPredictor:
         min_confidence: a task probability below this marks the prediction as unsure (``confident=False``); the
             image is still segmented as the most probable task, and the caller lists it.
         task: segment every image as this task (``None``: the classifier's choice).
+        fast: the model's distilled student encoder instead of LiteMedSAM's, and the head for every task (no
+            specialist); boxes then go through LiteMedSAM's decoder on the student's embedding.
     """
 
     def __init__(self, model: UniversalModel, *, device: str | torch.device = "cpu", threshold: float = 0.5,
                  batch_size: int = 8, engine: str = "optimized", min_confidence: float = 0.0,
-                 task: str | None = None) -> None:
+                 task: str | None = None, fast: bool = False) -> None:
         if task is not None and task not in model.tasks:
             raise ValueError(f"unknown task {task!r}; this model knows {', '.join(model.tasks)}")
+        if fast and model.student is None:
+            raise ValueError("this universal model has no student encoder, so no --fast mode")
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
         self.model = model.eval().to(device)
@@ -47,12 +51,14 @@ class UniversalPredictor:
         self.img_size = model.img_size
         engine = "optimized" if engine == "auto" else engine
         # LiteMedSAM as the box-prompted predictor runs it; its prepared encoder also feeds the head
-        self._boxes = Predictor(model.sam, img_size=self.img_size, device=device, threshold=threshold,
-                                batch_size=1, engine=engine)
+        sam = model.student if fast and model.student is not None else model.sam
+        self._boxes = Predictor(sam, img_size=self.img_size, device=device, threshold=threshold, batch_size=1,
+                                engine=engine)
         self._sam = self._boxes.model
+        self.engines = {t: "head" for t in model.tasks} if fast else dict(model.engines)
         self._specialists = {
             t: Predictor(m, device=device, threshold=threshold, engine="optimized", **model.specialist_options[t])
-            for t, m in model.specialists.items()}
+            for t, m in model.specialists.items() if self.engines.get(t) == "specialist"}
 
     @property
     def tasks(self) -> list[str]:
@@ -95,7 +101,7 @@ class UniversalPredictor:
             task = probs.argmax(dim=1)
         result: list[Prediction | None] = [None] * len(chunk)
         on_head = [i for i in range(len(chunk))
-                   if boxes[i] is None and self.model.engines[self.tasks[int(task[i])]] == "head"]
+                   if boxes[i] is None and self.engines[self.tasks[int(task[i])]] == "head"]
         if on_head:
             logits = head.forward_all(emb[on_head], task[on_head]).logits
             for j, i in enumerate(on_head):
@@ -109,7 +115,7 @@ class UniversalPredictor:
                 lg = self._boxes.decode_boxes(self.img_size, emb[i:i + 1], [geos[i]], [boxes[i]])[0]
                 lg = unletterbox_logits(lg[None].float(), geos[i])[0, 0]
                 result[i] = self._prediction(lg, i, task, probs, "lite_medsam_box")
-            elif self.model.engines[name] == "specialist":
+            elif self.engines[name] == "specialist":
                 p = self._specialists[name].predict([chunk[i]])[0]
                 result[i] = Prediction(p.mask, p.prob, name, float(probs[i, int(task[i])]), "specialist",
                                        float(probs[i].max()) >= self.min_confidence)

@@ -11,6 +11,7 @@ Which engine each task runs was chosen on the validation split (``medseg experim
                                sha256 of every part's weights
     head/                      a model folder (``prompt_free_head``)
     specialists/<target>/      model folders (patch-trained U-Nets)
+    student/                   optional: ``lite_medsam_student`` (distilled encoder) for ``--fast``
 
 Each part is a normal model folder, loaded hash-checked; ``model.json`` pins their digests too, so a part swapped
 for another is refused. LiteMedSAM's weights are not in the folder: they come from the registered, hash-checked
@@ -42,12 +43,15 @@ class UniversalModel(nn.Module):
         specialist_options: target → how it was trained to be fed (``tile``, ``overlap``, ``img_size``,
             ``color``, ``edge``).
         engines: task → ``head`` or ``specialist`` (every task of the head; a ``specialist`` task must have one).
+        student: a lighter LiteMedSAM (``lite_medsam_student``: a distilled encoder with LiteMedSAM's decoder) whose
+            embedding feeds the head for every task in ``--fast`` mode; ``None``: no fast mode.
     """
 
     accepts_boxes = False
 
     def __init__(self, *, sam: Sam, head: PromptFreeHead, specialists: dict[str, nn.Module],
-                 specialist_options: dict[str, dict[str, Any]], engines: dict[str, str]) -> None:
+                 specialist_options: dict[str, dict[str, Any]], engines: dict[str, str],
+                 student: Sam | None = None) -> None:
         super().__init__()
         missing = sorted(set(head.tasks) - set(engines))
         bad = sorted(t for t, e in engines.items() if e not in ENGINE_NAMES)
@@ -55,7 +59,7 @@ class UniversalModel(nn.Module):
         if missing or bad or orphans:
             raise ValueError(f"engines: tasks without an engine {missing}, unknown engines {bad}, specialist tasks "
                              f"without a specialist {orphans}")
-        self.sam, self.head = sam, head
+        self.sam, self.head, self.student = sam, head, student
         self.specialists = nn.ModuleDict(specialists)
         self.specialist_options, self.engines = specialist_options, dict(engines)
 
@@ -69,22 +73,43 @@ class UniversalModel(nn.Module):
 
 
 def save_universal(folder: str | Path, *, head: str | Path, specialists: dict[str, str | Path],
-                   engines: dict[str, str], extra: dict[str, Any] | None = None) -> Path:
-    """Assemble a ``universal`` model folder from trained model folders (copied in); returns the folder."""
+                   engines: dict[str, str], student: str | Path | None = None, half: bool = True,
+                   extra: dict[str, Any] | None = None) -> Path:
+    """Assemble a ``universal`` model folder from trained model folders; returns the folder (written beside it
+    and renamed into place).
+
+    Args:
+        head, specialists, student: the parts' model folders (``student``: a ``lite_medsam_student`` whose encoder
+            serves ``--fast``).
+        half: store the parts' floating-point tensors as float16 (half the size; they load back into the float32
+            modules, so what is scored from this folder is what ships).
+    """
     import shutil
 
+    import torch
+    from safetensors.torch import load_file, save_file
+
     from medseg.utils.atomic import atomic_write_text
+    from medseg.weights import sha256_file
 
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    parts = {"head": Path(head), **{f"specialists/{t}": Path(p) for t, p in specialists.items()}}
+    parts = {"head": Path(head), **{f"specialists/{t}": Path(p) for t, p in specialists.items()},
+             **({"student": Path(student)} if student is not None else {})}
     digests = {}
     for rel, src in parts.items():
         (tmp / rel).mkdir(parents=True, exist_ok=True)
-        for name in ("model.safetensors", "model.json"):
-            shutil.copy2(src / name, tmp / rel / name)
-        digests[rel] = json.loads((src / "model.json").read_text())["sha256"]
+        part_meta = json.loads((src / "model.json").read_text())
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v
+                     for k, v in load_file(str(src / "model.safetensors")).items()}
+            save_file(state, str(tmp / rel / "model.safetensors"))
+            part_meta.update(sha256=sha256_file(tmp / rel / "model.safetensors"), stored_dtype=str(torch.float16))
+        else:
+            shutil.copy2(src / "model.safetensors", tmp / rel / "model.safetensors")
+        atomic_write_text(tmp / rel / "model.json", json.dumps(part_meta, indent=2))
+        digests[rel] = part_meta["sha256"]
     head_meta = json.loads((Path(head) / "model.json").read_text())
     meta = {"name": "universal", "tasks": head_meta["options"]["tasks"], "engines": engines,
             "img_size": head_meta.get("img_size", 256), "encoder": head_meta.get("encoder"), "parts": digests,
@@ -119,7 +144,7 @@ def load_universal(folder: str | Path, meta: dict[str, Any]) -> UniversalModel:
     sam = build_model(enc["name"], **{**enc.get("options", {}), "img_size": parts["head"].img_size})
     specialists = {rel.split("/", 1)[1]: p for rel, p in parts.items() if rel.startswith("specialists/")}
     return UniversalModel(
-        sam=sam, head=parts["head"].model,
+        sam=sam, head=parts["head"].model, student=parts["student"].model if "student" in parts else None,
         specialists={t: p.model for t, p in specialists.items()},
         specialist_options={t: {"tile": p.tile, "overlap": p.overlap, "img_size": p.img_size, "color": p.color,
                                 "edge": p.edge} for t, p in specialists.items()},
