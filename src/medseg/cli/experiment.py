@@ -17,9 +17,10 @@ def cmmc(
 ) -> None:
     """Edge-enhanced pre-training + meta-routing (CMMC): distil → pre-train raw/edge → fine-tune → score → report."""
     from medseg.experiments.cmmc import CmmcExperiment, load_cmmc_config
-    from medseg.utils.checks import check_output_dir
+    from medseg.utils.checks import check_accelerator, check_output_dir
 
     cfg = load_cmmc_config(config, overrides or [])
+    check_accelerator(cfg.trainer.accelerator)  # before the split or any other work
     check_output_dir(cfg.out_dir)
     report = CmmcExperiment(cfg, progress=lambda m: typer.echo(f"[cmmc] {m}")).run()
     typer.echo(f"report → {report}")
@@ -32,9 +33,10 @@ def esp_medsam(
 ) -> None:
     """ESP-MedSAM: adapt the teacher → MMDKD → train (bags, SPPG, QDMD, task classifier) → score → report."""
     from medseg.experiments.esp import EspExperiment, load_esp_config
-    from medseg.utils.checks import check_output_dir
+    from medseg.utils.checks import check_accelerator, check_output_dir
 
     cfg = load_esp_config(config, overrides or [])
+    check_accelerator(cfg.trainer.accelerator)  # before the split or any other work
     check_output_dir(cfg.out_dir)
     report = EspExperiment(cfg, progress=lambda m: typer.echo(f"[esp-medsam] {m}")).run()
     typer.echo(f"report → {report}")
@@ -48,9 +50,10 @@ def medsass(
     """MedSASS: Otsu pseudo-masks → pre-train (MedSASS end-to-end; SimSiam, BYOL, DINO) → fine-tune with 1/10/100 %
     of the labels, several seeds → score → report."""
     from medseg.experiments.medsass import MedsassExperiment, load_medsass_config
-    from medseg.utils.checks import check_output_dir
+    from medseg.utils.checks import check_accelerator, check_output_dir
 
     cfg = load_medsass_config(config, overrides or [])
+    check_accelerator(cfg.trainer.accelerator)  # before the split or any other work
     check_output_dir(cfg.out_dir)
     report = MedsassExperiment(cfg, progress=lambda m: typer.echo(f"[medsass] {m}")).run()
     typer.echo(f"report → {report}")
@@ -65,9 +68,10 @@ def universal(
     """The universal prompt-free model: embedding cache → prompt-free head → specialists → engine per task chosen on
     validation → model folder → test scores → report."""
     from medseg.experiments.universal import UniversalExperiment, load_universal_config
-    from medseg.utils.checks import check_output_dir
+    from medseg.utils.checks import check_accelerator, check_output_dir
 
     cfg = load_universal_config(config, overrides or [])
+    check_accelerator(cfg.trainer.accelerator)  # before the split or any other work
     check_output_dir(cfg.out_dir)
     report = UniversalExperiment(cfg, progress=lambda m: typer.echo(f"[universal] {m}")).run()
     typer.echo(f"report → {report}")

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from medseg.cli.options import EngineOpt, MaskModeOpt, MissingOpt, NsdModeOpt, OnErrorOpt
 from medseg.errors import InvalidInputError
-from medseg.utils.checks import check_device, check_output_dir, check_output_file
+from medseg.utils.checks import check_device, check_output_dir, check_output_file, new_output_dir
 
 err = Console(stderr=True)
 
@@ -23,6 +23,23 @@ def report_skipped(skipped: list[tuple[Path, str]]) -> None:
         err.print(f"[yellow]skipped {len(skipped)} unusable file(s):[/yellow]", highlight=False)
         for path, problem in skipped:
             err.print(f"  {path}: {problem}", highlight=False, soft_wrap=True)
+
+
+def close_batch(*, found: int, written: int, out: Path, skipped: list[tuple[Path, str]],
+                not_inputs: str | None = None) -> None:
+    """The closing summary of a batch command — inputs found, written, skipped (each named with its reason) — and
+    its exit code: 0 when every input was written, :data:`EXIT_PARTIAL` when some were not (``--on-error skip``).
+    Errors that stop a command exit with 2 (``medseg.cli.main``)."""
+    typer.echo(f"{found} input(s): {written} written → {out}, {len(skipped)} skipped")
+    if not_inputs:
+        typer.echo(f"not segmented: {not_inputs}")
+    report_skipped(skipped)
+    if skipped:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+#: exit code of a batch command that produced some but not all of what was asked (the skipped inputs are listed)
+EXIT_PARTIAL = 1
 
 
 export_app = typer.Typer(help="Export a model to a deployment format.", no_args_is_help=True)
@@ -102,7 +119,7 @@ def predict(
                                              help="Folder of masks named like the inputs: SAM-family models get one "
                                                   "box per mask component (box-prompted mode)."),
     batch_size: int = typer.Option(8, min=1, help="Slices per forward pass."),
-    threshold: float = typer.Option(0.5, help="Probability threshold."),
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Probability threshold, in [0, 1]."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
     engine: EngineOpt = typer.Option(EngineOpt.auto, "--engine",
                                      help="How the model runs: auto (onnx when ONNX Runtime is installed, else "
@@ -138,13 +155,16 @@ def predict(
     """Segment files; writes masks in the input's format plus PNG overlays."""
     from medseg.data.loading import case_key
     from medseg.data.readers.base import parse_dicom_window
-    from medseg.inference.files import collect_inputs, masks_by_case, predict_files
+    from medseg.inference.files import collect_inputs, masks_by_case, output_names, predict_files
     from medseg.models.io import load_model
 
     window = parse_dicom_window(dicom_window)
     check_device(device)
-    check_output_dir(out)
-    files = collect_inputs(inputs)
+    if prompt_masks is not None and not prompt_masks.is_dir():
+        raise InvalidInputError(prompt_masks, "--box-from-masks: no such folder")
+    catalog_masks: list[Path] = []
+    files = collect_inputs(inputs, catalog_masks)
+    output_names(files)  # a clash of output names is an error before any work
     routed = model.endswith(".json") and Path(model).is_file()
     if routed:
         from medseg.routing import RoutedPredictor, load_router
@@ -157,7 +177,8 @@ def predict(
     else:
         loaded = load_model(model, device=device)
     if not files:
-        raise InvalidInputError(inputs[0], "no supported image files found")
+        raise InvalidInputError(inputs[0], "no supported image files found" + (
+            f" (only the {len(catalog_masks)} masks of a catalogue's masks/ folders)" if catalog_masks else ""))
     prompts = None
     if prompt_masks is not None:
         by_case = masks_by_case(prompt_masks)
@@ -177,13 +198,15 @@ def predict(
                                     features)
     else:
         predictor = _predictor(model, loaded, **opts)
-    with _progress() as bar:
+    skipped: list[tuple[Path, str]] = []
+    with new_output_dir(out), _progress() as bar:  # the folder appears only now, and goes if nothing was written
         task = bar.add_task("predict", total=len(files))
-        skipped: list[tuple[Path, str]] = []
         results = predict_files(predictor, files, out, prompt_masks=prompts,
                                 progress=lambda k: bar.advance(task, k), on_error=on_error.value, skipped=skipped,
                                 dicom_window=window)
-    typer.echo(f"{len(results)} files → {out}")
+    for r in results:
+        if r.note:
+            err.print(f"[yellow]warning:[/yellow] {r.image}: {r.note}", highlight=False, soft_wrap=True)
     if any(r.task is not None for r in results):
         from medseg.evaluation import write_csv
 
@@ -203,7 +226,9 @@ def predict(
     if routed:
         typer.echo(f"routed ({router}, {modality}): {predictor.counts['a']} images → {folders['a']}, "
                    f"{predictor.counts['b']} → {folders['b']}")
-    report_skipped(skipped)
+    close_batch(found=len(files), written=len(results), out=out, skipped=skipped,
+                not_inputs=f"{len(catalog_masks)} files in catalogue mask folders (masks/, labels/, gts/ beside "
+                           "images/) are masks, not inputs" if catalog_masks else None)
 
 
 def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_size: int = 8,
@@ -275,27 +300,30 @@ def evaluate(
     from medseg.evaluation.tables import format_markdown_table
     from medseg.metrics import MetricConfig
 
-    check_output_dir(out)
+    predictor, files = None, []
     if model is not None:
-        from medseg.inference.files import collect_inputs, predict_files
+        from medseg.inference.files import collect_inputs, output_names, predict_files
         from medseg.models.io import load_model
 
         check_device(device)
         files = collect_inputs([pred])
         if not files:
             raise InvalidInputError(pred, "no supported image files found")
+        output_names(files)
         predictor = _predictor(model, load_model(model, device=device), device=device, engine=engine.value,
                                tile=tile, overlap=overlap, tta=tta, target=target)
-        with _progress() as bar:
-            task = bar.add_task("predict", total=len(files))
-            predict_files(predictor, files, out / "predictions", progress=lambda k: bar.advance(task, k))
-        pred = out / "predictions"
     cfg = MetricConfig(tolerance=tolerance, leaderboard=leaderboard, nsd_mode=nsd_mode.value if nsd_mode else None)
-    with _progress() as bar:
-        task = bar.add_task("evaluate", total=None)
-        res = evaluate_folders(pred, gt, out, config=cfg, modality=modality, dataset=dataset,
-                               mask_mode=mask_mode.value, missing=missing.value,
-                               progress=lambda k: bar.advance(task, k))
+    with new_output_dir(out):  # created once the inputs are valid; removed again if nothing was written
+        if predictor is not None:
+            with _progress() as bar:
+                task = bar.add_task("predict", total=len(files))
+                predict_files(predictor, files, out / "predictions", progress=lambda k: bar.advance(task, k))
+            pred = out / "predictions"
+        with _progress() as bar:
+            task = bar.add_task("evaluate", total=None)
+            res = evaluate_folders(pred, gt, out, config=cfg, modality=modality, dataset=dataset,
+                                   mask_mode=mask_mode.value, missing=missing.value,
+                                   progress=lambda k: bar.advance(task, k))
     typer.echo(format_markdown_table(res.summary, digits=3, columns=SUMMARY_COLUMNS))
     how = "" if not res.missing else " (scored empty)" if missing.value == "empty" else " (skipped)"
     typer.echo(f"paired {res.matched}, missing {len(res.missing)}{how}, extra {len(res.unmatched)}")
@@ -391,11 +419,11 @@ def weights_import(
     from medseg.models.io import save_model_folder
     from medseg.weights import load_verified
 
-    check_output_dir(out)
-    state = load_verified(checkpoint, None, sha256=sha256)
+    state = load_verified(checkpoint, None, sha256=sha256)  # before the output folder exists
     net = build_model(model)
     load_state_strict(net, state, str(checkpoint))
     size = int(getattr(net, "img_size", 256))
-    save_model_folder(net, out, name=model, options={}, img_size=size,
-                      extra={"imported_from": str(checkpoint), "source_sha256": sha256.lower()})
+    with new_output_dir(out):
+        save_model_folder(net, out, name=model, options={}, img_size=size,
+                          extra={"imported_from": str(checkpoint), "source_sha256": sha256.lower()})
     typer.echo(f"{checkpoint} (sha256 verified) → {out}")

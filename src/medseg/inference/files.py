@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from medseg.data.geometry import boxes_from_mask
-from medseg.data.loading import MASK_NAME_SUFFIXES, case_key, file_stem, read_mask, supported_files
+from medseg.data.loading import case_key, file_stem, read_mask, supported_files
 from medseg.data.normalize import to_uint8_rgb
 from medseg.data.readers import get_reader
 from medseg.data.readers.base import DicomWindow, file_extension
@@ -24,26 +24,84 @@ if TYPE_CHECKING:
     from medseg.inference.universal import UniversalPredictor
 
 
-def collect_inputs(inputs: Iterable[str | Path]) -> list[tuple[Path, Path]]:
+#: folders of a catalogue that hold the masks of a sibling ``images`` folder (not inputs to segment)
+CATALOG_MASK_FOLDERS = frozenset({"masks", "labels", "gts"})
+#: lossy input formats whose masks are written as PNG
+_LOSSY = frozenset({".jpg", ".jpeg"})
+
+
+def collect_inputs(inputs: Iterable[str | Path], catalog_masks: list[Path] | None = None
+                   ) -> list[tuple[Path, Path]]:
     """(file, output sub-folder) pairs: files given directly (sub-folder ``.``), plus every supported file under
-    given folders (recursive, sorted; sub-folder = its folder relative to the given one without ``images`` parts),
-    skipping files that look like masks (a ``masks``/``labels`` folder or a mask suffix)."""
+    given folders (recursive, sorted; sub-folder = its folder relative to the given one without ``images`` parts).
+
+    Every readable file is an input, whatever its name (a ``_mask`` suffix only matters where masks are paired with
+    images). The one exception is a catalogue's mask folder — ``masks``/``labels``/``gts`` beside an ``images``
+    folder — whose files are the images' masks: they are appended to ``catalog_masks`` so the caller can say so.
+
+    Raises:
+        InvalidInputError: an input does not exist.
+    """
     out: list[tuple[Path, Path]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             for f in supported_files(p):
-                if {"masks", "labels", "gts"} & {part.lower() for part in f.relative_to(p).parts[:-1]}:
+                parts = f.relative_to(p).parts[:-1]
+                if _in_catalog_mask_folder(f, p):
+                    if catalog_masks is not None:
+                        catalog_masks.append(f)
                     continue
-                if file_stem(f).lower().endswith(MASK_NAME_SUFFIXES):
-                    continue
-                rel = [part for part in f.relative_to(p).parts[:-1] if part.lower() != "images"]
+                rel = [part for part in parts if part.lower() != "images"]
                 out.append((f, Path(*rel) if rel else Path(".")))
         elif p.exists():
             out.append((p, Path(".")))
         else:
             raise InvalidInputError(p, "no such file or folder")
     return out
+
+
+def _in_catalog_mask_folder(f: Path, root: Path) -> bool:
+    """``f`` lies in a ``masks``/``labels``/``gts`` folder (below ``root``) that has an ``images`` sibling."""
+    for folder in f.relative_to(root).parents:
+        if folder.name.lower() in CATALOG_MASK_FOLDERS and (root / folder).parent.joinpath("images").is_dir():
+            return True
+    return False
+
+
+def output_names(files: Sequence[tuple[Path, Path]]) -> dict[Path, Path]:
+    """Input file → its outputs' path without extension, relative to the output folder (``sub/stem``; the mask
+    adds the input's extension — PNG for JPEG —, the overlay ``_overlay.png``). Unique by construction: inputs whose
+    masks would share a name (``case1.png`` and ``case1.jpg``) keep their extension in it (``case1_png``,
+    ``case1_jpg``).
+
+    Raises:
+        InvalidInputError: two inputs still map to the same output (the same name in two input folders); the
+            message lists them. Raised before any work.
+    """
+    def final(path: Path, base: Path) -> str:
+        ext = file_extension(path)
+        return str(base).lower() + (".png" if ext in _LOSSY else ext)
+
+    base = {f: sub / file_stem(f) for f, sub in files}
+    groups: dict[str, list[Path]] = {}
+    for f, _ in files:
+        groups.setdefault(final(f, base[f]), []).append(f)
+    for members in groups.values():
+        if len(members) > 1 and len({file_extension(f) for f in members}) > 1:
+            for f in members:
+                base[f] = base[f].with_name(f"{base[f].name}_{file_extension(f).lstrip('.').replace('.', '_')}")
+    final_names: dict[str, list[Path]] = {}
+    for f, _ in files:
+        final_names.setdefault(final(f, base[f]), []).append(f)
+        final_names.setdefault(f"{str(base[f]).lower()}_overlay.png", []).append(f)
+    clashes = [m for m in final_names.values() if len(set(m)) > 1]
+    if clashes:
+        listed = "; ".join(" and ".join(str(f) for f in sorted(set(m))) for m in clashes[:5])
+        raise InvalidInputError(clashes[0][0], f"{len(clashes)} output name(s) would be written by more than one "
+                                               f"input ({listed}); rename them or segment them into separate "
+                                               "output folders")
+    return base
 
 
 @dataclass
@@ -59,6 +117,7 @@ class FilePrediction:
     task_probability: float | None = None  # the universal model's classifier probability of ``task``
     engine: str | None = None  # the universal model's engine for it (head, specialist, lite_medsam_box)
     confident: bool = True  # False: the classifier was less sure than --min-confidence
+    note: str | None = None  # something the user should know about this file (e.g. an empty prompt mask)
 
 
 def masks_by_case(folder: str | Path) -> dict[str, Path]:
@@ -66,17 +125,18 @@ def masks_by_case(folder: str | Path) -> dict[str, Path]:
     return {case_key(f): f for f in supported_files(folder)}
 
 
-def predict_files(predictor: Predictor | UniversalPredictor, files: Iterable[tuple[Path, Path]], out_dir: str | Path, *,
-                  prompt_masks: dict[Path, Path] | None = None,
+def predict_files(predictor: Predictor | UniversalPredictor, files: Sequence[tuple[Path, Path]],
+                  out_dir: str | Path, *, prompt_masks: dict[Path, Path] | None = None,
                   progress: Callable[[int], None] | None = None, on_error: str = "stop",
                   skipped: list[tuple[Path, str]] | None = None,
                   dicom_window: DicomWindow = "header") -> list[FilePrediction]:
-    """Segment each file (every slice of a volume) and write ``out_dir/<stem><ext>`` and ``<stem>_overlay.png``.
+    """Segment each file (every slice of a volume) and write its mask (``out_dir/<name><ext>``, the input's format;
+    JPEG becomes PNG) and ``<name>_overlay.png``, ``<name>`` from :func:`output_names` (checked before any work).
 
     Args:
-        predictor: a :class:`Predictor`.
+        predictor: a :class:`Predictor` or :class:`UniversalPredictor`.
         files: (input file, output sub-folder) pairs from :func:`collect_inputs`.
-        out_dir: output folder (masks keep the input's format; JPEG becomes PNG).
+        out_dir: output folder.
         prompt_masks: optional image → mask file; SAM-family models then get one box per mask component
             (box-prompted mode). Without it they run prompt-free.
         on_error: ``stop`` at the first unusable input (raising its :class:`InvalidInputError`), or ``skip`` it,
@@ -84,10 +144,11 @@ def predict_files(predictor: Predictor | UniversalPredictor, files: Iterable[tup
         dicom_window: window for DICOM inputs (see :func:`medseg.data.load_samples`).
     """
     out_dir = Path(out_dir)
+    names = output_names(files)
     results = []
-    for path, sub in files:
+    for path, _ in files:
         try:
-            results.append(_predict_file(predictor, path, out_dir / sub, prompt_masks, dicom_window))
+            results.append(_predict_file(predictor, path, out_dir / names[path], prompt_masks, dicom_window))
         except InvalidInputError as exc:
             if on_error != "skip":
                 raise
@@ -98,27 +159,28 @@ def predict_files(predictor: Predictor | UniversalPredictor, files: Iterable[tup
     return results
 
 
-def _predict_file(predictor: Predictor | UniversalPredictor, path: Path, out_dir: Path,
+def _predict_file(predictor: Predictor | UniversalPredictor, path: Path, name: Path,
                   prompt_masks: dict[Path, Path] | None, dicom_window: DicomWindow) -> FilePrediction:
     reader = get_reader(path, dicom_window=dicom_window)
     vol = reader.read(path)
     images = to_uint8_rgb(vol.data, path)
-    boxes = None
+    boxes, note = None, None
     if prompt_masks and path in prompt_masks:
         labels, _ = read_mask(prompt_masks[path], "nonzero")
         if labels.shape != images.shape[:3]:
             raise InvalidInputError(prompt_masks[path], f"prompt mask shape {labels.shape[1:]} differs from "
                                                         f"the image {images.shape[1:3]} of {path}")
         boxes = [boxes_from_mask(m) for m in labels]
+        if not any(len(b) for b in boxes):
+            note = f"its prompt mask {prompt_masks[path]} has no foreground: segmented prompt-free"
     preds = predictor.predict(list(images), boxes)
     masks = np.stack([p.mask for p in preds])
-    stem = file_stem(path)
     dest = reader.write_mask(masks[0] if masks.shape[0] == 1 else masks,
-                             out_dir / f"{stem}{file_extension(path)}", source=vol)
+                             name.with_name(name.name + file_extension(path)), source=vol)
     mid = masks.shape[0] // 2
-    overlay = out_dir / f"{stem}_overlay.png"
+    overlay = name.with_name(f"{name.name}_overlay.png")
     with atomic_path(overlay) as tmp:
         Image.fromarray(overlay_contours(images[mid], None, masks[mid])).save(tmp, format="PNG")
     p = preds[mid]
     return FilePrediction(path, dest, overlay, int(masks.shape[0]), float(masks.mean()), p.task, p.task_probability,
-                          p.engine, p.confident)
+                          p.engine, p.confident, note)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from medseg.errors import InvalidInputError, MedsegError
@@ -25,6 +27,21 @@ def check_output_dir(path: str | Path) -> Path:
     except OSError as exc:
         raise InvalidInputError(p, f"cannot write to the output folder ({exc.strerror or exc})") from exc
     return p
+
+
+@contextlib.contextmanager
+def new_output_dir(path: str | Path) -> Iterator[Path]:
+    """:func:`check_output_dir`, for the span of a command's work: a folder this call created is removed again if
+    nothing was written into it (a failed or empty run leaves no empty folder behind)."""
+    p = Path(path)
+    existed = p.exists()
+    check_output_dir(p)
+    try:
+        yield p
+    finally:
+        if not existed and p.is_dir() and not any(p.iterdir()):
+            with contextlib.suppress(OSError):
+                p.rmdir()
 
 
 def check_output_file(path: str | Path) -> Path:
