@@ -33,3 +33,8 @@ class UnknownModalityError(MedsegError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0])
+
+
+class InputWarning(UserWarning):
+    """Something about an input file the user should know (it was still read): the message starts with the file.
+    Warnings that libraries raise while a reader decodes a file come back as this, naming the file."""

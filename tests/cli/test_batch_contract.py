@@ -123,3 +123,28 @@ def test_failed_runs_leave_no_empty_folder(model: Path, tmp_path: Path, capsys) 
         cfg.write_text(f"out_dir: {tmp_path / 'exp'}\ntrainer: {{accelerator: gpu}}\n")
         assert main(["experiment", "universal", str(cfg)]) == 2
         assert "no CUDA GPU" in capsys.readouterr().err and not (tmp_path / "exp").exists()
+
+
+def test_odd_files_get_one_line_naming_them(model: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.npz").write_text("I am text, not an npz archive")
+    frames = [Image.fromarray(np.full((20, 20), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(tmp_path / "in" / "anim.gif", save_all=True, append_images=frames[1:])
+    big = _png(tmp_path / "in" / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 720 px > 500: Pillow's decompression-bomb warning
+    assert main(["predict", str(model), str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--on-error", "skip"]) == 1
+    err = capsys.readouterr().err
+    assert "x.npz: not an npz archive" in err and "unsafe" not in err and "pickle" not in err.replace(
+        "never loads pickles", "")
+    lines = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert any(f"{tmp_path / 'in' / 'anim.gif'}: animated image with 2 frames" in ln for ln in lines), err
+    assert any(str(big) in ln and "decompression" in ln.lower() for ln in lines), err
+
+
+def test_module_form_runs_without_runpy_warning() -> None:
+    import subprocess
+    import sys
+
+    for module in ("medseg", "medseg.cli.main"):
+        run = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, check=True)
+        assert run.stdout.startswith("medseg ") and "Warning" not in run.stderr, run.stderr

@@ -6,7 +6,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from medseg.cli import main
+from medseg.cli.main import main
 
 
 def test_version(capsys):

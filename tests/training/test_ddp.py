@@ -14,7 +14,7 @@ def test_two_process_gloo_ddp_via_torchrun(tmp_path: Path) -> None:
     data = generate_dataset(tmp_path / "data", per_modality=4, size=48, seed=2, modalities=("dermoscopy", "xray"))
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "medseg.cli.main", "train", f"out_dir={out}", f"data.root={data}", "data.img_size=48",
+           "-m", "medseg", "train", f"out_dir={out}", f"data.root={data}", "data.img_size=48",
            "model.name=lite_medsam",  # SAM family: exercises the find-unused-parameters switch
            "model.options={embed_dims: [8, 16, 24, 32], depths: [1, 1, 1, 1], num_heads: [1, 2, 2, 2], "
            "window_sizes: [7, 7, 7, 7], prompt_embed_dim: 16, decoder_mlp_dim: 32, decoder_heads: 2}",
@@ -81,7 +81,7 @@ def test_task_model_trains_under_ddp(tmp_path: Path) -> None:
     opts = {k: v for k, v in tiny_model_config("esp_medsam").items() if k not in ("img_size", "tasks")}
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "medseg.cli.main", "train", f"out_dir={out}", f"data.root={data}", "data.img_size=64",
+           "-m", "medseg", "train", f"out_dir={out}", f"data.root={data}", "data.img_size=64",
            "model.name=esp_medsam", f"model.options={json.dumps(opts)}", "data.heads=per_target",
            "data.box_prompt=whole", "loss.weights={focal: 0.7, dice: 0.3, patch_bce: 1.0, task_ce: 1.0}",
            "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=2",

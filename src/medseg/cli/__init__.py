@@ -1,5 +1,5 @@
-"""The ``medseg`` command line (Typer): ``medseg data scan|convert|split|synth``, ``medseg demo``."""
+"""The ``medseg`` command line (Typer), :mod:`medseg.cli.main`: ``medseg data|train|predict|evaluate|…``.
 
-from medseg.cli.main import app, main
-
-__all__ = ["app", "main"]
+Nothing is imported here, so ``python -m medseg.cli.main`` runs without runpy's "found in sys.modules" warning;
+``python -m medseg`` is the short form.
+"""

@@ -68,8 +68,25 @@ def demo(
     typer.echo(format_markdown_table(result.summary, digits=3))
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: object = None, line: str | None = None) -> None:
+    """Warnings in one line on stderr (``warning: <file>: <what>`` for an input's), not Python's two-line form."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    err.print(f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; medseg errors print one line (file and problem) and exit with code 2."""
+    """Run the CLI; medseg errors print one line (file and problem) and exit with code 2; warnings print one line."""
+    import warnings
+
+    shown, warnings.showwarning = warnings.showwarning, _one_line_warning  # type: ignore[assignment]
+    try:
+        return _run(argv)
+    finally:
+        warnings.showwarning = shown
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         rv = app(args=argv, prog_name="medseg", standalone_mode=False)
     except MedsegError as exc:

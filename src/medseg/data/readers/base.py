@@ -9,13 +9,14 @@ library exception escape: missing, empty, truncated or undecodable files raise
 from __future__ import annotations
 
 import abc
+import warnings
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 from medseg.data.sample import ImageVolume
-from medseg.errors import InvalidInputError, MedsegError
+from medseg.errors import InputWarning, InvalidInputError, MedsegError
 
 
 class BaseReader(abc.ABC):
@@ -41,12 +42,17 @@ class BaseReader(abc.ABC):
             raise InvalidInputError(p, "file not found")
         if p.stat().st_size == 0:
             raise InvalidInputError(p, "file is empty (0 bytes)")
-        try:
-            vol = self._read(p)
-        except MedsegError:
-            raise
-        except Exception as exc:
-            raise InvalidInputError(p, f"cannot read as {self.name}: {type(exc).__name__}: {exc}") from exc
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                vol = self._read(p)
+            except MedsegError:
+                raise
+            except Exception as exc:
+                raise InvalidInputError(p, f"cannot read as {self.name}: {type(exc).__name__}: {exc}") from exc
+        for w in caught:  # re-said in one line that names the file (libraries' warnings name none)
+            first = str(w.message).strip().splitlines()[0] if str(w.message).strip() else w.category.__name__
+            warnings.warn(f"{p}: {first}", InputWarning, stacklevel=2)
         if vol.data.ndim != 4 or 0 in vol.data.shape:
             raise InvalidInputError(p, f"unexpected image shape {vol.data.shape}")
         return vol

@@ -32,6 +32,10 @@ class NpzReader(BaseReader):
     extensions = (".npz",)
 
     def _read(self, path: Path) -> ImageVolume:
+        import zipfile
+
+        if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and advise loading it unsafely
+            raise InvalidInputError(path, "not an npz archive (no zip structure); medseg never loads pickles")
         with np.load(path, allow_pickle=False) as f:
             if "imgs" not in f.files:
                 raise InvalidInputError(path, f"npz has no 'imgs' array (keys: {', '.join(f.files) or 'none'})")

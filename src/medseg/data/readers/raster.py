@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,10 @@ class PillowReader(BaseReader):
 
     def _read(self, path: Path) -> ImageVolume:
         with Image.open(path) as img:
+            frames = int(getattr(img, "n_frames", 1))
+            if frames > 1:
+                warnings.warn(f"animated image with {frames} frames: only the first is read (save the frames as a "
+                              "multi-page TIFF to segment them all)", stacklevel=2)
             img.load()  # forces decoding: truncated files fail here
             mode = img.mode
             if mode == "P":
