@@ -48,8 +48,14 @@ def _router_file(tmp_path: Path) -> Path:
 
 
 def test_load_router_and_its_errors(tmp_path: Path) -> None:
-    rule, models, features = load_router(_router_file(tmp_path), modality="fundus")
-    assert rule == ThresholdRule("std", 0.2, False) and models == {"a": "R", "b": "E"}
+    path = _router_file(tmp_path)
+    with pytest.raises(InvalidInputError, match=r"its raw model for 'fundus', R, is not here.*medseg experiment cmmc"):
+        load_router(path, modality="fundus")  # a router file whose experiment folder is elsewhere
+    for name in ("R", "E"):  # model folders beside the file (relative paths resolve against it too)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.json").write_text("{}")
+    rule, models, features = load_router(path, modality="fundus")
+    assert rule == ThresholdRule("std", 0.2, False) and models == {"a": str(tmp_path / "R"), "b": str(tmp_path / "E")}
     assert features == ["std", "entropy"]
     with pytest.raises(InvalidInputError, match="no rule for modality 'oct'; it has fundus"):
         load_router(tmp_path / "routers.json", modality="oct")

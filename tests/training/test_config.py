@@ -30,6 +30,7 @@ def test_yaml_and_overrides(tmp_path: Path) -> None:
     ("trainer:\n  batchsize: 3\n", [], r"c.yaml.*trainer.batchsize.*Extra inputs"),
     ("model: [\n", [], r"c.yaml.*cannot read config"),
     ("", ["trainer.max_steps"], r"not of the form"),
+    ("trainer:\n  batch_size: 3\n", ["trainer.bogus_key=1"], r"<command line>.*trainer.bogus_key"),
 ])
 def test_errors_name_file_and_field(tmp_path: Path, text: str, override: list[str], match: str) -> None:
     p = tmp_path / "c.yaml"
@@ -48,6 +49,10 @@ def test_shipped_configs_validate(path: Path) -> None:
         from medseg.experiments.esp import load_esp_config
 
         load_esp_config(path)
+    elif path.name.startswith("universal"):
+        from medseg.experiments.universal import load_universal_config
+
+        load_universal_config(path)
     elif path.name.startswith("medsass"):
         from medseg.experiments.medsass import load_medsass_config
 

@@ -77,7 +77,8 @@ def load_router(path: str | Path, *, modality: str, subset: str | None = None, r
         (rule, {"a": model folder, "b": model folder}, feature names).
 
     Raises:
-        InvalidInputError: unreadable file, or an unknown router / modality / subset (the message lists the choices).
+        InvalidInputError: unreadable file, an unknown router / modality / subset (the message lists the choices),
+            or a model folder it names that is not here.
     """
     path = Path(path)
     try:
@@ -98,5 +99,12 @@ def load_router(path: str | Path, *, modality: str, subset: str | None = None, r
         if subset not in spec["models"][kind]:
             raise InvalidInputError(path, f"no {kind} model for subset {subset!r}; it has "
                                           f"{', '.join(sorted(spec['models'][kind]))}")
-        models[side] = spec["models"][kind][subset]
+        folder = Path(spec["models"][kind][subset])
+        if not folder.is_absolute() and not folder.exists():  # relative to the working directory or to the file
+            folder = path.parent / folder if (path.parent / folder).exists() else folder
+        if not (folder / "model.json").is_file():
+            raise InvalidInputError(path, f"its {kind} model for {subset!r}, {folder}, is not here (the experiment "
+                                          "that wrote this file kept its models under its out_dir, which this "
+                                          "checkout lacks); rerun `medseg experiment cmmc CONFIG` to rebuild them")
+        models[side] = str(folder)
     return rule_from_dict(routers[router][modality]), models, list(spec["features"])

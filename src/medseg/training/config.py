@@ -228,6 +228,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
+        given = [o.split("=", 1)[0].strip() for o in overrides or []]
+        if any(where == k or where.startswith(k + ".") for k in given):  # the command line's, not the file's
+            raise InvalidInputError("<command line>", f"{where}: {first['msg']}") from exc
         raise InvalidInputError(src, f"{where}: {first['msg']}") from exc
 
 
