@@ -148,3 +148,16 @@ def test_module_form_runs_without_runpy_warning() -> None:
     for module in ("medseg", "medseg.cli.main"):
         run = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, check=True)
         assert run.stdout.startswith("medseg ") and "Warning" not in run.stderr, run.stderr
+
+
+def test_the_one_time_engine_build_is_said_once_without_exporter_noise(model: Path, tmp_path: Path, capsys,
+                                                                       monkeypatch) -> None:
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _png(tmp_path / "in" / "a.png")
+    for run in ("first", "second"):
+        assert main(["predict", str(model), str(tmp_path / "in"), "-o", str(tmp_path / run), "--engine", "onnx"]) == 0
+        said = capsys.readouterr()
+        builds = [ln for ln in said.err.splitlines() if "building the ONNX Runtime engine" in ln]
+        assert len(builds) == (1 if run == "first" else 0), said.err
+        assert "[torch.onnx]" not in said.out + said.err and "torchvision" not in said.out + said.err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -68,6 +69,13 @@ def demo(
     typer.echo(format_markdown_table(result.summary, digits=3))
 
 
+class _NoticeHandler(logging.Handler):
+    """medseg's own log lines (``logging.getLogger("medseg…")``, e.g. a one-time engine build) on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"[dim]medseg:[/dim] {record.getMessage()}", highlight=False, soft_wrap=True)
+
+
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                       file: object = None, line: str | None = None) -> None:
     """Warnings in one line on stderr (``warning: <file>: <what>`` for an input's), not Python's two-line form."""
@@ -77,13 +85,21 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; medseg errors print one line (file and problem) and exit with code 2; warnings print one line."""
+    import logging
     import warnings
 
     shown, warnings.showwarning = warnings.showwarning, _one_line_warning  # type: ignore[assignment]
+    notices = _NoticeHandler()
+    medseg_log = logging.getLogger("medseg")
+    level = medseg_log.level
+    medseg_log.addHandler(notices)
+    medseg_log.setLevel(logging.INFO)
     try:
         return _run(argv)
     finally:
         warnings.showwarning = shown
+        medseg_log.removeHandler(notices)
+        medseg_log.setLevel(level)
 
 
 def _run(argv: list[str] | None) -> int:

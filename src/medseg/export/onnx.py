@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,27 @@ class OnnxExport:
     batch: int
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter's progress prints, its warnings (e.g. that torchvision is absent) and log lines are its own
+    business: medseg says in one line what it exports (:mod:`medseg.inference.engines`)."""
+    import io
+    import logging
+    import warnings
+
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def export_module(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: str | Path, *, input_names: list[str],
                   output_name: str = "out", dynamic: tuple[dict[int, Any] | None, ...] | None = None,
                   opset: int = 18, atol: float = 1e-3) -> float:
@@ -62,9 +85,11 @@ def export_module(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: str
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         try:
-            prog = torch.onnx.export(module, inputs, input_names=input_names, output_names=[output_name],
-                                     dynamic_shapes=dynamic, opset_version=opset, dynamo=True, external_data=False)
-            prog.save(str(tmp))
+            with _quiet():
+                prog = torch.onnx.export(module, inputs, input_names=input_names, output_names=[output_name],
+                                         dynamic_shapes=dynamic, opset_version=opset, dynamo=True,
+                                         external_data=False, verbose=False)
+                prog.save(str(tmp))
         except Exception as exc:  # the exporter raises many types
             raise MedsegError(f"ONNX export of {type(module).__name__} failed: {exc}") from exc
         sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])

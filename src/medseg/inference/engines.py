@@ -21,6 +21,8 @@ images; the approximate engine is kept only where its masks stay within Dice 0.9
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from medseg.models.inputs import example_inputs
 from medseg.utils.atomic import atomic_path
 
 ENGINES = ("eager", "optimized", "compile", "onnx", "onnx-int8", "auto")
+log = logging.getLogger(__name__)
 
 
 def model_digest(model: nn.Module) -> str:
@@ -156,7 +159,12 @@ class OnnxEngine(nn.Module):
 
         path = self._cache / f"{self._key}-{name}.onnx"
         if not path.is_file():
+            log.info("building the ONNX Runtime engine of %s (%s) once — up to a minute; it is cached in %s",
+                     type(self._model).__name__, name, self._cache)
+            t0 = time.perf_counter()
             export_module(module, inputs, path, input_names=names, dynamic=dynamic)
+            log.info("ONNX Runtime engine of %s (%s) built in %.0f s", type(self._model).__name__, name,
+                     time.perf_counter() - t0)
         fused = self._cache / f"{self._key}-{name}-fused.onnx"
         if not fused.is_file() and not (self._cache / f"{fused.name}.rejected").is_file():
             try:
