@@ -11,16 +11,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from medseg.cli.model_cmds import report_skipped
+from medseg.cli.model_cmds import EXIT_PARTIAL, report_skipped
 from medseg.cli.options import MaskModeOpt, OnErrorOpt, Protocol, Target
 from medseg.data import catalog as catalog_mod
 from medseg.data.convert import folder_to_npz, npz_to_folder
 from medseg.data.scan import scan as scan_fn
 from medseg.data.splits import cmmc_split, stratified_split
 from medseg.data.synthetic import PHANTOMS, generate_dataset
+from medseg.errors import InvalidInputError
 from medseg.evaluation import write_csv
 from medseg.utils.atomic import atomic_write_text
-from medseg.utils.checks import check_output_dir, check_output_file
+from medseg.utils.checks import check_output_dir, check_output_file, new_output_dir
 
 data_app = typer.Typer(help="Data: scan a folder, convert formats, write split manifests, make phantoms.",
                        no_args_is_help=True)
@@ -63,7 +64,7 @@ def scan_cmd(
                   f"{len(report.problems) - len(errors)} warnings")
     for p in report.problems[:50]:
         console.print(f"  [{'red' if p.severity == 'error' else 'yellow'}]{p.severity}[/] {p.path}: {p.problem}",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     if len(report.problems) > 50:
         console.print(f"  … {len(report.problems) - 50} more (see --markdown/--json)")
     if markdown:
@@ -72,8 +73,13 @@ def scan_cmd(
         write_csv(rows, csv)
     if json_out:
         problems = [{"path": p.path, "problem": p.problem, "severity": p.severity} for p in report.problems]
-        payload = {"root": str(root), "groups": rows, "problems": problems}
+        payload = {"root": str(root), "groups": [g.numbers() for g in report.groups], "problems": problems}
         atomic_write_text(json_out, json.dumps(payload, indent=2))
+    if not rows:
+        console.print(f"[red]nothing to scan:[/] no image/mask pairs in {root} (layout: "
+                      "<root>/<modality>/<dataset>/images and masks, or <root>/<modality>/<dataset>/*.npz)",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     if strict and errors:
         raise typer.Exit(1)
 
@@ -88,16 +94,28 @@ def convert_cmd(
                                         help="stop at the first unusable input, or skip it and list it at the end."),
 ) -> None:
     """Convert between image/mask folders and CVPR24 npz files."""
-    check_output_dir(dst)
-    entries, _ = catalog_mod.discover(src)
-    skipped: list[tuple[Path, str]] = []
-    with _progress() as prog:
+    from medseg.data.modality import canonical_modality
+
+    entries, problems = catalog_mod.discover(src)
+    # what discovery already refuses (a duplicate case, a broken link) is not converted either: say so
+    skipped: list[tuple[Path, str]] = [(Path(p.path), p.problem) for p in problems if p.severity == "error"]
+    if skipped and on_error is OnErrorOpt.stop:
+        raise InvalidInputError(skipped[0][0], skipped[0][1] + " (--on-error skip converts the rest)")
+    with new_output_dir(dst), _progress() as prog:
         task = prog.add_task(f"→ {to.value}", total=len(entries))
         fn = folder_to_npz if to is Target.npz else npz_to_folder
         written = fn(src, dst, max_size=max_size, progress=lambda _e: prog.advance(task), entries=entries,
                      on_error=on_error.value, skipped=skipped)
-    console.print(f"wrote {len(written)} files under {dst}")
+    renamed = sorted({(d.name, canonical_modality(d.name)) for d in src.iterdir()
+                      if d.is_dir() and not d.name.startswith(".") and canonical_modality(d.name) != d.name})
+    for old, new in renamed:
+        console.print(f"note: the modality folder {old}/ is written as {new}/ (medseg's canonical name)",
+                      highlight=False, soft_wrap=True)
+    console.print(f"{len(entries) + sum(p.severity == 'error' for p in problems)} input(s): {len(written)} "
+                  f"written under {dst}, {len(skipped)} skipped", highlight=False)
     report_skipped(skipped)
+    if skipped:
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 @data_app.command("split")

@@ -25,6 +25,16 @@ def report_skipped(skipped: list[tuple[Path, str]]) -> None:
             err.print(f"  {path}: {problem}", highlight=False, soft_wrap=True)
 
 
+def _not_inputs_line(files: list[Path]) -> str | None:
+    """The summary's word on files of the input folders that are not inputs (catalogue masks, hidden files)."""
+    if not files:
+        return None
+    hidden = sum(any(part.startswith(".") for part in f.parts) for f in files)
+    parts = [f"{len(files) - hidden} files in catalogue mask folders (masks/, labels/, gts/ beside images/) are "
+             "masks, not inputs" if len(files) > hidden else "", f"{hidden} hidden files" if hidden else ""]
+    return "; ".join(p for p in parts if p)
+
+
 def close_batch(*, found: int, written: int, out: Path, skipped: list[tuple[Path, str]],
                 not_inputs: str | None = None) -> None:
     """The closing summary of a batch command — inputs found, written, skipped (each named with its reason) — and
@@ -162,8 +172,8 @@ def predict(
     check_device(device)
     if prompt_masks is not None and not prompt_masks.is_dir():
         raise InvalidInputError(prompt_masks, "--box-from-masks: no such folder")
-    catalog_masks: list[Path] = []
-    files = collect_inputs(inputs, catalog_masks)
+    not_inputs: list[Path] = []
+    files = collect_inputs(inputs, not_inputs)
     output_names(files)  # a clash of output names is an error before any work
     routed = model.endswith(".json") and Path(model).is_file()
     if routed:
@@ -178,7 +188,7 @@ def predict(
         loaded = load_model(model, device=device)
     if not files:
         raise InvalidInputError(inputs[0], "no supported image files found" + (
-            f" (only the {len(catalog_masks)} masks of a catalogue's masks/ folders)" if catalog_masks else ""))
+            f" (only {len(not_inputs)} catalogue masks or hidden files)" if not_inputs else ""))
     prompts = None
     if prompt_masks is not None:
         by_case = masks_by_case(prompt_masks)
@@ -227,8 +237,7 @@ def predict(
         typer.echo(f"routed ({router}, {modality}): {predictor.counts['a']} images → {folders['a']}, "
                    f"{predictor.counts['b']} → {folders['b']}")
     close_batch(found=len(files), written=len(results), out=out, skipped=skipped,
-                not_inputs=f"{len(catalog_masks)} files in catalogue mask folders (masks/, labels/, gts/ beside "
-                           "images/) are masks, not inputs" if catalog_masks else None)
+                not_inputs=_not_inputs_line(not_inputs))
 
 
 def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_size: int = 8,
@@ -292,6 +301,9 @@ def evaluate(
     tta: bool = typer.Option(False, "--tta", help="With --model: average the logits of the four flips."),
     target: str | None = typer.Option(None, "--target", help="With --model: output of a multi-target model."),
     device: str = typer.Option("cpu", help="With --model: torch device."),
+    on_error: OnErrorOpt = typer.Option(OnErrorOpt.stop, "--on-error",
+                                        help="stop at the first unusable file, or skip it (listed in the summary, "
+                                             "exit code 1)."),
 ) -> None:
     """Per-image Dice, IoU, NSD, HD95 (CSV), per-modality/dataset summary (Markdown) and box plots.
 
@@ -301,6 +313,7 @@ def evaluate(
     from medseg.metrics import MetricConfig
 
     predictor, files = None, []
+    not_segmented: list[tuple[Path, str]] = []
     if model is not None:
         from medseg.inference.files import collect_inputs, output_names, predict_files
         from medseg.models.io import load_model
@@ -317,13 +330,14 @@ def evaluate(
         if predictor is not None:
             with _progress() as bar:
                 task = bar.add_task("predict", total=len(files))
-                predict_files(predictor, files, out / "predictions", progress=lambda k: bar.advance(task, k))
+                predict_files(predictor, files, out / "predictions", progress=lambda k: bar.advance(task, k),
+                              on_error=on_error.value, skipped=not_segmented)
             pred = out / "predictions"
         with _progress() as bar:
             task = bar.add_task("evaluate", total=None)
             res = evaluate_folders(pred, gt, out, config=cfg, modality=modality, dataset=dataset,
                                    mask_mode=mask_mode.value, missing=missing.value,
-                                   progress=lambda k: bar.advance(task, k))
+                                   progress=lambda k: bar.advance(task, k), on_error=on_error.value)
     typer.echo(format_markdown_table(res.summary, digits=3, columns=SUMMARY_COLUMNS))
     how = "" if not res.missing else " (scored empty)" if missing.value == "empty" else " (skipped)"
     typer.echo(f"paired {res.matched}, missing {len(res.missing)}{how}, extra {len(res.unmatched)}")
@@ -332,6 +346,10 @@ def evaluate(
     if res.unmatched:
         err.print(f"{len(res.unmatched)} predictions had no ground truth, e.g. {res.unmatched[0]}")
     typer.echo(f"→ {res.csv}, {res.markdown}, {res.plot}")
+    skipped = not_segmented + [(Path(f), why) for f, why in res.failed]
+    report_skipped(skipped)
+    if skipped:
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def benchmark(

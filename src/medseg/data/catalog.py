@@ -57,8 +57,23 @@ class Problem:
     severity: str = "error"
 
 
-def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+def _files(folder: Path, problems: list[Problem] | None = None) -> list[Path]:
+    """The files of ``folder`` (sorted, hidden ones left out). With ``problems``, what is there but cannot be a
+    file to read is said: a broken symbolic link (its target missing, or a loop) and a folder named like an image."""
+    out = []
+    known = set(supported_extensions())
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_file():
+            out.append(p)
+        elif problems is None:
+            continue
+        elif p.is_symlink():
+            problems.append(Problem(str(p), "broken symbolic link (its target is missing, or the links loop)"))
+        elif p.is_dir() and file_extension(p) in known:
+            problems.append(Problem(str(p), "a folder named like an image file: not read", "warning"))
+    return out
 
 
 def discover(root: str | Path) -> tuple[list[CatalogEntry], list[Problem]]:
@@ -73,8 +88,17 @@ def discover(root: str | Path) -> tuple[list[CatalogEntry], list[Problem]]:
     known = set(supported_extensions())
     entries: list[CatalogEntry] = []
     problems: list[Problem] = []
+    loose = [p for p in _files(root) if file_extension(p) in known]
+    if loose:
+        problems.append(Problem(str(root), f"{len(loose)} image file(s) directly in the data root are not read: a "
+                                           "data root holds <modality>/<dataset>/images (and masks) folders or "
+                                           "<modality>/<dataset>/*.npz"))
     for mod_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         modality = canonical_modality(mod_dir.name)
+        loose = [p for p in _files(mod_dir) if file_extension(p) in known]
+        if loose:
+            problems.append(Problem(str(mod_dir), f"{len(loose)} image file(s) in a modality folder are not read: "
+                                                  "put them in a dataset folder (<modality>/<dataset>/images)"))
         ds_dirs = sorted(p for p in mod_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not ds_dirs:
             problems.append(Problem(str(mod_dir), "modality folder has no dataset folders", "warning"))
@@ -112,8 +136,8 @@ def _discover_dataset(ds_dir: Path, modality: str, known: set[str], problems: li
             out[stem] = f
         return out
 
-    images = usable(_files(img_dir), img_dir, file_stem)
-    masks = usable(_files(mask_dir), mask_dir, case_key) if mask_dir.is_dir() else {}
+    images = usable(_files(img_dir, problems), img_dir, file_stem)
+    masks = usable(_files(mask_dir, problems), mask_dir, case_key) if mask_dir.is_dir() else {}
     entries: list[CatalogEntry] = []
     used: set[str] = set()
     for stem, img in images.items():

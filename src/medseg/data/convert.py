@@ -71,9 +71,7 @@ def folder_to_npz(root: str | Path, out: str | Path, *, max_size: int | None = N
     ``(file, problem)`` to ``skipped``)."""
     entries = discover(root)[0] if entries is None else entries
     written = []
-    for e in entries:
-        if file_extension(e.image) == ".npz":
-            continue
+    for e in entries:  # an npz input is read and written again like any other (resized if asked), never dropped
         with _guard(e, on_error, skipped):
             samples = load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode=mask_mode)
             dest = Path(out) / e.modality / e.dataset / f"{e.case_id}.npz"

@@ -30,6 +30,21 @@ class DatasetSummary:
     widths: list[int] = field(default_factory=list)
     coverage: list[float] = field(default_factory=list)
 
+    def numbers(self) -> dict[str, object]:
+        """The summary with numbers as numbers (JSON): size ranges as min/max, foreground % as a float (``None``
+        where nothing was measured)."""
+        def lo(v: list[int]) -> int | None:
+            return min(v) if v else None
+
+        def hi(v: list[int]) -> int | None:
+            return max(v) if v else None
+
+        return {"modality": self.modality, "dataset": self.dataset, "files": self.files, "labeled": self.labeled,
+                "slices": self.slices, "bad": self.unreadable, "empty": self.empty_masks,
+                "height_min": lo(self.heights), "height_max": hi(self.heights), "width_min": lo(self.widths),
+                "width_max": hi(self.widths),
+                "foreground_percent": round(100 * float(np.mean(self.coverage)), 3) if self.coverage else None}
+
     def row(self) -> dict[str, object]:
         def rng(v: list[int]) -> str:
             if not v:

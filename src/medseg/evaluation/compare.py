@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from medseg.data import discover
-from medseg.data.loading import case_key, read_mask, supported_files
+from medseg.data.loading import case_key, file_stem, read_mask, supported_files
 from medseg.data.normalize import MaskMode
 from medseg.errors import InvalidInputError, MedsegError
 from medseg.evaluation.plots import save_boxplots
@@ -62,7 +62,8 @@ class EvaluationResult:
     """What ``medseg evaluate`` found and wrote.
 
     ``missing``: ground-truth masks without a prediction (scored as empty predictions or skipped, by policy);
-    ``unmatched``: predictions without a ground truth (extra files).
+    ``unmatched``: predictions without a ground truth (extra files); ``failed``: (file, problem) of pairs not scored
+    because a file was unusable (``on_error="skip"``).
     """
 
     rows: list[dict[str, Any]]
@@ -74,6 +75,7 @@ class EvaluationResult:
     missing: list[str] = field(default_factory=list)
     matched: int = 0
     missing_policy: str = "error"
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 SUMMARY_COLUMNS = ["modality", "dataset", "n", "dice_mean", "dice_median", "iou_mean", "nsd_mean", "hd95_median"]
@@ -82,7 +84,8 @@ MISSING_POLICIES = ("error", "empty", "skip")
 
 def evaluate_folders(pred: str | Path, gt: str | Path, out_dir: str | Path, *, config: MetricConfig | None = None,
                      modality: str | None = None, dataset: str | None = None, mask_mode: MaskMode = "strict",
-                     missing: str = "error", progress: Callable[[int], None] | None = None) -> EvaluationResult:
+                     missing: str = "error", progress: Callable[[int], None] | None = None,
+                     on_error: str = "stop") -> EvaluationResult:
     r"""Score predictions against ground truth; no case is dropped without a word.
 
     Args:
@@ -97,6 +100,8 @@ def evaluate_folders(pred: str | Path, gt: str | Path, out_dir: str | Path, *, c
             as foreground; ``labels`` scores label maps CVPR24-style (mean over labels ≥ 1).
         missing: a ground-truth case without a prediction is an ``error`` (default), scored as an ``empty``
             prediction, or ``skip``\ ped and listed.
+        on_error: an unreadable or mismatched prediction or mask ``stop``\ s the run (its
+            :class:`InvalidInputError`), or is ``skip``\ ped: listed in ``summary.md`` and the result's ``failed``.
 
     Raises:
         MedsegError: nothing could be paired, or cases are missing under ``missing="error"``. Unreadable or
@@ -111,13 +116,17 @@ def evaluate_folders(pred: str | Path, gt: str | Path, out_dir: str | Path, *, c
     unmatched: list[str] = []
     pairs: list[tuple[Path | None, GroundTruth]] = []
     used: set[Path] = set()
+    keys: dict[Path, str] = {}
     for p in preds:
-        cands = truths.get(case_key(p))
+        # the prediction's own name first (a catalogue's case ``x_mask`` is an image so named), then its case key
+        key = file_stem(p) if file_stem(p) in truths else case_key(p)
+        cands = truths.get(key)
         if not cands:
             unmatched.append(str(p))
             continue
         t = _match(p, cands)
         used.add(t.mask)
+        keys[t.mask] = key
         pairs.append((p, t))
     absent = [t for ts in truths.values() for t in ts if t.mask not in used]
     if absent and missing == "error" and pairs:
@@ -126,17 +135,26 @@ def evaluate_folders(pred: str | Path, gt: str | Path, out_dir: str | Path, *, c
                           "--missing empty to score them as empty predictions or --missing skip to list them")
     if missing == "empty":
         pairs += [(None, t) for t in absent]
+    failed: list[tuple[str, str]] = []
     for p, t in pairs:
-        gm, gvol = read_mask(t.mask, mask_mode)
-        if p is None:
-            pm = np.zeros_like(gm)
-        else:
-            pm, _ = read_mask(p, mask_mode)
-            if pm.shape != gm.shape:
-                raise InvalidInputError(p, f"prediction size {pm.shape[1:]}×{pm.shape[0]} slices differs from the "
-                                           f"ground truth {gm.shape[1:]}×{gm.shape[0]} slices of {t.mask}")
+        try:
+            gm, gvol = read_mask(t.mask, mask_mode)
+            if p is None:
+                pm = np.zeros_like(gm)
+            else:
+                pm, _ = read_mask(p, mask_mode)
+                if pm.shape != gm.shape:
+                    raise InvalidInputError(p, f"prediction size {pm.shape[1:]}×{pm.shape[0]} slices differs from "
+                                               f"the ground truth {gm.shape[1:]}×{gm.shape[0]} slices of {t.mask}")
+        except InvalidInputError as exc:
+            if on_error != "skip":
+                raise
+            failed.append((exc.path or str(p), exc.problem))
+            if progress is not None:
+                progress(1)
+            continue
         spacing = (float(gvol.spacing[1]), float(gvol.spacing[2]))
-        key = case_key(p if p is not None else t.mask)
+        key = keys.get(t.mask) or case_key(t.mask)
         for z in range(pm.shape[0]):
             case = key if pm.shape[0] == 1 else f"{key}_z{z:03d}"
             metric(pm[z], gm[z], spacing=spacing, case=case, modality=t.modality, dataset=t.dataset,
@@ -153,16 +171,19 @@ def evaluate_folders(pred: str | Path, gt: str | Path, out_dir: str | Path, *, c
     counts = (f"| cases | count |\n|---|---|\n| ground truth | {sum(len(v) for v in truths.values())} |\n"
               f"| predicted (paired) | {n_found} |\n"
               f"| missing ({'scored as empty' if missing == 'empty' else 'skipped'}) | {len(absent)} |\n"
-              f"| extra (prediction without ground truth) | {len(unmatched)} |\n")
+              f"| extra (prediction without ground truth) | {len(unmatched)} |\n"
+              f"| not scored (unusable files) | {len(failed)} |\n")
     lists = ""
     if absent and missing == "skip":
         lists += "\nSkipped ground truth (no prediction):\n\n" + "".join(f"- `{t.mask}`\n" for t in absent)
     if unmatched:
         lists += "\nPredictions without ground truth:\n\n" + "".join(f"- `{u}`\n" for u in unmatched)
+    if failed:
+        lists += "\nNot scored (unusable files):\n\n" + "".join(f"- `{f}`: {why}\n" for f, why in failed)
     atomic_write_text(md, "# Evaluation\n\n" f"Predictions: `{pred}`; ground truth: `{gt}`; {len(rows)} images/slices "
                       f"scored; masks read as `{mask_mode}`.\n\n" + counts + lists + "\n"
                       + format_markdown_table(summary, digits=3, columns=SUMMARY_COLUMNS)
                       + "\n![box plots](boxplots.png)\n")
     plot = save_boxplots(rows, out_dir / "boxplots.png")
     return EvaluationResult(rows, summary, csv, md, plot, unmatched, [str(t.mask) for t in absent], n_found,
-                            missing)
+                            missing, failed)

@@ -30,27 +30,32 @@ CATALOG_MASK_FOLDERS = frozenset({"masks", "labels", "gts"})
 _LOSSY = frozenset({".jpg", ".jpeg"})
 
 
-def collect_inputs(inputs: Iterable[str | Path], catalog_masks: list[Path] | None = None
+def collect_inputs(inputs: Iterable[str | Path], not_inputs: list[Path] | None = None
                    ) -> list[tuple[Path, Path]]:
     """(file, output sub-folder) pairs: files given directly (sub-folder ``.``), plus every supported file under
     given folders (recursive, sorted; sub-folder = its folder relative to the given one without ``images`` parts).
 
     Every readable file is an input, whatever its name (a ``_mask`` suffix only matters where masks are paired with
     images). The one exception is a catalogue's mask folder — ``masks``/``labels``/``gts`` beside an ``images``
-    folder — whose files are the images' masks: they are appended to ``catalog_masks`` so the caller can say so.
+    folder — whose files are the images' masks: they are appended to ``not_inputs`` so the caller can say so.
 
     Raises:
         InvalidInputError: an input does not exist.
     """
     out: list[tuple[Path, Path]] = []
+    hidden: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             for f in supported_files(p):
                 parts = f.relative_to(p).parts[:-1]
+                if any(part.startswith(".") for part in f.relative_to(p).parts):
+                    if not_inputs is not None:  # hidden files (e.g. macOS ._ resource forks) are no images
+                        hidden.append(f)
+                    continue
                 if _in_catalog_mask_folder(f, p):
-                    if catalog_masks is not None:
-                        catalog_masks.append(f)
+                    if not_inputs is not None:
+                        not_inputs.append(f)
                     continue
                 rel = [part for part in parts if part.lower() != "images"]
                 out.append((f, Path(*rel) if rel else Path(".")))
@@ -58,6 +63,8 @@ def collect_inputs(inputs: Iterable[str | Path], catalog_masks: list[Path] | Non
             out.append((p, Path(".")))
         else:
             raise InvalidInputError(p, "no such file or folder")
+    if not_inputs is not None:
+        not_inputs += hidden
     return out
 
 

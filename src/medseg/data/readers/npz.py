@@ -37,9 +37,10 @@ class NpzReader(BaseReader):
         if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and advise loading it unsafely
             raise InvalidInputError(path, "not an npz archive (no zip structure); medseg never loads pickles")
         with np.load(path, allow_pickle=False) as f:
-            if "imgs" not in f.files:
+            if "imgs" not in f.files and "segs" not in f.files:
                 raise InvalidInputError(path, f"npz has no 'imgs' array (keys: {', '.join(f.files) or 'none'})")
-            imgs = f["imgs"]
+            # a CVPR24 prediction file holds only 'segs': read as the (label) image, e.g. by ``medseg evaluate``
+            imgs = f["imgs"] if "imgs" in f.files else f["segs"]
             gts = f["gts"] if "gts" in f.files else None
             boxes = f["boxes"] if "boxes" in f.files else None
             spacing_xyz = f["spacing"] if "spacing" in f.files else None
