@@ -143,8 +143,10 @@ def run_demo(out: str | Path, *, per_modality: int = 12, size: int = 128, seed: 
         f"stratified split (`manifest.csv`): {sum(e.split == 'train' for e in split)} train, "
         f"{sum(e.split == 'val' for e in split)} validation, {len(held_out)} test.",
         f"Model: `{DEMO_MODEL['name']}` {DEMO_MODEL['options']}, trained {result.global_step} steps on the CPU "
-        f"with Dice + BCE; the weights with the best validation Dice (step {loaded.meta.get('best_step', '?')}) are "
-        "scored on the test images; model folder `run/model/`.",
+        f"with Dice + BCE; "
+        + (f"the weights with the best validation Dice (step {loaded.meta['best_step']}) are "
+           if "best_step" in loaded.meta else "the last weights (no validation Dice was logged) are ")
+        + "scored on the test images; model folder `run/model/`.",
         "Baseline: prompt-free Otsu pseudo-mask (BT.601 grey, polarity `auto`, holes filled, objects < 10 px removed).",
         "Metrics on the test images: Dice, NSD at τ = 2 px, HD95 in px (per-image rows in `metrics.csv`, "
         "`metrics_otsu.csv`).", "",

@@ -161,3 +161,15 @@ def test_the_one_time_engine_build_is_said_once_without_exporter_noise(model: Pa
         builds = [ln for ln in said.err.splitlines() if "building the ONNX Runtime engine" in ln]
         assert len(builds) == (1 if run == "first" else 0), said.err
         assert "[torch.onnx]" not in said.out + said.err and "torchvision" not in said.out + said.err
+
+
+def test_scan_of_a_flat_folder_says_it_found_nothing_to_scan(tmp_path: Path, capsys) -> None:
+    _png(tmp_path / "flat" / "a.png")
+    assert main(["data", "scan", str(tmp_path / "flat")]) == 1
+    out = capsys.readouterr().out
+    assert "nothing to scan" in out and "directly in the data root are not read" in out
+
+
+def test_demo_needs_an_image_per_split_for_each_modality(capsys) -> None:
+    assert main(["demo", "--per-modality", "2"]) == 2
+    assert "per-modality" in capsys.readouterr().err

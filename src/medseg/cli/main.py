@@ -48,7 +48,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 @app.command()
 def demo(
     out: Path = typer.Option(Path("medseg-demo"), "--out", "-o", help="Output folder."),
-    per_modality: int = typer.Option(12, min=2, help="Synthetic images per modality."),
+    per_modality: int = typer.Option(12, min=3, help="Synthetic images per modality (at least 3: one each for "
+                                                      "training, validation and test)."),
     size: int = typer.Option(128, min=32, help="Image side in pixels (multiple of 16)."),
     seed: int = typer.Option(0, help="Random seed."),
     steps: int = typer.Option(300, min=1, help="Training steps (300 ≈ 1 min on 2 CPU cores)."),
