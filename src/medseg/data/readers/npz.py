@@ -35,7 +35,8 @@ class NpzReader(BaseReader):
         import zipfile
 
         if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and advise loading it unsafely
-            raise InvalidInputError(path, "not an npz archive (no zip structure); medseg never loads pickles")
+            raise InvalidInputError(path, "cannot read as npz: not a complete zip archive (truncated, or not an npz "
+                                          "archive at all); medseg never loads pickles")
         with np.load(path, allow_pickle=False) as f:
             if "imgs" not in f.files and "segs" not in f.files:
                 raise InvalidInputError(path, f"npz has no 'imgs' array (keys: {', '.join(f.files) or 'none'})")
