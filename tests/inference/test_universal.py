@@ -27,6 +27,12 @@ UNET = {k: v for k, v in tiny_model_config("resnet_unet").items()}
 @pytest.fixture()
 def folder(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.setattr("medseg.weights.fetch_weights", tiny_lite_medsam_state)
+    return make_tiny_universal(tmp_path)
+
+
+def make_tiny_universal(tmp_path: Path) -> Path:
+    """A test-scale ``universal`` model folder: a random head (lungs → head, vessels → a random U-Net specialist)
+    on the tiny LiteMedSAM of :func:`tiny_lite_medsam_state` (patch ``medseg.weights.fetch_weights`` with it)."""
     torch.manual_seed(1)
     head = build_model("prompt_free_head", tasks=["lungs", "vessels"], **HEAD)
     head_dir = save_model_folder(head, tmp_path / "head", name="prompt_free_head",

@@ -77,6 +77,31 @@ class _NoticeHandler(logging.Handler):
         err.print(f"[dim]medseg:[/dim] {record.getMessage()}", highlight=False, soft_wrap=True)
 
 
+@app.command()
+def serve(
+    model: str = typer.Option("universal", "--model", "-m", help="Model: universal (the shipped model), a model "
+                                                                  "folder, or lite_medsam."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (this machine only by default)."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
+    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
+    max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", min=0.001, help="Larger uploads are refused (413)."),
+    max_queue: int = typer.Option(64, "--max-queue", min=0, help="Images that may wait for the model (then 503)."),
+    max_wait: float = typer.Option(120.0, "--max-wait", min=1.0, help="Seconds an image may wait for the model."),
+) -> None:
+    """Segment in the browser: open the printed address, drop images, correct with a box, download (needs the
+    serve extra: pip install 'medseg[serve]')."""
+    from medseg.utils.checks import check_device
+
+    check_device(device)
+    try:
+        from medseg.serve import serve as run_server
+    except ImportError as exc:
+        raise MedsegError(f"medseg serve needs the serve extra ({exc.name} is missing): "
+                          "pip install 'medseg[serve]'") from exc
+    run_server(model, host=host, port=port, device=device, max_upload_mb=max_upload_mb, max_queue=max_queue,
+               max_wait_s=max_wait, say=lambda m: err.print(m, highlight=False, soft_wrap=True))
+
+
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                       file: object = None, line: str | None = None) -> None:
     """Warnings in one line on stderr (``warning: <file>: <what>`` for an input's), not Python's two-line form."""

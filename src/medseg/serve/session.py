@@ -1,0 +1,251 @@
+"""What the web server keeps: each uploaded file as a :class:`Result` (its slices, masks, the task the model chose,
+a history for undo) in a bounded in-memory :class:`ResultStore`, and the :class:`Segmenter` that makes and corrects
+them. Nothing here speaks HTTP (:mod:`medseg.serve.app` does).
+
+Privacy and safety: an upload is stored under a random name in the server's own temporary folder (the client's file
+name is a label, never a path); the DICOM header stays in memory and is never logged or returned, and a DICOM mask
+download carries the study's UIDs but no patient identifiers; every temporary file is removed when its result is
+evicted or the server stops.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import uuid
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.data.normalize import to_uint8_rgb
+from medseg.data.readers import get_reader
+from medseg.data.readers.base import file_extension, supported_extensions
+from medseg.data.sample import ImageVolume
+from medseg.errors import InputWarning, InvalidInputError
+
+#: DICOM keywords never written into a mask the server returns
+PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "PatientAddress",
+                    "OtherPatientIDs", "OtherPatientNames", "PatientTelephoneNumbers", "InstitutionName",
+                    "ReferringPhysicianName", "AccessionNumber")
+
+
+@dataclass
+class SliceResult:
+    """What the model said about one slice."""
+
+    task: str | None
+    probability: float | None
+    engine: str
+    confident: bool = True
+
+
+@dataclass
+class Result:
+    """One uploaded file and its segmentation.
+
+    Attributes:
+        id: random identifier (the only handle clients have).
+        name: the client's file name, shown and used in download names, never as a path.
+        ext: the file's format extension (one of the readers').
+        path: the upload, in the server's temporary folder.
+        volume: the file as read (DICOM header / NIfTI affine kept for the mask download).
+        images: (S, H, W, 3) uint8 slices as shown.
+        masks: (S, H, W) bool.
+        slices: per slice, the model's answer.
+        physical: the file gives a pixel spacing (DICOM, NIfTI); ``spacing`` (row, column) in mm then.
+        history: (slice, mask before) of every box correction, for undo.
+    """
+
+    id: str
+    name: str
+    ext: str
+    path: Path
+    volume: ImageVolume
+    images: np.ndarray
+    masks: np.ndarray
+    slices: list[SliceResult]
+    physical: bool
+    spacing: tuple[float, float]
+    history: list[tuple[int, np.ndarray, SliceResult]] = field(default_factory=list)
+
+    def area_px(self, z: int | None = None) -> int:
+        return int(self.masks.sum() if z is None else self.masks[z].sum())
+
+    def area_mm2(self, z: int | None = None) -> float | None:
+        return self.area_px(z) * self.spacing[0] * self.spacing[1] if self.physical else None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready description (no header field, no server path)."""
+        mid = self.images.shape[0] // 2
+        s = self.slices[mid]
+        return {"id": self.id, "name": self.name, "format": self.ext.lstrip("."), "slices": int(self.images.shape[0]),
+                "height": int(self.images.shape[1]), "width": int(self.images.shape[2]), "task": s.task,
+                "probability": s.probability, "engine": s.engine, "confident": s.confident,
+                "area_px": self.area_px(), "area_mm2": self.area_mm2(),
+                "spacing_mm": list(self.spacing) if self.physical else None,
+                "per_slice": [{"task": r.task, "probability": r.probability, "engine": r.engine,
+                               "area_px": self.area_px(z), "area_mm2": self.area_mm2(z)}
+                              for z, r in enumerate(self.slices)],
+                "can_undo": bool(self.history)}
+
+
+class ResultStore:
+    """Results by id, at most ``max_results`` (the oldest is evicted with its files); thread-safe.
+
+    Args:
+        root: the server's temporary folder (created; removed by :meth:`close`).
+    """
+
+    def __init__(self, root: Path | None = None, max_results: int = 500) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="medseg-serve-")) if root is None else Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_results = max_results
+        self._items: OrderedDict[str, Result] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def new_path(self, client_name: str) -> Path:
+        """A fresh upload path: a random name with the client's extension if medseg reads that format (the
+        extension picks the reader), else none — the client's name itself is never used."""
+        ext = file_extension(client_name)
+        return self.root / f"{uuid.uuid4().hex}{ext if ext in supported_extensions() else ''}"
+
+    def add(self, result: Result) -> None:
+        with self._lock:
+            self._items[result.id] = result
+            while len(self._items) > self.max_results:
+                _, old = self._items.popitem(last=False)
+                old.path.unlink(missing_ok=True)
+
+    def get(self, rid: str) -> Result | None:
+        with self._lock:
+            return self._items.get(rid)
+
+    def all(self) -> list[Result]:
+        with self._lock:
+            return list(self._items.values())
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Segmenter:
+    """Reads an upload and segments it with a loaded model; corrects a slice with a box (LiteMedSAM).
+
+    Args:
+        loaded: the model (``medseg.models.io.load_model``): ``universal``, a model folder or ``lite_medsam``.
+        device: torch device.
+        max_pixels: larger images are refused (decompression bombs; Pillow's own limit is 89 Mpx).
+    """
+
+    def __init__(self, loaded: Any, *, device: str = "cpu", max_pixels: int = 64_000_000) -> None:
+        from medseg.inference import Predictor
+
+        self.loaded, self.max_pixels = loaded, max_pixels
+        if loaded.name == "universal":
+            from medseg.inference.universal import UniversalPredictor
+
+            self.predictor: Any = UniversalPredictor(loaded.model, device=device,
+                                                     min_confidence=float(loaded.meta.get("min_confidence", 0.5)))
+            self.boxes: Any = self.predictor
+        else:
+            self.predictor = Predictor.for_model(loaded, device=device)
+            self.boxes = self.predictor if getattr(loaded.model, "accepts_boxes", False) and not loaded.tile else None
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(getattr(self.loaded.model, "tasks", None) or [])
+
+    def read(self, path: Path, name: str) -> tuple[ImageVolume, np.ndarray, str]:
+        """(volume, (S, H, W, 3) uint8 slices, reader name) of an upload.
+
+        Raises:
+            InvalidInputError: naming the client's file name, never the server's path.
+        """
+        ext = file_extension(name)
+        if ext not in supported_extensions():
+            raise InvalidInputError(name, f"unsupported file type {ext or '(no extension)'!r}; supported: "
+                                          f"{', '.join(supported_extensions())}")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                reader = get_reader(path)
+                vol = reader.read(path)
+            for w in caught:
+                if issubclass(w.category, InputWarning) and "decompression" in str(w.message).lower():
+                    raise InvalidInputError(path, "image too large: refused as a possible decompression bomb")
+            if vol.data.shape[1] * vol.data.shape[2] > self.max_pixels:
+                raise InvalidInputError(path, f"image of {vol.data.shape[1]}×{vol.data.shape[2]} px is over the "
+                                              f"server's limit of {self.max_pixels / 1e6:.0f} Mpx")
+            return vol, to_uint8_rgb(vol.data, path), reader.name
+        except InvalidInputError as exc:
+            raise InvalidInputError(name, exc.problem.replace(str(path), name)) from None
+
+    def segment(self, path: Path, name: str) -> Result:
+        vol, images, reader = self.read(path, name)
+        preds = self.predictor.predict(list(images))
+        slices = [SliceResult(p.task, p.task_probability, p.engine or self.loaded.name, p.confident) for p in preds]
+        physical = reader in ("dicom", "nifti")
+        spacing = (float(vol.spacing[1]), float(vol.spacing[2]))
+        return Result(uuid.uuid4().hex, name, file_extension(name), path, vol, images,
+                      np.stack([p.mask for p in preds]), slices, physical, spacing)
+
+    def correct(self, result: Result, z: int, box: tuple[float, float, float, float]) -> None:
+        """Replace slice ``z``'s mask by LiteMedSAM's mask for ``box`` (x0, y0, x1, y1 in pixels).
+
+        Raises:
+            InvalidInputError: the model has no box-prompted decoder, or the slice or box is out of range.
+        """
+        if self.boxes is None:
+            raise InvalidInputError(result.name, f"{self.loaded.name} takes no box prompts (use --model universal "
+                                                 "or lite_medsam)")
+        if not 0 <= z < result.images.shape[0]:
+            raise InvalidInputError(result.name, f"slice {z} does not exist (0–{result.images.shape[0] - 1})")
+        h, w = result.images.shape[1:3]
+        x0, y0, x1, y1 = (float(v) for v in box)
+        x0, x1 = sorted((min(max(x0, 0), w - 1), min(max(x1, 0), w - 1)))
+        y0, y1 = sorted((min(max(y0, 0), h - 1), min(max(y1, 0), h - 1)))
+        if x1 - x0 < 1 or y1 - y0 < 1:
+            raise InvalidInputError(result.name, "the box is empty; drag a rectangle over the object")
+        pred = self.boxes.predict([result.images[z]], [np.array([[x0, y0, x1, y1]], np.float32)])[0]
+        result.history.append((z, result.masks[z].copy(), result.slices[z]))
+        result.masks[z] = pred.mask
+        prev = result.slices[z]
+        result.slices[z] = SliceResult(prev.task, prev.probability, "lite_medsam_box", prev.confident)
+
+    @staticmethod
+    def undo(result: Result) -> bool:
+        """Undo the last box correction; ``False`` when there is none."""
+        if not result.history:
+            return False
+        z, mask, info = result.history.pop()
+        result.masks[z], result.slices[z] = mask, info
+        return True
+
+    @staticmethod
+    def mask_file(result: Result, dest_dir: Path) -> Path:
+        """The mask written in the upload's own format and geometry (PNG for JPEG; a DICOM mask without patient
+        identifiers), into ``dest_dir``; returns the file."""
+        reader = get_reader(result.path)
+        source = result.volume
+        header = source.meta.get("header")
+        if header is not None and hasattr(header, "data_element"):
+            header = header.copy()
+            for keyword in PATIENT_KEYWORDS:
+                if keyword in header:
+                    delattr(header, keyword)
+            source = ImageVolume(source.data, source.spacing, source.labels, {**source.meta, "header": header})
+        stem = Path(result.name).name[: len(Path(result.name).name) - len(result.ext)] or "image"
+        masks = result.masks.astype(np.uint8)
+        return reader.write_mask(masks[0] if masks.shape[0] == 1 else masks,
+                                 dest_dir / f"{_safe(stem)}_mask{file_extension(result.path)}", source=source)
+
+
+def _safe(stem: str) -> str:
+    """A file-name-safe version of a client's stem (download names only)."""
+    kept = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem).strip("._")
+    return kept[:80] or "image"
