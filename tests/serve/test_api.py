@@ -156,7 +156,7 @@ def test_bad_uploads_are_refused_one_by_one(served, tmp_path: Path, monkeypatch)
     monkeypatch.undo()
     assert _upload(client, "good.png", _png_bytes(IMAGE)).status_code == 200  # the others still work
     assert client.get("/api/results/nope").status_code == 404
-    assert len(list(store.root.iterdir())) == 1  # refused uploads leave no file behind
+    assert len([p for p in store.root.iterdir() if p.is_file()]) == 1  # refused uploads leave no file behind
 
 
 def test_csv_and_zip_hold_every_result(served) -> None:
@@ -206,3 +206,14 @@ def test_results_json_has_no_header_fields(served, tmp_path: Path) -> None:
     assert set(res) == {"id", "name", "format", "slices", "height", "width", "task", "probability", "engine",
                         "confident", "area_px", "area_mm2", "spacing_mm", "per_slice", "can_undo"}
     json.dumps(res)
+
+
+def test_temporary_files_go_with_the_server_and_old_results_are_evicted(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("medseg.weights.fetch_weights", tiny_lite_medsam_state)
+    store = ResultStore(tmp_path / "srv", max_results=2)
+    app = create_app(Segmenter(load_model(make_tiny_universal(tmp_path))), store=store)
+    with TestClient(app) as client:
+        ids = [_upload(client, f"{i}.png", _png_bytes(IMAGE)).json()["id"] for i in range(3)]
+        assert client.get(f"/api/results/{ids[0]}").status_code == 404  # evicted, its files removed
+        assert len([p for p in store.root.iterdir() if p.is_dir()]) == 2
+    assert not store.root.exists()

@@ -98,8 +98,8 @@ def create_app(segmenter: Segmenter, *, max_upload_mb: float = 50.0, max_queue: 
         return r
 
     def slice_or_400(r: Result, z: int) -> int:
-        if not 0 <= z < r.images.shape[0]:
-            raise HTTPException(400, f"{r.name}: slice {z} does not exist (0–{r.images.shape[0] - 1})")
+        if not 0 <= z < r.shape[0]:
+            raise HTTPException(400, f"{r.name}: slice {z} does not exist (0–{r.shape[0] - 1})")
         return z
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -161,14 +161,14 @@ def create_app(segmenter: Segmenter, *, max_upload_mb: float = 50.0, max_queue: 
         return result_or_404(rid).summary()
 
     @app.get("/api/results/{rid}/image.png")
-    def image(rid: str, slice: int = Query(0, ge=0)) -> Response:
+    def image(rid: str, slice: int = Query(0, ge=0)) -> FileResponse:
         r = result_or_404(rid)
-        return _png(r.images[slice_or_400(r, slice)])
+        return FileResponse(r.image_file(slice_or_400(r, slice)), media_type="image/png")
 
     @app.get("/api/results/{rid}/mask.png")
     def mask_png(rid: str, slice: int = Query(0, ge=0)) -> Response:
         r = result_or_404(rid)
-        return _png(r.masks[slice_or_400(r, slice)].astype(np.uint8) * 255)
+        return _png(r.mask(slice_or_400(r, slice)).astype(np.uint8) * 255)
 
     @app.get("/api/results/{rid}/overlay.png")
     def overlay(rid: str, slice: int = Query(0, ge=0)) -> Response:
@@ -176,7 +176,7 @@ def create_app(segmenter: Segmenter, *, max_upload_mb: float = 50.0, max_queue: 
 
         r = result_or_404(rid)
         z = slice_or_400(r, slice)
-        return _png(overlay_contours(r.images[z], None, r.masks[z]))
+        return _png(overlay_contours(r.image(z), None, r.mask(z)))
 
     @app.get("/api/results/{rid}/mask")
     def mask_file(rid: str) -> FileResponse:
@@ -238,9 +238,9 @@ def _zip(results: list[Result]) -> bytes:
                 base = f"{r.id[:6]}_{base}"
             used.add(base)
             zf.write(mask, f"masks/{base}")
-            z = r.images.shape[0] // 2
+            z = r.shape[0] // 2
             png = io.BytesIO()
-            Image.fromarray(overlay_contours(r.images[z], None, r.masks[z])).save(png, format="PNG")
+            Image.fromarray(overlay_contours(r.image(z), None, r.mask(z))).save(png, format="PNG")
             zf.writestr(f"overlays/{file_stem(base)}_overlay.png", png.getvalue())
         zf.writestr("results.csv", _csv(results))
     return buf.getvalue()

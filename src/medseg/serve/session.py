@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from medseg.data.normalize import to_uint8_rgb
 from medseg.data.readers import get_reader
@@ -46,45 +47,69 @@ class SliceResult:
 
 @dataclass
 class Result:
-    """One uploaded file and its segmentation.
+    """One uploaded file and its segmentation. Light in memory: the slices as shown live as PNG files in the result's
+    folder, the masks as packed bits, the file's header without its pixels (so thousands of results cost little).
 
     Attributes:
         id: random identifier (the only handle clients have).
         name: the client's file name, shown and used in download names, never as a path.
         ext: the file's format extension (one of the readers').
         path: the upload, in the server's temporary folder.
-        volume: the file as read (DICOM header / NIfTI affine kept for the mask download).
-        images: (S, H, W, 3) uint8 slices as shown.
-        masks: (S, H, W) bool.
+        folder: this result's files (``slice_<z>.png``).
+        meta: what writing the mask in the upload's format needs (NIfTI affine and header; a DICOM header without
+            pixel data and patient identifiers; npz volume flag).
+        shape: (S, H, W).
         slices: per slice, the model's answer.
         physical: the file gives a pixel spacing (DICOM, NIfTI); ``spacing`` (row, column) in mm then.
-        history: (slice, mask before) of every box correction, for undo.
+        history: (slice, packed mask before, answer before) of every box correction, for undo.
     """
 
     id: str
     name: str
     ext: str
     path: Path
-    volume: ImageVolume
-    images: np.ndarray
-    masks: np.ndarray
+    folder: Path
+    meta: dict[str, Any]
+    shape: tuple[int, int, int]
     slices: list[SliceResult]
     physical: bool
     spacing: tuple[float, float]
+    packed: list[np.ndarray] = field(default_factory=list)
     history: list[tuple[int, np.ndarray, SliceResult]] = field(default_factory=list)
 
+    def image_file(self, z: int) -> Path:
+        """Slice ``z`` as shown: (H, W, 3) uint8 RGB, PNG."""
+        return self.folder / f"slice_{z}.png"
+
+    def image(self, z: int) -> np.ndarray:
+        with Image.open(self.image_file(z)) as im:
+            return np.asarray(im.convert("RGB"))
+
+    def mask(self, z: int) -> np.ndarray:
+        """(H, W) bool mask of slice ``z``."""
+        h, w = self.shape[1:]
+        return np.unpackbits(self.packed[z], count=h * w).reshape(h, w).astype(bool)
+
+    def set_mask(self, z: int, mask: np.ndarray) -> None:
+        self.packed[z] = np.packbits(np.asarray(mask, bool).ravel())
+
+    @property
+    def masks(self) -> np.ndarray:
+        """(S, H, W) bool."""
+        return np.stack([self.mask(z) for z in range(self.shape[0])])
+
     def area_px(self, z: int | None = None) -> int:
-        return int(self.masks.sum() if z is None else self.masks[z].sum())
+        zs = range(self.shape[0]) if z is None else [z]
+        return int(sum(int(np.unpackbits(self.packed[k]).sum()) for k in zs))
 
     def area_mm2(self, z: int | None = None) -> float | None:
         return self.area_px(z) * self.spacing[0] * self.spacing[1] if self.physical else None
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (no header field, no server path)."""
-        mid = self.images.shape[0] // 2
-        s = self.slices[mid]
-        return {"id": self.id, "name": self.name, "format": self.ext.lstrip("."), "slices": int(self.images.shape[0]),
-                "height": int(self.images.shape[1]), "width": int(self.images.shape[2]), "task": s.task,
+        s = self.slices[self.shape[0] // 2]
+        return {"id": self.id, "name": self.name, "format": self.ext.lstrip("."), "slices": self.shape[0],
+                "height": self.shape[1], "width": self.shape[2], "task": s.task,
                 "probability": s.probability, "engine": s.engine, "confident": s.confident,
                 "area_px": self.area_px(), "area_mm2": self.area_mm2(),
                 "spacing_mm": list(self.spacing) if self.physical else None,
@@ -120,6 +145,7 @@ class ResultStore:
             while len(self._items) > self.max_results:
                 _, old = self._items.popitem(last=False)
                 old.path.unlink(missing_ok=True)
+                shutil.rmtree(old.folder, ignore_errors=True)
 
     def get(self, rid: str) -> Result | None:
         with self._lock:
@@ -189,10 +215,16 @@ class Segmenter:
         vol, images, reader = self.read(path, name)
         preds = self.predictor.predict(list(images))
         slices = [SliceResult(p.task, p.task_probability, p.engine or self.loaded.name, p.confident) for p in preds]
-        physical = reader in ("dicom", "nifti")
-        spacing = (float(vol.spacing[1]), float(vol.spacing[2]))
-        return Result(uuid.uuid4().hex, name, file_extension(name), path, vol, images,
-                      np.stack([p.mask for p in preds]), slices, physical, spacing)
+        rid = uuid.uuid4().hex
+        folder = path.parent / rid
+        folder.mkdir()
+        for z, im in enumerate(images):
+            Image.fromarray(im).save(folder / f"slice_{z}.png")
+        result = Result(rid, name, file_extension(name), path, folder, _writable_meta(vol.meta),
+                        (int(images.shape[0]), int(images.shape[1]), int(images.shape[2])), slices,
+                        reader in ("dicom", "nifti"), (float(vol.spacing[1]), float(vol.spacing[2])))
+        result.packed = [np.packbits(p.mask.ravel()) for p in preds]
+        return result
 
     def correct(self, result: Result, z: int, box: tuple[float, float, float, float]) -> None:
         """Replace slice ``z``'s mask by LiteMedSAM's mask for ``box`` (x0, y0, x1, y1 in pixels).
@@ -203,18 +235,18 @@ class Segmenter:
         if self.boxes is None:
             raise InvalidInputError(result.name, f"{self.loaded.name} takes no box prompts (use --model universal "
                                                  "or lite_medsam)")
-        if not 0 <= z < result.images.shape[0]:
-            raise InvalidInputError(result.name, f"slice {z} does not exist (0–{result.images.shape[0] - 1})")
-        h, w = result.images.shape[1:3]
+        if not 0 <= z < result.shape[0]:
+            raise InvalidInputError(result.name, f"slice {z} does not exist (0–{result.shape[0] - 1})")
+        h, w = result.shape[1:]
         x0, y0, x1, y1 = (float(v) for v in box)
         x0, x1 = sorted((min(max(x0, 0), w - 1), min(max(x1, 0), w - 1)))
         y0, y1 = sorted((min(max(y0, 0), h - 1), min(max(y1, 0), h - 1)))
         if x1 - x0 < 1 or y1 - y0 < 1:
             raise InvalidInputError(result.name, "the box is empty; drag a rectangle over the object")
-        pred = self.boxes.predict([result.images[z]], [np.array([[x0, y0, x1, y1]], np.float32)])[0]
-        result.history.append((z, result.masks[z].copy(), result.slices[z]))
-        result.masks[z] = pred.mask
+        pred = self.boxes.predict([result.image(z)], [np.array([[x0, y0, x1, y1]], np.float32)])[0]
         prev = result.slices[z]
+        result.history.append((z, result.packed[z], prev))
+        result.set_mask(z, pred.mask)
         result.slices[z] = SliceResult(prev.task, prev.probability, "lite_medsam_box", prev.confident)
 
     @staticmethod
@@ -222,8 +254,8 @@ class Segmenter:
         """Undo the last box correction; ``False`` when there is none."""
         if not result.history:
             return False
-        z, mask, info = result.history.pop()
-        result.masks[z], result.slices[z] = mask, info
+        z, packed, info = result.history.pop()
+        result.packed[z], result.slices[z] = packed, info
         return True
 
     @staticmethod
@@ -231,18 +263,25 @@ class Segmenter:
         """The mask written in the upload's own format and geometry (PNG for JPEG; a DICOM mask without patient
         identifiers), into ``dest_dir``; returns the file."""
         reader = get_reader(result.path)
-        source = result.volume
-        header = source.meta.get("header")
-        if header is not None and hasattr(header, "data_element"):
-            header = header.copy()
-            for keyword in PATIENT_KEYWORDS:
-                if keyword in header:
-                    delattr(header, keyword)
-            source = ImageVolume(source.data, source.spacing, source.labels, {**source.meta, "header": header})
-        stem = Path(result.name).name[: len(Path(result.name).name) - len(result.ext)] or "image"
+        source = ImageVolume(np.zeros((1, 1, 1, 1), np.uint8), meta=result.meta)  # the writers read only meta
+        stem = result.name[: len(result.name) - len(result.ext)] or "image"
         masks = result.masks.astype(np.uint8)
         return reader.write_mask(masks[0] if masks.shape[0] == 1 else masks,
                                  dest_dir / f"{_safe(stem)}_mask{file_extension(result.path)}", source=source)
+
+
+def _writable_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a mask writer needs of a file's meta, without pixels or patient identifiers: a DICOM header keeps its
+    study/series/frame UIDs and geometry, loses the pixel data and :data:`PATIENT_KEYWORDS`."""
+    out = {k: meta[k] for k in ("affine", "header", "volume") if k in meta}
+    header = out.get("header")
+    if header is not None and hasattr(header, "data_element"):
+        header = header.copy()
+        for keyword in (*PATIENT_KEYWORDS, "PixelData"):
+            if keyword in header:
+                delattr(header, keyword)
+        out["header"] = header
+    return out
 
 
 def _safe(stem: str) -> str:
