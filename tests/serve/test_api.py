@@ -217,3 +217,20 @@ def test_temporary_files_go_with_the_server_and_old_results_are_evicted(tmp_path
         assert client.get(f"/api/results/{ids[0]}").status_code == 404  # evicted, its files removed
         assert len([p for p in store.root.iterdir() if p.is_dir()]) == 2
     assert not store.root.exists()
+
+
+def test_serve_binds_this_machine_unless_told_and_then_warns(tmp_path: Path, monkeypatch) -> None:
+    import uvicorn
+
+    from medseg.serve import serve
+
+    monkeypatch.setattr("medseg.weights.fetch_weights", tiny_lite_medsam_state)
+    folder = make_tiny_universal(tmp_path)
+    calls: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    said: list[str] = []
+    serve(str(folder), say=said.append)
+    assert calls[-1]["host"] == "127.0.0.1" and calls[-1]["access_log"] is False
+    assert not any("warning" in s for s in said)
+    serve(str(folder), host="0.0.0.0", say=said.append)
+    assert calls[-1]["host"] == "0.0.0.0" and any(s.startswith("warning: listening on 0.0.0.0") for s in said)
