@@ -7,13 +7,13 @@ import torch
 
 from medseg.data.geometry import letterbox_geometry, prompt_free_boxes
 from medseg.errors import MedsegError
-from medseg.models import TINY_CONFIGS, Sam, build_model, list_models, load_state_strict
+from medseg.models import Sam, build_model, list_models, load_state_strict
 from medseg.models.esp_medsam import EspMedSam
 from medseg.models.inputs import example_inputs
 from medseg.models.prompt_encoder import PositionEmbeddingRandom
 from medseg.models.prompt_free_head import PromptFreeHead
 from medseg.models.tiny_vit import Attention
-from tests.conftest import SHARED_WEIGHTS, requires_shared_weights, tiny_model_config
+from tests.conftest import SHARED_WEIGHTS, TINY_CONFIGS, requires_shared_weights, tiny_model_config
 
 
 def test_registry_lists_every_model() -> None:

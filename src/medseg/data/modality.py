@@ -36,10 +36,6 @@ def canonical_modality(name: str) -> str:
     return ALIASES.get(cleaned, cleaned)
 
 
-def is_known_modality(name: str) -> bool:
-    return canonical_modality(name) in KNOWN_MODALITIES
-
-
 def resolve_modality(name: str, known: Collection[str]) -> str:
     """Canonical name of ``name`` if it is in ``known`` (compared canonically), else raise
     :class:`UnknownModalityError` listing ``known``."""

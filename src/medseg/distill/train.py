@@ -7,7 +7,7 @@ model folder, ready for ``medseg train`` (raw / edge pre-training) or ``medseg p
 
 Example::
 
-    cfg = load_distill_config("configs/distill_student.yaml", ["data.root=../shared/data"])
+    cfg = load_distill_config(None, ["data.root=../shared/data", "out_dir=runs/student", "trainer.max_steps=500"])
     result = distill(cfg)          # result.model_dir: the student with LiteMedSAM's decoder
 """
 

@@ -244,24 +244,3 @@ def vit_unet(*, img_size: int = 256, in_channels: int = 3, out_channels: int = 1
     """ViT-small encoder U-Net."""
     return ViTUNet(img_size=img_size, in_channels=in_channels, out_channels=out_channels, hidden_size=hidden_size,
                    mlp_dim=mlp_dim, num_heads=num_heads, feature_size=feature_size, dropout=dropout)
-
-
-# Test/demo-scale variants of the same designs (registered so that configs and the demo can name them).
-TINY_CONFIGS: dict[str, dict[str, object]] = {
-    "lite_medsam": dict(embed_dims=(16, 32, 40, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4),
-                        window_sizes=(7, 7, 7, 7), prompt_embed_dim=32, decoder_mlp_dim=64, decoder_heads=2),
-    "esp_medsam": dict(tasks=("xray-lungs", "fundus-vessels"), embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1),
-                       num_heads=(1, 1, 2, 2), window_sizes=(7, 7, 7, 7), prompt_embed_dim=32, decoder_mlp_dim=64,
-                       decoder_heads=2, bag_tokens=2, classifier_hidden=16),
-    "esp_medsam_teacher": dict(tasks=("xray-lungs", "fundus-vessels"), embed_dims=(16, 32, 40, 64),
-                               depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), window_sizes=(7, 7, 7, 7),
-                               prompt_embed_dim=32, decoder_mlp_dim=64, decoder_heads=2, bag_tokens=2,
-                               classifier_hidden=16),
-    "lite_medsam_student": dict(embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),
-                                window_sizes=(7, 7, 7, 7), prompt_embed_dim=32, decoder_mlp_dim=64, decoder_heads=2),
-    "prompt_free_head": dict(tasks=("xray-lungs", "fundus-vessels"), prompt_embed_dim=32, decoder_mlp_dim=64,
-                             decoder_heads=2, classifier_hidden=16),
-    "basic_unet": dict(features=(8, 8, 16, 32, 64, 8)),
-    "resnet_unet": dict(arch="resnet18", base_width=8, decoder_channels=(32, 16, 16, 8, 8)),
-    "vit_unet": dict(hidden_size=48, mlp_dim=96, num_heads=2, feature_size=8),
-}
