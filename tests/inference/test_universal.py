@@ -73,6 +73,13 @@ def test_each_task_runs_its_engine(folder: Path) -> None:
     assert all(p.confident for p in UniversalPredictor(loaded.model, min_confidence=0.0).predict(images))
 
 
+def test_one_line_from_a_folder(folder: Path) -> None:
+    pred = UniversalPredictor.from_folder(str(folder))
+    assert pred.min_confidence == 0.5 and pred.predict(_images()[:1])[0].task in ("lungs", "vessels")
+    with pytest.raises(ValueError, match="not a universal one"):
+        UniversalPredictor.from_folder(str(folder / "head"))
+
+
 def test_boxes_get_litemedsams_box_prompted_mask(folder: Path) -> None:
     loaded = load_model(folder)
     images = _images()

@@ -60,6 +60,24 @@ class UniversalPredictor:
             t: Predictor(m, device=device, threshold=threshold, engine="optimized", **model.specialist_options[t])
             for t, m in model.specialists.items() if self.engines.get(t) == "specialist"}
 
+    @classmethod
+    def from_folder(cls, spec: str = "universal", **kwargs: object) -> UniversalPredictor:
+        """The predictor of a ``universal`` model folder (default: the one shipped with medseg) in one line, with
+        the folder's ``min_confidence`` unless given; ``kwargs`` as the constructor's (``device``, ``fast``, …).
+
+        Example::
+
+            pred = UniversalPredictor.from_folder()            # no prompt, no modality
+            p = pred.predict([image])[0]                       # p.mask, p.task, p.task_probability, p.engine
+        """
+        from medseg.models.io import load_model
+
+        loaded = load_model(spec, device=str(kwargs.get("device", "cpu")))
+        if loaded.name != "universal":
+            raise ValueError(f"{spec} is a {loaded.name} model, not a universal one")
+        kwargs.setdefault("min_confidence", float(loaded.meta.get("min_confidence", 0.5)))
+        return cls(loaded.model, **kwargs)  # type: ignore[arg-type]
+
     @property
     def tasks(self) -> list[str]:
         return self.model.tasks
