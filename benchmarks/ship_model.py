@@ -1,0 +1,47 @@
+"""Ship a trained model with medseg: copy its folder into ``src/medseg/assets/<name>/`` and register the sha256
+of its ``model.json`` (which pins every part's weights) in ``medseg.weights.SHIPPED_MODELS``.
+
+    python benchmarks/ship_model.py runs/universal-cpu/model --name universal [--max-mb 60]
+
+Refuses a folder whose parts fail their hash checks or that is larger than ``--max-mb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+from pathlib import Path
+
+from medseg.models.io import load_model
+from medseg.weights import sha256_file
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--name", default="universal")
+    ap.add_argument("--max-mb", type=float, default=60.0)
+    args = ap.parse_args()
+    load_model(args.folder)  # every part hash-checked, the model builds
+    size = sum(p.stat().st_size for p in args.folder.rglob("*") if p.is_file())
+    if size > args.max_mb * 1e6:
+        raise SystemExit(f"{args.folder}: {size / 1e6:.1f} MB is over the {args.max_mb:g} MB allowed")
+    dest = REPO / "src" / "medseg" / "assets" / args.name
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(args.folder, dest, ignore=shutil.ignore_patterns(".*"))
+    digest = sha256_file(dest / "model.json")
+    weights = REPO / "src" / "medseg" / "weights.py"
+    text = weights.read_text()
+    entries = dict(re.findall(r'"([\w-]+)": "([0-9a-f]{64})"', text.split("SHIPPED_MODELS")[1].split("}")[0]))
+    entries[args.name] = digest
+    body = "{" + ", ".join(f'"{k}": "{v}"' for k, v in sorted(entries.items())) + "}"
+    text = re.sub(r"SHIPPED_MODELS: dict\[str, str\] = \{[^}]*\}", f"SHIPPED_MODELS: dict[str, str] = {body}", text)
+    weights.write_text(text)
+    print(f"{args.folder} → {dest} ({size / 1e6:.1f} MB), model.json sha256 {digest}")
+
+
+if __name__ == "__main__":
+    main()
