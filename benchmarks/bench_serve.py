@@ -111,7 +111,7 @@ def main() -> None:
     for phase, rs, extra in (("sequential", seq, {}), (f"{args.concurrent} at once", results, {"wall_s": wall})):
         times = sorted(t for t, _ in rs)
         rows.append({"phase": phase, "uploads": len(rs), "errors": sum(code != 200 for _, code in rs),
-                     "p50_s": statistics.median(times), "p95_s": times[max(0, int(round(0.95 * len(times))) - 1)],
+                     "p50_s": statistics.median(times), "p95_s": times[max(0, round(0.95 * len(times)) - 1)],
                      **extra})
     emit(f"medseg serve {args.model}: loopback load", rows, args.out)
     growth = 100 * (rss_after - rss_before) / rss_before
