@@ -1,7 +1,8 @@
 """The page in a real browser: headless Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by Selenium)
 against a real uvicorn server on loopback. It drops two real images (``../shared/data``; synthetic ones without it),
 waits for both overlays, draws a box on one, undoes it, downloads the ZIP and checks its contents, and saves
-screenshots (``$MEDSEG_SCREENSHOTS`` or the test's temporary folder)."""
+screenshots (``$MEDSEG_SCREENSHOTS`` or the test's temporary folder). ``$MEDSEG_SERVE_MODEL`` serves a real model
+(e.g. ``universal``) instead of the test-scale one."""
 
 from __future__ import annotations
 
@@ -57,8 +58,11 @@ def server(tmp_path: Path, monkeypatch):
     from tests.inference.test_universal import make_tiny_universal
     from tests.training.test_embedding_data import tiny_lite_medsam_state
 
-    monkeypatch.setattr("medseg.weights.fetch_weights", tiny_lite_medsam_state)
-    app = create_app(Segmenter(load_model(make_tiny_universal(tmp_path))), store=ResultStore(tmp_path / "srv"))
+    model = os.environ.get("MEDSEG_SERVE_MODEL")  # a real model for the README's screenshots; else a tiny one
+    if model is None:
+        monkeypatch.setattr("medseg.weights.fetch_weights", tiny_lite_medsam_state)
+        model = str(make_tiny_universal(tmp_path))
+    app = create_app(Segmenter(load_model(model)), store=ResultStore(tmp_path / "srv"))
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=srv.run, daemon=True)
