@@ -60,7 +60,7 @@ def test_items_pair_each_views_embedding_with_its_mask(root: Path, tmp_path: Pat
     ds = dm.train_set
     assert isinstance(ds, CachedEmbeddingDataset) and ds.views == ["none", "hflip"]
     assert dm.val_set is not None and dm.val_set.views == ["none"] and len(dm.val_set)
-    _, views = dm.caches()[0]
+    _, views = dm.embedding_caches()[0]
     seen = set()
     for draw in range(12):
         item = ds[draw]

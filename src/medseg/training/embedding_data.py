@@ -14,17 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from medseg.data.geometry import region_box
 from medseg.training.config import DataConfig
 from medseg.training.datamodule import SegmentationDataModule
 from medseg.training.dataset import CachedSplit, open_cache
 from medseg.training.embedding_cache import apply_view, build_embedding_cache, cache_progress, open_embeddings
-from medseg.training.sampler import ResumableLoader, ResumableSampler
 
 
 class CachedEmbeddingDataset(Dataset):
@@ -76,11 +74,12 @@ class CachedEmbeddingDataset(Dataset):
         }
 
 
-class EmbeddingDataModule(L.LightningDataModule):
+class EmbeddingDataModule(SegmentationDataModule):
     """``data.embeddings`` set: the image caches of :class:`SegmentationDataModule`, then the frozen encoder's
     embeddings of them (every view of ``data.embeddings.views`` for training, the plain view for validation).
     Rows of ``data.embeddings.exclude_datasets`` are skipped in both (the caches keep them, so a run that holds
-    datasets out shares the embeddings of one that does not).
+    datasets out shares the embeddings of one that does not). Entries, targets and the (resumable) loaders are the
+    parent's.
 
     Args:
         cfg: the data section (``cfg.embeddings`` must be set).
@@ -88,25 +87,15 @@ class EmbeddingDataModule(L.LightningDataModule):
     """
 
     def __init__(self, cfg: DataConfig, *, batch_size: int, seed: int, cache_root: Path) -> None:
-        super().__init__()
         if cfg.embeddings is None:
             raise ValueError("EmbeddingDataModule needs data.embeddings")
         if cfg.patch_size is not None:
             raise ValueError("data.embeddings trains on whole letterboxed images: unset data.patch_size")
-        self.cfg, self.batch_size, self.seed = cfg, batch_size, seed
-        self.images = SegmentationDataModule(cfg, batch_size=batch_size, seed=seed, cache_root=cache_root)
-        self.embed_root = self.images.cache_root / "embeddings"
-        self.train_set: CachedEmbeddingDataset | None = None
-        self.val_set: CachedEmbeddingDataset | None = None
+        super().__init__(cfg, batch_size=batch_size, seed=seed, cache_root=cache_root)
+        self.embed_root = self.cache_root / "embeddings"
         self._built: list[tuple[Path, dict[str, Path]] | None] | None = None
 
-    def entries(self):  # type: ignore[no-untyped-def]
-        return self.images.entries()
-
-    def targets(self) -> list[str] | None:
-        return self.images.targets()
-
-    def caches(self) -> list[tuple[Path, dict[str, Path]] | None]:
+    def embedding_caches(self) -> list[tuple[Path, dict[str, Path]] | None]:
         """Per split (train, val): (image cache, view → embedding cache); built once per process."""
         if self._built is None:
             self._built = self._build()
@@ -119,13 +108,12 @@ class EmbeddingDataModule(L.LightningDataModule):
         assert e is not None
         encoder = build_model(e.encoder, **sized_options(e.encoder, self.cfg.img_size, e.options)).image_encoder
         out: list[tuple[Path, dict[str, Path]] | None] = []
-        for part, images in zip(("train", "val"), self.images.caches(), strict=True):
+        for part, images in zip(("train", "val"), self.caches(), strict=True):
             if images is None:
                 out.append(None)
                 continue
-            views = e.views if part == "train" else ["none"]
             built = {}
-            for view in views:
+            for view in e.views if part == "train" else ["none"]:
                 with cache_progress(images, f"embeddings {part}/{view}", True) as bar:
                     built[view] = build_embedding_cache(images, encoder, self.embed_root, batch_size=e.batch_size,
                                                         view=view, engine=e.engine,
@@ -134,7 +122,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         return out
 
     def prepare_data(self) -> None:
-        self.caches()
+        self.embedding_caches()
 
     def _dataset(self, built: tuple[Path, dict[str, Path]]) -> CachedEmbeddingDataset:
         images, views = built
@@ -143,26 +131,12 @@ class EmbeddingDataModule(L.LightningDataModule):
         assert e is not None
         rows = [i for i, info in enumerate(split.info) if info["dataset"] not in set(e.exclude_datasets)]
         return CachedEmbeddingDataset(split, {v: open_embeddings(p) for v, p in views.items()}, rows=rows,
-                                      seed=self.seed, target_index=self.images._target_index())
+                                      seed=self.seed, target_index=self._target_index())
 
     def setup(self, stage: str | None = None) -> None:
-        train, val = self.caches()
+        train, val = self.embedding_caches()
         assert train is not None
-        self.train_set = self._dataset(train)
-        self.val_set = self._dataset(val) if val is not None else None
+        self.train_set = self._dataset(train)  # type: ignore[assignment]
+        self.val_set = self._dataset(val) if val is not None else None  # type: ignore[assignment]
         if self.val_set is not None and not len(self.val_set):
             self.val_set = None
-
-    def train_dataloader(self) -> ResumableLoader:
-        assert self.train_set is not None
-        world, rank = (1, 0) if self.trainer is None else (self.trainer.world_size, self.trainer.global_rank)
-        sampler = ResumableSampler(len(self.train_set), seed=self.seed, shuffle=True, num_replicas=world, rank=rank)
-        return ResumableLoader(self.train_set, sampler=sampler, batch_size=self.batch_size,
-                               num_workers=self.cfg.num_workers, persistent_workers=False)
-
-    def val_dataloader(self) -> DataLoader | list:
-        if self.val_set is None:
-            return []
-        world, rank = (1, 0) if self.trainer is None else (self.trainer.world_size, self.trainer.global_rank)
-        return DataLoader(self.val_set, batch_size=self.batch_size,
-                          sampler=list(range(rank, len(self.val_set), world)), num_workers=self.cfg.num_workers)
