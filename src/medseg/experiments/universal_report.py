@@ -239,6 +239,9 @@ def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[di
         "split (seeded, group-aware, stratified: 70 % train, 10 % validation, 20 % test). Validation chose the "
         "weights and each task's engine; the test images were used for nothing but the scores below.", "",
         format_markdown_table(data_rows), "",
+        "The weights were trained on datasets some of which allow research use only or non-commercial use (see the "
+        "licence column): the weights inherit those terms. They are released for research; LiteMedSAM's weights "
+        "they build on are Apache-2.0.", "",
         "## Scores on the test split", "",
         "Native resolution; Dice and NSD (τ = 2 px) per image, means per dataset. `universal`: no prompt, no task "
         "given; `head` / `specialist`: that engine with the true task; LiteMedSAM with ground-truth boxes and with "
