@@ -304,19 +304,20 @@ class UniversalExperiment(StagedExperiment):
         from medseg.models.universal import UniversalModel
 
         cols = lambda e: {"true_task": self.task_of(e.dataset)}  # noqa: E731
-        loaded = load_model(head)
-        tasks = list(loaded.model.tasks)
+        tasks = json.loads((head / "model.json").read_text())["options"]["tasks"]
         known = [e for e in entries if self.task_of(e.dataset) in tasks]
         out.mkdir(parents=True, exist_ok=True)
         rows: dict[str, list[dict[str, str]]] = {}
-        model = UniversalModel(sam=self._lite_medsam(), head=loaded.model, specialists={}, specialist_options={},
-                               engines={t: "head" for t in tasks})
+        models: list[UniversalModel] = []  # built on first use: cached CSVs need no model
         forced: dict[str, UniversalPredictor] = {}
 
         def head_for(e: Any) -> UniversalPredictor:
             t = self.task_of(e.dataset)
+            if not models:
+                models.append(UniversalModel(sam=self._lite_medsam(), head=load_model(head).model, specialists={},
+                                             specialist_options={}, engines={k: "head" for k in tasks}))
             if t not in forced:
-                forced[t] = UniversalPredictor(model, task=t, engine=self.cfg.embeddings.engine)
+                forced[t] = UniversalPredictor(models[0], task=t, engine=self.cfg.embeddings.engine)
             return forced[t]
 
         rows["head"] = score_entries(known, head_for, csv_path=out / f"{prefix}_head.csv", columns=cols)
