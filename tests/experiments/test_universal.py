@@ -119,3 +119,45 @@ def test_the_headline_number_is_the_mean_over_modalities_of_dataset_means() -> N
     assert len(table) == 14 and table[-1]["n"] == 340
     with pytest.raises(FileNotFoundError, match="another split"):
         baseline_scores(results, [*test, SimpleNamespace(dataset="x", case_id="y")])
+
+
+def _held_out_config(tmp_path: Path, root: Path, name: str, **extra) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({
+        "out_dir": str(tmp_path / name), "cache_dir": str(tmp_path / "cache"),
+        "data": {"root": str(root), "img_size": 64,
+                 "target_of": {"synthetic_lesions": "blob", "synthetic_polyps": "blob"}},
+        "split": {"test": 0.25, "val": 0.25}, "encoder": {"pretrained": True, **LITE},
+        "embeddings": {"views": ["none"], "engine": "eager", "batch_size": 4},
+        "head": {"steps": 3, "batch_size": 3, "validations": 1, "model": {"classifier_hidden": 16}},
+        "trainer": {"accelerator": "cpu", "progress_bar": False}, **extra}))
+    return path
+
+
+def test_held_out_datasets_stay_out_of_training_and_are_compared_with_the_in_domain_run(tmp_path: Path,
+                                                                                          monkeypatch) -> None:
+    monkeypatch.setattr("medseg.weights.fetch_weights", tiny_lite_medsam_state)
+    root = generate_dataset(tmp_path / "d", per_modality=8, size=48, seed=0,
+                            modalities=("dermoscopy", "endoscopy", "xray"))
+    UniversalExperiment(load_universal_config(_held_out_config(tmp_path, root, "in_domain")),
+                        progress=lambda m: None).run()
+    said: list[str] = []
+    cfg = load_universal_config(_held_out_config(tmp_path, root, "held", held_out=["synthetic_polyps"],
+                                                 in_domain=str(tmp_path / "in_domain" / "scores")))
+    exp = UniversalExperiment(cfg, progress=said.append)
+    report = exp.run()
+    assert not any(m.startswith("embeddings") for m in said)  # the shared cache: nothing encoded again
+    assert "without synthetic_polyps" in " ".join(said)
+    assert all(e.dataset != "synthetic_polyps" for e in exp.trained_entries())
+    with open(tmp_path / "held" / "selection" / "val_head.csv", newline="") as f:
+        assert {r["dataset"] for r in csv.DictReader(f)} == {"synthetic_lesions", "synthetic_lungs"}
+    trained_on = yaml.safe_load((tmp_path / "held" / "model" / "model.json").read_text())["trained_on"]
+    assert trained_on["held_out"] == ["synthetic_polyps"] and "synthetic_polyps" not in trained_on["datasets"]
+    with open(tmp_path / "held" / "report" / "held_out.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["dataset"] for r in rows} == {"synthetic_polyps"} and {"universal", "head"} <= {r["method"] for r in rows}
+    assert "Held-out datasets" in report.read_text()
+    for bad, match in ((["nope"], "no dataset 'nope'"), (["synthetic_lungs"], "no training dataset left")):
+        cfg = load_universal_config(_held_out_config(tmp_path, root, "bad", held_out=bad))
+        with pytest.raises(MedsegError, match=match):
+            UniversalExperiment(cfg, progress=lambda m: None).run()

@@ -114,3 +114,18 @@ def test_a_view_cache_holds_the_encoder_output_of_the_viewed_images(setup) -> No
     assert meta["teacher_digest"] in flipped.name and meta["image_cache_key"] == images.name
     with pytest.raises(ValueError, match="unknown view"):
         apply_view(views[0], (4, 4), "rot90")
+
+
+def test_image_cache_keys_follow_the_files_content_not_their_mtimes(tmp_path: Path) -> None:
+    """A data folder copied again (same bytes, new mtimes) keeps its caches; a file changed in place does not."""
+    import os
+
+    root = generate_dataset(tmp_path / "d", per_modality=2, size=40, seed=0, modalities=("xray",))
+    entries = [e for e in discover(root)[0] if e.mask is not None]
+    first = build_cache(entries, tmp_path / "cache", img_size=64)
+    for e in entries:
+        os.utime(e.image, ns=(10**18, 10**18))
+    assert build_cache(entries, tmp_path / "cache", img_size=64) == first
+    with open(entries[0].image, "ab") as f:
+        f.write(b"\0")  # PNG readers ignore trailing bytes: same pixels, other content
+    assert build_cache(entries, tmp_path / "cache", img_size=64) != first

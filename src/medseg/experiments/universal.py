@@ -115,13 +115,23 @@ class UniversalConfig(Strict):
     #: per-image CSVs of the per-dataset reference U-Nets on the same test split
     #: (``benchmarks/train_real_baseline.py``), shown beside the model in the report (``null``: none)
     reference_dir: Path | None = None
+    #: datasets kept out of every training and selection stage (embedding-cache rows, head, specialists, the
+    #: engine choice) and scored on their test images as unseen data: the held-out-pair study (ISIC 2017 → PH2,
+    #: DRIVE → CHASE_DB1). Each must share its target (``data.target_of``) with a dataset that is still trained on.
+    held_out: list[str] = Field(default_factory=list)
+    #: the in-domain run's ``scores/`` folder (``universal.csv``, ``test_<engine>.csv``): the report's held-out table
+    #: compares every ``held_out`` dataset with it (``null``: no comparison)
+    in_domain: Path | None = None
+    #: image and embedding caches (content-addressed, so experiments on the same data may share one;
+    #: ``null``: ``out_dir/cache``)
+    cache_dir: Path | None = None
     trainer: TrainerOptions = Field(default_factory=TrainerOptions)
 
 
 STAGE_INPUTS: dict[str, tuple[str, ...]] = dict(StagedExperiment.STAGE_INPUTS)
 STAGE_INPUTS["embeddings"] = (*STAGE_INPUTS["split"], "encoder", "embeddings")
 STAGE_INPUTS["specialist"] = (*STAGE_INPUTS["split"],)  # + the target's own entry of ``specialists``
-STAGE_INPUTS["head"] = (*STAGE_INPUTS["embeddings"], "head")
+STAGE_INPUTS["head"] = (*STAGE_INPUTS["embeddings"], "head", "held_out")
 STAGE_INPUTS["selection"] = (*STAGE_INPUTS["head"], "specialists", "margin")
 STAGE_INPUTS["fast"] = (*STAGE_INPUTS["embeddings"], "fast")
 STAGE_INPUTS["model"] = (*STAGE_INPUTS["selection"], "fast", "min_confidence")
@@ -142,6 +152,28 @@ class UniversalExperiment(StagedExperiment):
 
     def __init__(self, cfg: UniversalConfig, progress: Callable[[str], None] = print) -> None:
         super().__init__(cfg, progress)
+        if cfg.cache_dir is not None:
+            self.cache = Path(cfg.cache_dir)
+
+    def trained_entries(self) -> list:
+        """The split's entries minus the ``held_out`` datasets (what training and selection may see).
+
+        Raises:
+            MedsegError: a held-out dataset is not in the data, or no trained dataset shares its target.
+        """
+        entries = self.entries()
+        held = set(self.cfg.held_out)
+        if held:
+            known = {e.dataset for e in entries}
+            trained_tasks = {self.task_of(e.dataset) for e in entries if e.dataset not in held}
+            for d in sorted(held):
+                if d not in known:
+                    raise MedsegError(f"held_out: no dataset {d!r} in {self.cfg.data.root} "
+                                      f"(datasets: {', '.join(sorted(known))})")
+                if self.task_of(d) not in trained_tasks:
+                    raise MedsegError(f"held_out: {d!r}'s target {self.task_of(d)!r} has no training dataset left; "
+                                      "give it a shared target in data.target_of")
+        return [e for e in entries if e.dataset not in held]
 
     def _decoder_init(self) -> dict[str, Any]:
         """The head's decoder starts from the encoder's checkpoint (LiteMedSAM's prompt encoder and decoder)."""
@@ -191,7 +223,8 @@ class UniversalExperiment(StagedExperiment):
         out: dict[str, Path] = {}
         for target, sc in self.cfg.specialists.items():
             folder = self.out / "specialists" / target
-            entries = [e for e in self.entries() if self.task_of(e.dataset) == target and e.split in ("train", "val")]
+            entries = [e for e in self.trained_entries()
+                       if self.task_of(e.dataset) == target and e.split in ("train", "val")]
             if not entries:
                 raise MedsegError(f"specialists: no training dataset has the target {target!r} "
                                   f"(targets: {sorted({self.task_of(e.dataset) for e in self.entries()})})")
@@ -218,16 +251,19 @@ class UniversalExperiment(StagedExperiment):
                 f"trainer.accelerator={t.accelerator}", f"trainer.devices={json.dumps(t.devices)}",
                 f"trainer.strategy={t.strategy}", f"trainer.precision={t.precision}",
                 f"trainer.progress_bar={t.progress_bar}"]
+            held = [d for d in self.cfg.held_out if self.task_of(d) == target]
             out[target] = self._engine_stage(folder, "specialist",
                                              lambda resume, o=overrides: train(load_config(None, o), resume=resume),
-                                             extra={"specialist": sc.model_dump(mode="json")})
+                                             extra={"specialist": sc.model_dump(mode="json"),
+                                                    **({"held_out": held} if held else {})})
         return out
 
     def embedding_source(self) -> dict[str, Any]:
         """``data.embeddings`` of the head's training: the cache :meth:`stage_embeddings` builds."""
         e = self.cfg.embeddings
+        held = {"exclude_datasets": list(self.cfg.held_out)} if self.cfg.held_out else {}
         return {"encoder": "lite_medsam", "options": self.cfg.encoder, "views": e.views,
-                "engine": e.engine, "batch_size": e.batch_size}
+                "engine": e.engine, "batch_size": e.batch_size, **held}
 
     def stage_head(self) -> Path:
         """``head/model``: the prompt-free head trained on the embedding cache (Lightning, resumable)."""
@@ -237,8 +273,9 @@ class UniversalExperiment(StagedExperiment):
         hc = self.cfg.head
         if not (out / "model" / "model.json").is_file():
             self.stage_embeddings()
+            held = f", without {', '.join(self.cfg.held_out)}" if self.cfg.held_out else ""
             self.say(f"head: prompt-free head on cached LiteMedSAM embeddings, {hc.steps} steps of batch "
-                     f"{hc.batch_size}")
+                     f"{hc.batch_size}{held}")
         overrides = [*self.common_overrides(hc, out, self.stage_split()), "model.name=prompt_free_head",
                      f"model.options={json.dumps({**self._decoder_init(), **hc.model})}",
                      "data.heads=per_target", f"data.target_of={json.dumps(self.cfg.data.target_of)}",
@@ -277,11 +314,11 @@ class UniversalExperiment(StagedExperiment):
             return json.loads(path.read_text())["engines"]
         head = self.stage_head()
         specialists = self.stage_specialists()
-        val = [e for e in self.entries() if e.split == "val"]
+        val = [e for e in self.trained_entries() if e.split == "val"]
         self.say(f"selection: the engines' validation Dice per task ({len(val)} validation images)")
         rows = self._score_engines(val, head, specialists, out, prefix="val")
         table, engines = [], {}
-        for task in sorted({self.task_of(e.dataset) for e in self.entries() if e.split == "train"}):
+        for task in sorted({self.task_of(e.dataset) for e in self.trained_entries() if e.split == "train"}):
             dice = {eng: _mean([float(r["dice"]) for r in rs if r["true_task"] == task])
                     for eng, rs in rows.items() if any(r["true_task"] == task for r in rs)}
             head_dice = dice.get("head", float("nan"))
@@ -358,7 +395,9 @@ class UniversalExperiment(StagedExperiment):
                                      "trained_on": {"split": "reference split (seed "
                                                              f"{self.cfg.seed}, test {self.cfg.split.test}, val "
                                                              f"{self.cfg.split.val})",
-                                                    "datasets": sorted({e.dataset for e in self.entries()})}})
+                                                    "datasets": sorted({e.dataset for e in self.trained_entries()}),
+                                                    **({"held_out": self.cfg.held_out} if self.cfg.held_out
+                                                       else {})}})
 
     def stage_scores(self) -> dict[str, list[dict[str, str]]]:
         """Test split, native resolution: ``universal`` (no prompt, no task), each engine with the true task, and
@@ -453,11 +492,29 @@ class UniversalExperiment(StagedExperiment):
                     format_markdown_table(by_dataset, digits=3), "", "## Task classification (test split)", "",
                     format_markdown_table(accuracy, digits=3), "", "## Engine per task (chosen on validation)", "",
                     "```", selection.strip(), "```", ""]
+        if self.cfg.held_out:
+            sections += self._held_out_section(scores, rep)
         if curve is not None:
             sections += ["## The head's training", "", f"![learning curve]({curve.name})", ""]
         self._model_card(rep, by_dataset, by_modality, accuracy, scores["universal"])
         sections += ["The model card (`MODEL_CARD.md`, with the failure gallery) is in this folder.", ""]
         return self.write_report(rep / "report.md", sections)
+
+    def _held_out_section(self, scores: dict[str, list[dict[str, str]]], rep: Path) -> list[str]:
+        """The held-out-pair table (``report/held_out.csv``) as report lines: each held-out dataset's Dice in this
+        model (which never saw it) beside the in-domain run's (``in_domain``), per method."""
+        from medseg.evaluation import format_markdown_table, write_csv
+        from medseg.experiments.universal_report import held_out_table, read_scores
+
+        lines = ["## Held-out datasets (never trained on, nor used to choose engines)", ""]
+        if self.cfg.in_domain is None:
+            return [*lines, f"{', '.join(self.cfg.held_out)}: no in-domain run given (`in_domain`)", ""]
+        table = held_out_table(scores, read_scores(self.cfg.in_domain), self.cfg.held_out,
+                               {d: self.task_of(d) for d in self.cfg.held_out})
+        write_csv(table, rep / "held_out.csv")
+        return [*lines, f"In-domain: `{self.cfg.in_domain}` (the same test images, a model trained on them). "
+                "Target: the held-out Dice within 0.10 of the in-domain one (`gap` = in-domain − held-out).", "",
+                format_markdown_table(table, digits=3), ""]
 
     def _model_card(self, rep: Path, by_dataset: list[dict[str, Any]], by_modality: list[dict[str, Any]],
                     accuracy: list[dict[str, Any]], universal_rows: list[dict[str, str]]) -> Path:
@@ -500,6 +557,7 @@ class UniversalExperiment(StagedExperiment):
         """Every stage in order (each skipped when done)."""
         self.begin()
         self._timed("split", self.stage_split)
+        self.trained_entries()  # a held-out dataset that is not there, or leaves its task untrained: said now
         self._timed("embeddings", self.stage_embeddings)
         self._timed("specialists", self.stage_specialists)
         self._timed("head", self.stage_head)

@@ -126,6 +126,42 @@ def baseline_scores(folder: str | Path, test: Sequence[Any]) -> dict[str, list[d
     return out
 
 
+def read_scores(folder: str | Path) -> dict[str, list[dict[str, str]]]:
+    """method → per-image rows of an experiment's ``scores/`` folder: ``universal.csv``, ``fast.csv`` and
+    ``test_<engine>.csv`` (the engines with the true task)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for path in sorted(Path(folder).glob("*.csv")):
+        name = path.stem
+        if name in ("universal", "fast") or name.startswith("test_"):
+            with open(path, newline="") as f:
+                out[name.removeprefix("test_")] = list(csv.DictReader(f))
+    if "universal" not in out:
+        raise FileNotFoundError(f"{folder}: no universal.csv (an experiment's scores/ folder)")
+    return out
+
+
+def held_out_table(scores: dict[str, list[dict[str, str]]], in_domain: dict[str, list[dict[str, str]]],
+                   held_out: Sequence[str], target_of: dict[str, str], limit: float = 0.10) -> list[dict[str, Any]]:
+    """One row per held-out dataset and method scored by both runs (``universal``, then each engine with the true
+    task): images, the in-domain and held-out mean Dice, ``gap`` (in-domain − held-out) and whether it is within
+    ``limit``; also the held-out run's task accuracy on the dataset (``universal`` rows)."""
+    out: list[dict[str, Any]] = []
+    for ds in held_out:
+        for method in [m for m in _methods(scores) if m in in_domain]:
+            here = [r for r in scores[method] if r["dataset"] == ds]
+            there = [r for r in in_domain[method] if r["dataset"] == ds]
+            if not here or not there:
+                continue
+            a, b = _mean(there, "dice"), _mean(here, "dice")
+            row: dict[str, Any] = {"dataset": ds, "target": target_of.get(ds, ds), "method": method, "n": len(here),
+                                   "dice_in_domain": a, "dice_held_out": b, "gap": a - b,
+                                   f"within_{limit:g}": bool(a - b <= limit)}
+            row["task_accuracy"] = (float(np.mean([r["task"] == r["true_task"] for r in here]))
+                                    if "task" in here[0] else float("nan"))
+            out.append(row)
+    return out
+
+
 def learning_curve(run: str | Path, dest: str | Path) -> Path | None:
     """Plot a training run's logged training loss and validation Dice (Lightning's ``logs/version_*/metrics.csv``,
     every restart) against the step; ``None`` when nothing was logged."""

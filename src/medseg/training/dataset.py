@@ -9,6 +9,7 @@ same batches.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -67,9 +68,22 @@ def _cache_key(entries: Sequence[CatalogEntry], img_size: int, mask_mode: str, e
     for e in entries:
         for p in (e.image, e.mask):
             if p is not None:
-                st = Path(p).stat()
-                h.update(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}|{e.modality}|{e.dataset}".encode())
+                path = Path(p).resolve()
+                st = path.stat()
+                h.update(f"{path}|{st.st_size}|{_file_digest(path, st.st_size, st.st_mtime_ns)}|{e.modality}|"
+                         f"{e.dataset}".encode())
     return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=65536)
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    """sha256 of a file's bytes (memoised per size and mtime): a cache key follows the content, so a data folder
+    copied again (new mtimes, same bytes) keeps its caches, and a file changed in place invalidates them."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def build_cache(entries: Sequence[CatalogEntry], cache_root: str | Path, *, img_size: int, mask_mode: str = "nonzero",
