@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medseg.data import CatalogEntry, discover, read_manifest, stratified_split, write_manifest
 from medseg.errors import MedsegError
+from medseg.models.io import is_model_folder
 from medseg.utils.atomic import atomic_write_text
 
 
@@ -189,7 +190,7 @@ class StagedExperiment:
         ``out/model``, or call ``run(resume)`` (``resume``: ``out/checkpoints/last.ckpt`` exists, the engine's exact
         resume after a kill), which returns the engine's result (its ``model_dir`` is the stage's output)."""
         self._claim(out / "settings.json", stage, extra)
-        if (out / "model" / "model.json").is_file():
+        if is_model_folder(out / "model"):
             return out / "model"
         return Path(run((out / "checkpoints" / "last.ckpt").is_file()).model_dir)
 

@@ -31,7 +31,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import Field
 
 from medseg.data import CatalogEntry, load_samples, write_manifest
@@ -44,6 +43,8 @@ from medseg.experiments.base import (
     Strict,
     TrainerOptions,
 )
+from medseg.metrics import group_means
+from medseg.models.io import is_model_folder
 from medseg.utils.atomic import atomic_write_text
 
 
@@ -144,7 +145,7 @@ class CmmcExperiment(StagedExperiment):
 
     def stage_pretrain(self, kind: Literal["raw", "edge"]) -> Path:
         out = self.out / f"pretrain-{kind}"
-        if not (out / "model" / "model.json").is_file():
+        if not is_model_folder(out / "model"):
             self.say(f"pretrain-{kind}: all modalities, {'raw' if kind == 'raw' else self.cfg.edge} images, GT boxes")
         edge = "none" if kind == "raw" else self.cfg.edge
         return self._train(out, self.cfg.pretrain, self.stage_split(), self.stage_distill(),
@@ -154,7 +155,7 @@ class CmmcExperiment(StagedExperiment):
     def stage_finetune(self, kind: Literal["raw", "edge"], subset: str) -> Path:
         out = self.out / "finetune" / kind / subset
         manifest = out.parent / f"{subset}.csv"
-        if not (out / "model" / "model.json").is_file():
+        if not is_model_folder(out / "model"):
             self.say(f"finetune {kind} → {subset}: raw images, whole-image box")
             mine = [e for e in self.entries() if subset_of(e, self.cfg.data.target_of) == subset]
             write_manifest(mine, manifest)
@@ -264,13 +265,9 @@ class CmmcExperiment(StagedExperiment):
         return self.write_report(rep / "report.md", sections)
 
     def _baseline_section(self, scores: dict[str, list[dict[str, Any]]]) -> list[str]:
-        out = []
-        for mod in sorted({r["modality"] for r in scores["raw"]}):
-            row: dict[str, Any] = {"modality": mod}
-            for k in ("lite_medsam", "raw", "edge"):
-                vals = [float(r["dice"]) for r in scores[k] if r["modality"] == mod]
-                row[f"dice_{k}"] = float(np.mean(vals)) if vals else float("nan")
-            out.append(row)
+        means = {k: group_means(scores[k], "modality") for k in ("lite_medsam", "raw", "edge")}
+        out = [{"modality": mod, **{f"dice_{k}": means[k].get(mod, float("nan")) for k in means}}
+               for mod in sorted({r["modality"] for r in scores["raw"]})]
         write_csv(out, self.out / "report" / "vs_lite_medsam.csv")
         return ["## Prompt-free Dice: fine-tuned models vs LiteMedSAM (image-region box)", "",
                 format_markdown_table(out, digits=3), ""]

@@ -53,6 +53,8 @@ from medseg.experiments.base import (
     Strict,
     TrainerOptions,
 )
+from medseg.metrics import group_means
+from medseg.models.io import is_model_folder, read_model_meta
 from medseg.training.task_classifier import ClassifierFitConfig
 
 
@@ -190,7 +192,7 @@ class EspExperiment(StagedExperiment):
         if self.parent is not None and not self.held_out:
             return self.parent.stage_teacher()
         out = self.out / "teacher"
-        if not (out / "model" / "model.json").is_file():
+        if not is_model_folder(out / "model"):
             self.say("teacher: LiteMedSAM's encoder frozen + a shared parameter bag, SPPG, QDMD")
         return self._train("teacher", out, self.cfg.teacher, "esp_medsam_teacher",
                            {"pretrained": self._pretrained(), **self.cfg.teacher_model}, None)
@@ -210,7 +212,7 @@ class EspExperiment(StagedExperiment):
             else:
                 teacher = self.stage_teacher()
                 self.say("mmdkd: shared encoder ← LiteMedSAM, each task's bag ← the adapted teacher")
-                adapted = json.loads((teacher / "model.json").read_text())["options"]
+                adapted = read_model_meta(teacher)["options"]
                 specific = ["specific_teacher.name=esp_medsam_teacher",
                             f"specific_teacher.options={json.dumps(adapted)}", f"specific_teacher.init={teacher}"]
             cfg = load_distill_config(None, [
@@ -228,7 +230,7 @@ class EspExperiment(StagedExperiment):
         out = self.out / "esp"
         what = f" ({self.variant})" if self.variant else (" without " + ", ".join(self.held_out) if self.held_out
                                                           else "")
-        if not (out / "model" / "model.json").is_file():
+        if not is_model_folder(out / "model"):
             self.say(f"esp{what}: ESP-MedSAM trained from the MMDKD encoder")
         init = self.stage_mmdkd()
         changes, gone = MODEL_VARIANTS.get(self.variant or "", ({}, None))
@@ -249,7 +251,7 @@ class EspExperiment(StagedExperiment):
             return esp
         out = self.out / "classifier"
         self._claim(out / "settings.json", "classifier" + self.suffix)
-        if (out / "model" / "model.json").is_file():
+        if is_model_folder(out / "model"):
             return out / "model"
         import torch
 
@@ -450,8 +452,7 @@ def unseen_domain_table(unseen: dict[str, list[dict[str, str]]], seen_esp: list[
 
 
 def _agg(rows: list[dict[str, str]], by: str, group: str, metric: str, agg: Callable[[Any], Any]) -> float:
-    vals = [float(r[metric]) for r in rows if r[by] == group and r.get(metric, "") not in ("", "nan")]
-    return float(agg(vals)) if vals else float("nan")
+    return group_means(rows, by, metric, agg=agg).get(group, float("nan"))
 
 
 def ablation_table(full: list[dict[str, str]], variants: dict[str, list[dict[str, str]]], *, n_boot: int = 10_000,

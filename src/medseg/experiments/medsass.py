@@ -54,6 +54,7 @@ from medseg.experiments.base import (
     Strict,
     TrainerOptions,
 )
+from medseg.models.io import is_model_folder
 
 Start = Literal["scratch", "medsass", "medsass_encoder", "simsiam", "byol", "dino"]
 SSL_METHODS = ("simsiam", "byol", "dino")
@@ -240,7 +241,7 @@ class MedsassExperiment(StagedExperiment):
     def stage_finetune(self, arch: str, start: str, fraction: float, seed: int) -> Path:
         out = self.out / "finetune" / arch / start / run_name(fraction, seed)
         manifest = out / "manifest.csv"
-        if not manifest.is_file() and not (out / "model" / "model.json").is_file():
+        if not manifest.is_file() and not is_model_folder(out / "model"):
             train = [e for e in self.entries() if e.split == "train"]
             write_manifest(labelled_subset(train, fraction, seed), manifest)
         init = self.init_of(arch, start)

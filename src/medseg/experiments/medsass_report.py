@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from medseg.data import CatalogEntry
+from medseg.metrics import group_means
 from medseg.stats import paired_test
 
 MEAN = "mean over modalities"
@@ -34,15 +35,11 @@ def results_table(rows: Sequence[dict[str, str]], metrics: Sequence[str] = ("dic
                   ) -> list[dict[str, Any]]:
     """One row per (arch, start, fraction, modality incl. the mean over modalities): ``<metric>_mean`` and
     ``<metric>_std`` over seeds, and ``seeds``."""
-    # (arch, start, fraction, seed, modality) → metric → values
-    cell: dict[tuple[str, str, str, str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        for m in metrics:
-            cell[(r["arch"], r["start"], r["fraction"], r["seed"], r["modality"])][m].append(_f(r.get(m)))
+    # metric → (arch, start, fraction, seed, modality) → mean over the modality's images
+    cell = {m: group_means(rows, ("arch", "start", "fraction", "seed", "modality"), m) for m in metrics}
     per_seed: dict[tuple[str, str, str, str], dict[str, dict[str, float]]] = defaultdict(dict)
-    for (a, s, f, seed, mod), vals in cell.items():
-        per_seed[(a, s, f, mod)][seed] = {m: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-                                          for m, v in vals.items()}
+    for a, s, f, seed, mod in cell[metrics[0]]:
+        per_seed[(a, s, f, mod)][seed] = {m: cell[m][(a, s, f, seed, mod)] for m in metrics}
     mods = sorted({k[3] for k in per_seed})
     for a, s, f in sorted({k[:3] for k in per_seed}):
         seeds = sorted({seed for mod in mods for seed in per_seed.get((a, s, f, mod), {})})

@@ -40,6 +40,7 @@ from medseg.experiments.base import (
     Strict,
     TrainerOptions,
 )
+from medseg.models.io import is_model_folder, read_model_meta
 from medseg.utils.atomic import atomic_write_text
 
 
@@ -271,7 +272,7 @@ class UniversalExperiment(StagedExperiment):
 
         out = self.out / "head"
         hc = self.cfg.head
-        if not (out / "model" / "model.json").is_file():
+        if not is_model_folder(out / "model"):
             self.stage_embeddings()
             held = f", without {', '.join(self.cfg.held_out)}" if self.cfg.held_out else ""
             self.say(f"head: prompt-free head on cached LiteMedSAM embeddings, {hc.steps} steps of batch "
@@ -292,7 +293,7 @@ class UniversalExperiment(StagedExperiment):
         if fc is None:
             return None
         out = self.out / "fast"
-        if not (out / "model" / "model.json").is_file():
+        if not is_model_folder(out / "model"):
             self.stage_embeddings()
             self.say(f"fast: the student encoder distilled from LiteMedSAM's cached embeddings, {fc.steps} steps")
         overrides = [*self.common_overrides(fc, out, self.stage_split()), "model.name=lite_medsam_student",
@@ -341,7 +342,7 @@ class UniversalExperiment(StagedExperiment):
         from medseg.models.universal import UniversalModel
 
         cols = lambda e: {"true_task": self.task_of(e.dataset)}  # noqa: E731
-        tasks = json.loads((head / "model.json").read_text())["options"]["tasks"]
+        tasks = read_model_meta(head)["options"]["tasks"]
         known = [e for e in entries if self.task_of(e.dataset) in tasks]
         out.mkdir(parents=True, exist_ok=True)
         rows: dict[str, list[dict[str, str]]] = {}
@@ -383,7 +384,7 @@ class UniversalExperiment(StagedExperiment):
 
         out = self.out / "model"
         self._claim(self.out / "model.settings.json", "model")
-        if (out / "model.json").is_file():
+        if is_model_folder(out):
             return out
         engines = self.stage_selection()
         used = {t for t, e in engines.items() if e == "specialist"}
@@ -535,7 +536,7 @@ class UniversalExperiment(StagedExperiment):
         weights = {str(p.relative_to(model)): p.stat().st_size for p in sorted(model.rglob("*.safetensors"))}
         text = model_card(by_dataset=by_dataset, by_modality=by_modality, accuracy=accuracy, split_counts=counts,
                           licences=data_licences(self.cfg.data.root / "README.md"),
-                          engines=json.loads((model / "model.json").read_text())["engines"],
+                          engines=read_model_meta(model)["engines"],
                           target_of=self.cfg.data.target_of, weights=weights,
                           gallery_path=picture.name if picture.is_file() else None,
                           command=f"medseg experiment universal {self.out / 'config.yaml'}")

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from medseg.metrics import group_means
+
 #: the methods in the order the tables show them (others follow)
 ORDER = ("universal", "head", "specialist", "fast", "lite_medsam_gt_box", "lite_medsam_image_box", "reference_unet")
 
@@ -30,15 +32,12 @@ def _mean(rows: Sequence[dict[str, str]], metric: str) -> float:
 
 def dataset_means(rows: Sequence[dict[str, str]], metric: str = "dice") -> dict[tuple[str, str], float]:
     """(modality, dataset) → mean ``metric`` over its images."""
-    keys = sorted({(r["modality"], r["dataset"]) for r in rows})
-    return {k: _mean([r for r in rows if (r["modality"], r["dataset"]) == k], metric) for k in keys}
+    return group_means(rows, ("modality", "dataset"), metric)
 
 
 def modality_means(rows: Sequence[dict[str, str]], metric: str = "dice") -> dict[str, float]:
     """modality → mean of its datasets' means."""
-    per = dataset_means(rows, metric)
-    mods = sorted({m for m, _ in per})
-    return {m: float(np.nanmean([v for (mm, _), v in per.items() if mm == m])) for m in mods}
+    return group_means(rows, "modality", metric, within="dataset")
 
 
 def dataset_table(scores: dict[str, list[dict[str, str]]]) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from medseg.metrics.segmentation import (
     SegmentationMetric,
     compute_label_metrics,
     compute_metrics,
+    group_means,
     summarize_rows,
 )
 from medseg.metrics.surface import (
@@ -22,9 +23,25 @@ from medseg.metrics.surface import (
 )
 
 __all__ = [
-    "METRIC_NAMES", "Confusion", "MetricConfig", "SegmentationMetric", "SurfaceDistances", "SurfaceMetrics",
-    "compute_label_metrics", "compute_metrics", "confusion", "dice", "dice_iou_torch", "hausdorff_distance", "iou",
+    "METRIC_NAMES",
+    "Confusion",
+    "MetricConfig",
+    "SegmentationMetric",
+    "SurfaceDistances",
+    "SurfaceMetrics",
+    "compute_label_metrics",
+    "compute_metrics",
+    "confusion",
+    "dice",
+    "dice_iou_torch",
+    "group_means",
+    "hausdorff_distance",
+    "iou",
     "mask_boundary",
-    "normalized_surface_distance", "precision", "recall", "summarize_rows", "surface_distances",
+    "normalized_surface_distance",
+    "precision",
+    "recall",
+    "summarize_rows",
+    "surface_distances",
     "surface_metrics",
 ]

@@ -12,7 +12,7 @@ CVPR24 leaderboard mode (``leaderboard=True``): NSD is the challenge's (``nsd_mo
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,6 +178,43 @@ def summarize_rows(rows: Sequence[dict[str, Any]], by: Sequence[str] = ()) -> li
     if by and len(groups) > 1:
         out.append(_summarise(dict.fromkeys(by, "all"), list(rows)))
     return out
+
+
+def group_means(rows: Sequence[Mapping[str, Any]], by: str | Sequence[str], metric: str = "dice", *,
+                within: str | None = None, agg: Callable[[np.ndarray], Any] = np.mean) -> dict[Any, float]:
+    """The one per-group aggregation of per-image score rows (per modality, per dataset, per method …).
+
+    Args:
+        rows: per-image rows (numbers or their CSV strings); rows whose ``metric`` is empty or NaN are left out.
+        by: a column (keys are its values) or several (keys are tuples).
+        metric: the column aggregated.
+        within: aggregate each group over the means of its ``within`` sub-groups instead of over its images (e.g.
+            ``by="modality", within="dataset"``: every dataset of a modality weighs the same, whatever its size);
+            sub-groups without a value are left out (NaN-mean).
+        agg: the aggregate over a group's values (``np.mean``; ``np.median`` for HD95).
+
+    Returns:
+        group key → the aggregate (NaN for a group without any value), keys sorted.
+    """
+    cols = (by,) if isinstance(by, str) else tuple(by)
+
+    def key(r: Mapping[str, Any]) -> Any:
+        return r[cols[0]] if isinstance(by, str) else tuple(r[c] for c in cols)
+
+    values: dict[Any, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        v = r.get(metric, "")
+        x = float(v) if v not in ("", None) else float("nan")
+        values[key(r)][r[within] if within else None].append(x)
+    if within:
+        return {k: _nan_agg(np.mean, [_nan_agg(agg, xs) for xs in values[k].values()]) for k in sorted(values)}
+    return {k: _nan_agg(agg, values[k][None]) for k in sorted(values)}
+
+
+def _nan_agg(agg: Callable[[np.ndarray], Any], xs: Sequence[float]) -> float:
+    """``agg`` over the values of ``xs`` that are not NaN (NaN if none)."""
+    ok = np.asarray([x for x in xs if not np.isnan(x)], dtype=np.float64)
+    return float(agg(ok)) if ok.size else float("nan")
 
 
 def _summarise(head: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:

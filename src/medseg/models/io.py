@@ -102,6 +102,24 @@ def save_model_folder(model: nn.Module, folder: str | Path, *, name: str, option
     return folder
 
 
+def is_model_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a finished model (its ``model.json``, written last by :func:`save_model_folder`)."""
+    return (Path(folder) / META_FILE).is_file()
+
+
+def read_model_meta(folder: str | Path) -> dict[str, Any]:
+    """A model folder's ``model.json`` (name, builder options, input size, sha256, …).
+
+    Raises:
+        InvalidInputError: missing or unreadable (naming the file).
+    """
+    path = Path(folder) / META_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(path, f"unreadable model description: {exc}") from exc
+
+
 def load_model(spec: str | Path, *, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model from a folder written by :func:`save_model_folder`, its ``model.json`` / ``.safetensors``,
     or a registered name with published weights (``lite_medsam``).
@@ -119,13 +137,9 @@ def load_model(spec: str | Path, *, device: str | torch.device = "cpu") -> Loade
         path = shipped_model_folder("universal")
     if path.is_file():
         path = path.parent
-    meta_path = path / META_FILE
-    if not meta_path.is_file():
+    if not is_model_folder(path):
         raise MedsegError(f"{spec}: not a model folder (no {META_FILE}) and not a registered model with weights")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(meta_path, f"unreadable model description: {exc}") from exc
+    meta = read_model_meta(path)
     if meta.get("name") == "universal":  # a folder of model folders (medseg.models.universal)
         from medseg.models.universal import load_universal
 
@@ -137,8 +151,9 @@ def load_model(spec: str | Path, *, device: str | torch.device = "cpu") -> Loade
     blob = wpath.read_bytes()  # read once: hashed, then parsed
     digest = hashlib.sha256(blob).hexdigest()
     if not meta.get("sha256"):
-        raise InvalidInputError(meta_path, f"has no sha256 for {WEIGHTS_FILE}, so the weights cannot be verified; "
-                                           f"if you trust this file, add \"sha256\": \"{digest}\" to {META_FILE}")
+        raise InvalidInputError(path / META_FILE,
+                                f"has no sha256 for {WEIGHTS_FILE}, so the weights cannot be verified; "
+                                f"if you trust this file, add \"sha256\": \"{digest}\" to {META_FILE}")
     if digest != meta["sha256"]:
         raise InvalidInputError(wpath, f"sha256 {digest[:12]}… does not match model.json ({meta['sha256'][:12]}…)")
     try:

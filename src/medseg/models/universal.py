@@ -27,6 +27,7 @@ from typing import Any
 from torch import nn
 
 from medseg.errors import InvalidInputError
+from medseg.models.io import META_FILE, read_model_meta
 from medseg.models.prompt_free_head import PromptFreeHead
 from medseg.models.sam import Sam
 
@@ -100,7 +101,7 @@ def save_universal(folder: str | Path, *, head: str | Path, specialists: dict[st
     digests = {}
     for rel, src in parts.items():
         (tmp / rel).mkdir(parents=True, exist_ok=True)
-        part_meta = json.loads((src / "model.json").read_text())
+        part_meta = read_model_meta(src)
         if half:
             state = {k: v.half() if v.is_floating_point() else v
                      for k, v in load_file(str(src / "model.safetensors")).items()}
@@ -108,13 +109,13 @@ def save_universal(folder: str | Path, *, head: str | Path, specialists: dict[st
             part_meta.update(sha256=sha256_file(tmp / rel / "model.safetensors"), stored_dtype=str(torch.float16))
         else:
             shutil.copy2(src / "model.safetensors", tmp / rel / "model.safetensors")
-        atomic_write_text(tmp / rel / "model.json", json.dumps(part_meta, indent=2))
+        atomic_write_text(tmp / rel / META_FILE, json.dumps(part_meta, indent=2))
         digests[rel] = part_meta["sha256"]
-    head_meta = json.loads((Path(head) / "model.json").read_text())
+    head_meta = read_model_meta(head)
     meta = {"name": "universal", "tasks": head_meta["options"]["tasks"], "engines": engines,
             "img_size": head_meta.get("img_size", 256), "encoder": head_meta.get("encoder"), "parts": digests,
             **(extra or {})}
-    atomic_write_text(tmp / "model.json", json.dumps(meta, indent=2))
+    atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=2))
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
@@ -135,11 +136,11 @@ def load_universal(folder: str | Path, meta: dict[str, Any]) -> UniversalModel:
     for rel, digest in meta.get("parts", {}).items():
         loaded = load_model(folder / rel)
         if loaded.meta.get("sha256") != digest:
-            raise InvalidInputError(folder / rel / "model.json", f"this part's weights ({loaded.meta.get('sha256')}) "
+            raise InvalidInputError(folder / rel / META_FILE, f"this part's weights ({loaded.meta.get('sha256')}) "
                                                                   f"are not the ones {folder / 'model.json'} pins")
         parts[rel] = loaded
     if "head" not in parts:
-        raise InvalidInputError(folder / "model.json", "no head part")
+        raise InvalidInputError(folder / META_FILE, "no head part")
     enc = meta.get("encoder") or {"name": "lite_medsam", "options": {"pretrained": True}}
     sam = build_model(enc["name"], **{**enc.get("options", {}), "img_size": parts["head"].img_size})
     specialists = {rel.split("/", 1)[1]: p for rel, p in parts.items() if rel.startswith("specialists/")}

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from medseg.errors import InvalidInputError
+from medseg.models.io import is_model_folder
 from medseg.routing.learned import Rule, rule_from_dict
 
 
@@ -102,7 +103,7 @@ def load_router(path: str | Path, *, modality: str, subset: str | None = None, r
         folder = Path(spec["models"][kind][subset])
         if not folder.is_absolute() and not folder.exists():  # relative to the working directory or to the file
             folder = path.parent / folder if (path.parent / folder).exists() else folder
-        if not (folder / "model.json").is_file():
+        if not is_model_folder(folder):
             raise InvalidInputError(path, f"its {kind} model for {subset!r}, {folder}, is not here (the experiment "
                                           "that wrote this file kept its models under its out_dir, which this "
                                           "checkout lacks); rerun `medseg experiment cmmc CONFIG` to rebuild them")
