@@ -104,3 +104,14 @@ def test_labelled_subsets_are_stratified_deterministic_and_nested() -> None:
     assert labelled_subset(entries, 1.0, seed=3) == sorted(entries, key=lambda e: (e.dataset, int(e.case_id[1:])))
     with pytest.raises(ValueError, match="fraction"):
         labelled_subset(entries, 0.0, seed=0)
+
+
+def test_cap_per_dataset_is_one_seeded_sample_in_catalogue_order() -> None:
+    from medseg.data import cap_per_dataset
+
+    entries = _ds("x", "a", [f"a{i}" for i in range(10)]) + _ds("x", "b", ["b0", "b1", "b2"])
+    capped = cap_per_dataset(entries, 4, seed=0)
+    assert [sum(e.dataset == d for e in capped) for d in ("a", "b")] == [4, 3]
+    assert capped == cap_per_dataset(entries, 4, seed=0) != cap_per_dataset(entries, 4, seed=1)
+    assert [entries.index(e) for e in capped] == sorted(entries.index(e) for e in capped)
+    assert cap_per_dataset(entries, None, seed=0) == entries

@@ -160,6 +160,19 @@ def _take(order: Sequence[str], sizes: Mapping[str, int], target: int, keep_free
     return chosen
 
 
+def cap_per_dataset(entries: Iterable[CatalogEntry], limit: int | None, seed: int) -> list[CatalogEntry]:
+    """At most ``limit`` entries per (modality, dataset): a seeded sample of each, kept in catalogue order (the CPU
+    scale of every experiment and of ``data.max_per_dataset``). ``limit`` ``None`` or 0: all entries."""
+    entries = list(entries)
+    if not limit:
+        return entries
+    rng = np.random.default_rng(seed)
+    by: dict[tuple[str, str], list[CatalogEntry]] = {}
+    for e in entries:
+        by.setdefault((e.modality, e.dataset), []).append(e)
+    return [g[i] for g in by.values() for i in sorted(rng.permutation(len(g))[:limit].tolist())]
+
+
 def stratified_split(entries: Iterable[CatalogEntry], *, test: float = 0.2, val: float = 0.0,
                      seed: int = 0, group_rules: Mapping[str, str] | None = None) -> list[CatalogEntry]:
     """Split each (modality, dataset) group into train/val/test by the given fractions, never separating a

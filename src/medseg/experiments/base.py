@@ -15,10 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from medseg.data import CatalogEntry, discover, read_manifest, stratified_split, write_manifest
+from medseg.data import CatalogEntry, cap_per_dataset, discover, read_manifest, stratified_split, write_manifest
 from medseg.errors import MedsegError
 from medseg.models.io import is_model_folder
 from medseg.utils.atomic import atomic_write_text
@@ -105,14 +104,8 @@ class StagedExperiment:
         if path.is_file():
             return path
         c = self.cfg
-        entries = [e for e in discover(c.data.root)[0] if e.mask is not None]
-        if c.data.max_per_dataset:
-            rng = np.random.default_rng(c.seed)
-            by: dict[tuple[str, str], list[CatalogEntry]] = {}
-            for e in entries:
-                by.setdefault((e.modality, e.dataset), []).append(e)
-            entries = [g[i] for g in by.values()
-                       for i in sorted(rng.permutation(len(g))[:c.data.max_per_dataset].tolist())]
+        entries = cap_per_dataset([e for e in discover(c.data.root)[0] if e.mask is not None],
+                                  c.data.max_per_dataset, c.seed)
         split = stratified_split(entries, test=c.split.test, val=c.split.val, seed=c.seed,
                                  group_rules=c.data.group_rules)
         self.say(f"split: {sum(e.split == 'train' for e in split)} train / {sum(e.split == 'val' for e in split)} "

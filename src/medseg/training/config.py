@@ -71,7 +71,8 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     group_rules: dict[str, str] = Field(default_factory=dict)
     modalities: list[str] | None = None
-    max_per_dataset: int | None = None
+    #: at most this many images per (modality, dataset): a seeded sample (:func:`medseg.data.cap_per_dataset`)
+    max_per_dataset: int | None = Field(None, ge=1)
     mask_mode: Literal["strict", "nonzero", "labels"] = "nonzero"
     cache_dir: Path | None = None
     patch_size: int | None = Field(None, ge=16)

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from medseg.data import CatalogEntry, discover, read_manifest, stratified_split
+from medseg.data import CatalogEntry, cap_per_dataset, discover, read_manifest, stratified_split
 from medseg.data.modality import canonical_modality
 from medseg.errors import MedsegError
 from medseg.training.config import DataConfig
@@ -29,15 +29,7 @@ def select_entries(cfg: DataConfig, seed: int) -> tuple[list[CatalogEntry], list
     if cfg.modalities:
         wanted = {canonical_modality(m) for m in cfg.modalities}
         entries = [e for e in entries if e.modality in wanted]
-    if cfg.max_per_dataset:
-        kept: dict[tuple[str, str], int] = {}
-        sel = []
-        for e in entries:
-            k = (e.modality, e.dataset)
-            if kept.get(k, 0) < cfg.max_per_dataset:
-                kept[k] = kept.get(k, 0) + 1
-                sel.append(e)
-        entries = sel
+    entries = cap_per_dataset(entries, cfg.max_per_dataset, seed)
     if not entries:
         raise MedsegError(f"data: no image/mask pairs found in {cfg.manifest or cfg.root}")
     if cfg.manifest is not None and any(e.split for e in entries):
