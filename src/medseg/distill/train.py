@@ -24,7 +24,8 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from medseg.models import build_model, builder_options, sized_options
+from medseg.models import build_model, sized_options
+from medseg.models.parts import is_task_model
 from medseg.training.config import ModelConfig, OptimConfig, TrainConfig, TrainerConfig, load_config
 from medseg.training.datamodule import SegmentationDataModule
 from medseg.training.dataset import open_cache
@@ -225,7 +226,7 @@ class DistillModule(L.LightningModule):
         m = self.cfg.model
         opts = sized_options(m.name, self.cfg.data.img_size, m.options)
         self.targets = targets
-        if "tasks" in builder_options(m.name):
+        if is_task_model(m.name):
             if targets is None:
                 raise ValueError(f"{m.name} has one parameter bag per target: set data.heads=per_target")
             opts["tasks"] = list(targets)

@@ -14,6 +14,7 @@ from torch import nn
 from medseg.data.geometry import Letterbox, letterbox_image, unletterbox_logits
 from medseg.inference.engines import OnnxEngine, prepare_engine
 from medseg.inference.sliding import FLIPS, flip_tta, model_logits, native_tensor, sliding_window_logits
+from medseg.models.parts import model_tasks
 from medseg.ops.model_input import prepare_input
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class Predictor:
         if color not in ("rgb", "grey"):
             raise ValueError(f"unknown input colour {color!r}; choose rgb or grey")
         self.engine, self.edge, self.color = engine, edge, color
-        self.tasks: list[str] | None = getattr(model, "tasks", None)
+        self.tasks: list[str] | None = model_tasks(model)
         if task is not None and self.tasks is None:
             raise ValueError(f"task {task!r} given, but {type(model).__name__} is not a task model")
         if task is not None and self.tasks is not None and task not in self.tasks:

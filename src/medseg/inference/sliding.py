@@ -16,6 +16,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from medseg.data.geometry import minmax_unit, prompt_free_boxes, square_geometry
+from medseg.models.parts import is_task_model
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
@@ -34,7 +35,7 @@ def model_logits(model: nn.Module, tile: int | None = None, channel: int = 0, ta
     """``x → (B, 1, h, w) logits`` for any medseg model: output ``channel`` of a model with one output per target;
     SAM-family models get the prompt-free box of a full ``tile``; a task model (ESP-MedSAM) segments every window as
     ``task`` (an index; ``None``: its classifier decides per window)."""
-    if getattr(model, "tasks", None) is not None and task is not None:
+    if is_task_model(model) and task is not None:
         return lambda x: model(x, torch.full((x.shape[0],), task, dtype=torch.int64, device=x.device))
     if not getattr(model, "accepts_boxes", False):
         return lambda x: model(x)[:, channel:channel + 1]

@@ -19,6 +19,7 @@ from torch import nn
 
 from medseg.errors import InvalidInputError, MedsegError
 from medseg.models.builders import load_state_strict
+from medseg.models.parts import is_task_model
 from medseg.models.registry import build_model
 from medseg.utils.atomic import atomic_path, atomic_write_text
 from medseg.weights import sha256_file
@@ -64,7 +65,7 @@ class LoadedModel:
         Raises:
             ValueError: a multi-output model without a (known) target — the message lists them.
         """
-        if getattr(self.model, "tasks", None) is not None:  # one output, segmented as a task (ESP-MedSAM)
+        if is_task_model(self.model):  # one output, segmented as a task (ESP-MedSAM)
             if target is not None:
                 raise ValueError(f"{self.name} has one output for every task; pick a task with --task")
             return 0

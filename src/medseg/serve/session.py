@@ -28,6 +28,7 @@ from medseg.data.readers import get_reader
 from medseg.data.readers.base import file_extension, supported_extensions
 from medseg.data.sample import ImageVolume
 from medseg.errors import InputWarning, InvalidInputError
+from medseg.models.parts import model_tasks
 
 #: DICOM keywords never written into a mask the server returns
 PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "PatientAddress",
@@ -184,7 +185,7 @@ class Segmenter:
 
     @property
     def tasks(self) -> list[str]:
-        return list(getattr(self.loaded.model, "tasks", None) or [])
+        return model_tasks(self.loaded.model) or []
 
     def read(self, path: Path, name: str) -> tuple[ImageVolume, np.ndarray, str]:
         """(volume, (S, H, W, 3) uint8 slices, reader name) of an upload.

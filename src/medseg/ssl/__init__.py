@@ -1,6 +1,7 @@
 """Self-supervised pre-training: views, encoder backbones, SimSiam / BYOL / DINO, and MedSASS's Otsu pseudo-masks."""
 
-from medseg.ssl.backbone import Backbone, encoder_prefix
+from medseg.models.parts import encoder_prefix
+from medseg.ssl.backbone import Backbone
 from medseg.ssl.methods import BYOL, DINO, METHODS, SimSiam, SslMethod, build_method
 from medseg.ssl.views import ViewOptions, random_view
 

@@ -11,18 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def encoder_prefix(model: nn.Module) -> str:
-    """The name of ``model``'s encoder submodule.
-
-    Raises:
-        ValueError: the model does not name one (only encoder–decoder models can be pre-trained this way).
-    """
-    prefix = getattr(model, "encoder_prefix", None)
-    if not isinstance(prefix, str):
-        raise ValueError(f"{type(model).__name__} does not name its encoder (no encoder_prefix): self-supervised "
-                         "pre-training and encoder-only transfer need resnet_unet or vit_unet")
-    return prefix
+from medseg.models.parts import encoder_prefix
 
 
 class Backbone(nn.Module):

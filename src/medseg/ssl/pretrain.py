@@ -20,7 +20,8 @@ import torch
 from pydantic import Field
 
 from medseg.models import build_model, sized_options
-from medseg.ssl.backbone import Backbone, encoder_prefix
+from medseg.models.parts import encoder_prefix
+from medseg.ssl.backbone import Backbone
 from medseg.ssl.methods import build_method
 from medseg.ssl.views import random_view
 from medseg.training.config import DataConfig, TrainConfig, TrainerConfig, load_config

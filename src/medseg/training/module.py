@@ -14,6 +14,7 @@ from medseg.inference.sliding import model_logits, sliding_window_logits
 from medseg.losses import CompositeLoss
 from medseg.metrics.overlap import dice_iou_torch
 from medseg.models import build_model, builder_options, sized_options
+from medseg.models.parts import is_task_model
 from medseg.training.config import TrainConfig
 from medseg.training.optim import parameter_groups
 
@@ -40,7 +41,7 @@ class SegmentationModule(L.LightningModule):
         self.cfg = TrainConfig.model_validate(config)
         self.targets = targets
         opts = sized_options(self.cfg.model.name, self.cfg.data.img_size, self.cfg.model.options)
-        task_model = "tasks" in builder_options(self.cfg.model.name)  # one task per target (ESP-MedSAM)
+        task_model = is_task_model(self.cfg.model.name)  # one task per target (ESP-MedSAM)
         if task_model and targets is None:
             raise ValueError(f"{self.cfg.model.name} segments one task per target: set data.heads=per_target")
         if task_model:
@@ -228,7 +229,7 @@ def init_from_folder(model: torch.nn.Module, folder: str | Path, mode: str = "st
         return []
     own = model.state_dict()
     if mode == "encoder":
-        from medseg.ssl.backbone import encoder_prefix
+        from medseg.models.parts import encoder_prefix
 
         prefix = encoder_prefix(model) + "."
         mine = {k for k in own if k.startswith(prefix)}
