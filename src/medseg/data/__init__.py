@@ -1,7 +1,7 @@
 """Data layer: readers for real formats, the :class:`Sample` type, the catalog/manifest, splits,
 synthetic phantoms and format conversion."""
 
-from medseg.data.catalog import CatalogEntry, Problem, discover, read_manifest, write_manifest
+from medseg.data.catalog import CatalogEntry, Problem, discover, read_manifest, target_name, write_manifest
 from medseg.data.loading import expand_labels, file_stem, load_samples, read_mask
 from medseg.data.modality import KNOWN_MODALITIES, canonical_modality, resolve_modality
 from medseg.data.normalize import to_label_map, to_uint8_rgb
@@ -37,6 +37,7 @@ __all__ = [
     "scan",
     "stratified_split",
     "supported_extensions",
+    "target_name",
     "to_label_map",
     "to_uint8_rgb",
     "write_manifest",

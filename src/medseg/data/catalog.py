@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -151,6 +151,13 @@ def _discover_dataset(ds_dir: Path, modality: str, known: set[str], problems: li
         if stem not in used:
             problems.append(Problem(str(m), "mask has no image (orphan mask)", "warning"))
     return entries
+
+
+def target_name(dataset: str, target_of: Mapping[str, str]) -> str:
+    """The target of a dataset — what its masks delineate, and the *task* a task model segments it as: its entry in
+    ``target_of`` (datasets of one target share it, e.g. DRIVE and CHASE_DB1 → ``retinal-vessel``), else the
+    dataset's own name. (A CMMC *subset* is ``<modality>-<target>``.)"""
+    return target_of.get(dataset, dataset)
 
 
 def write_manifest(entries: Iterable[CatalogEntry], path: str | Path) -> Path:

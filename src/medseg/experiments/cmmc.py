@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from medseg.data import CatalogEntry, load_samples, write_manifest
+from medseg.data import CatalogEntry, load_samples, target_name, write_manifest
 from medseg.evaluation import format_markdown_table, write_csv
 from medseg.experiments.base import (
     ExperimentData,
@@ -95,7 +95,7 @@ def load_cmmc_config(path: str | Path, overrides: list[str] | None = None) -> Cm
 
 def subset_of(e: CatalogEntry, target_of: dict[str, str]) -> str:
     """The fine-tuning subset of an entry: ``<modality>-<target>``."""
-    return f"{e.modality}-{target_of.get(e.dataset, e.dataset)}"
+    return f"{e.modality}-{target_name(e.dataset, target_of)}"
 
 
 class CmmcExperiment(StagedExperiment):

@@ -43,7 +43,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from medseg.data import CatalogEntry
+from medseg.data import CatalogEntry, target_name
 from medseg.evaluation import format_markdown_table, write_csv
 from medseg.experiments.base import (
     ExperimentData,
@@ -151,7 +151,7 @@ class EspExperiment(StagedExperiment):
         self.suffix = "-unseen" if held_out else ""
 
     def task_of(self, e: CatalogEntry) -> str:
-        return self.cfg.data.target_of.get(e.dataset, e.dataset)
+        return target_name(e.dataset, self.cfg.data.target_of)
 
     def stage_split(self) -> Path:
         """The parent's split; without the held-out datasets' training and validation images (their test images

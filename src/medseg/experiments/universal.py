@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from medseg.data import target_name
 from medseg.errors import MedsegError
 from medseg.experiments.base import (
     ExperimentData,
@@ -214,7 +215,7 @@ class UniversalExperiment(StagedExperiment):
 
     def task_of(self, dataset: str) -> str:
         """The task (target) name of a dataset: ``data.target_of`` or the dataset's own name."""
-        return self.cfg.data.target_of.get(dataset, dataset)
+        return target_name(dataset, self.cfg.data.target_of)
 
     def stage_specialists(self) -> dict[str, Path]:
         """target → the model folder of its specialist (trained, resumed or reused)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.data import target_name
 from medseg.metrics import group_means
 
 #: the methods in the order the tables show them (others follow)
@@ -152,8 +153,8 @@ def held_out_table(scores: dict[str, list[dict[str, str]]], in_domain: dict[str,
             if not here or not there:
                 continue
             a, b = _mean(there, "dice"), _mean(here, "dice")
-            row: dict[str, Any] = {"dataset": ds, "target": target_of.get(ds, ds), "method": method, "n": len(here),
-                                   "dice_in_domain": a, "dice_held_out": b, "gap": a - b,
+            row: dict[str, Any] = {"dataset": ds, "target": target_name(ds, target_of), "method": method,
+                                   "n": len(here), "dice_in_domain": a, "dice_held_out": b, "gap": a - b,
                                    f"within_{limit:g}": bool(a - b <= limit)}
             row["task_accuracy"] = (float(np.mean([r["task"] == r["true_task"] for r in here]))
                                     if "task" in here[0] else float("nan"))
@@ -249,7 +250,7 @@ def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[di
     from medseg.evaluation import format_markdown_table
 
     data_rows = [{"dataset": ds, "target": licences.get(ds, {}).get("target", ""),
-                  "task": target_of.get(ds, ds), "train": c.get("train", 0), "val": c.get("val", 0),
+                  "task": target_name(ds, target_of), "train": c.get("train", 0), "val": c.get("val", 0),
                   "test": c.get("test", 0), "source": licences.get(ds, {}).get("source", ""),
                   "licence / terms": licences.get(ds, {}).get("licence", "see the dataset's own terms")}
                  for ds, c in sorted(split_counts.items())]

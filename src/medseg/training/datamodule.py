@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from medseg.data import CatalogEntry, cap_per_dataset, discover, read_manifest, stratified_split
+from medseg.data import CatalogEntry, cap_per_dataset, discover, read_manifest, stratified_split, target_name
 from medseg.data.modality import canonical_modality
 from medseg.errors import MedsegError
 from medseg.training.config import DataConfig
@@ -73,7 +73,7 @@ class SegmentationDataModule(L.LightningDataModule):
         if self.cfg.heads == "single":
             return None
         train, val = self.entries()
-        return sorted({self.cfg.target_of.get(e.dataset, e.dataset) for e in [*train, *val]})
+        return sorted({target_name(e.dataset, self.cfg.target_of) for e in [*train, *val]})
 
     def _target_index(self) -> dict[str, int] | None:
         """dataset → output index (``None``: one output)."""
@@ -81,7 +81,7 @@ class SegmentationDataModule(L.LightningDataModule):
         if targets is None:
             return None
         train, val = self.entries()
-        return {e.dataset: targets.index(self.cfg.target_of.get(e.dataset, e.dataset)) for e in [*train, *val]}
+        return {e.dataset: targets.index(target_name(e.dataset, self.cfg.target_of)) for e in [*train, *val]}
 
     def caches(self) -> tuple[Path, Path | None]:
         """(train, val) cache folders, built on first use (content-addressed: reused across runs)."""
