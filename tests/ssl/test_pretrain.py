@@ -15,7 +15,7 @@ from medseg.errors import MedsegError
 from medseg.models import build_model
 from medseg.models.io import load_model, save_model_folder
 from medseg.ssl.pretrain import load_ssl_config, pretrain
-from medseg.training.module import init_from_folder
+from medseg.training.base_module import init_from_folder
 from tests.conftest import tiny_model_config
 
 OPTS = {k: v for k, v in tiny_model_config("resnet_unet").items() if k != "img_size"}

@@ -74,3 +74,17 @@ def test_accumulation_and_cpu_bf16_autocast_train(tmp_path: Path) -> None:
                              "trainer.progress_bar=false"])
     result = train(cfg)
     assert result.global_step == 2 and (result.model_dir / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("objective", ["ssl", "distill"])
+def test_a_loss_section_that_does_not_apply_is_an_error(objective: str) -> None:
+    """SSL and distillation have their own loss: a ``loss`` override is refused, not silently ignored; their own
+    dumped configs (stored in checkpoints, default loss included) still load."""
+    from medseg.distill import load_distill_config
+    from medseg.ssl.pretrain import load_ssl_config
+
+    load = load_ssl_config if objective == "ssl" else load_distill_config
+    with pytest.raises(InvalidInputError, match="loss does not apply"):
+        load(None, ["loss.weights={dice: 2.0}"])
+    cfg = load(None, [])
+    assert type(cfg).model_validate(cfg.model_dump(mode="json")) == cfg

@@ -20,19 +20,25 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medseg.models import build_model, sized_options
 from medseg.models.parts import is_task_model
-from medseg.training.config import ModelConfig, OptimConfig, TrainConfig, TrainerConfig, load_config
+from medseg.training.base_module import BaseModule, init_from_folder
+from medseg.training.config import (
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+    TrainerConfig,
+    load_config,
+    refuse_unused_loss,
+)
 from medseg.training.datamodule import SegmentationDataModule
 from medseg.training.dataset import open_cache
 from medseg.training.embedding_cache import build_embedding_cache, cache_progress, open_embeddings
 from medseg.training.fit import TrainResult, build_trainer, fit_and_save
-from medseg.training.module import INIT_ONLY_OPTIONS, freeze_modules, init_from_folder
-from medseg.training.optim import parameter_groups
 from medseg.training.sampler import ResumableLoader, ResumableSampler
 from medseg.utils.checks import check_accelerator, check_output_dir
 
@@ -79,6 +85,11 @@ class DistillConfig(TrainConfig):
     optim: DistillOptimConfig = Field(default_factory=DistillOptimConfig)
     trainer: DistillTrainerConfig = Field(default_factory=DistillTrainerConfig)
     embed_batch_size: int = Field(8, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_loss(cls, data: Any) -> Any:
+        return refuse_unused_loss(data, "distillation: the MSE to the teacher's embeddings")
 
 
 def load_distill_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DistillConfig:
@@ -212,39 +223,28 @@ class DistillDataModule(L.LightningDataModule):
                           sampler=list(range(rank, len(self.val_set), world)), num_workers=self.cfg.data.num_workers)
 
 
-class DistillModule(L.LightningModule):
-    """MSE between the student's image-encoder output and the teacher's cached embedding.
+class DistillModule(BaseModule):
+    """MSE between the student's image-encoder output and the teacher's cached embedding; only the encoder learns.
 
     Args:
         config: the :class:`DistillConfig` as a plain dict (stored in checkpoints).
+        targets: a task model's tasks (one parameter bag each); ``None`` for any other student.
     """
 
-    def __init__(self, config: dict[str, Any], targets: list[str] | None = None) -> None:
-        super().__init__()
-        self.save_hyperparameters({"config": config, "targets": targets})
-        self.cfg = DistillConfig.model_validate(config)
-        m = self.cfg.model
-        opts = sized_options(m.name, self.cfg.data.img_size, m.options)
-        self.targets = targets
-        if is_task_model(m.name):
-            if targets is None:
-                raise ValueError(f"{m.name} has one parameter bag per target: set data.heads=per_target")
-            opts["tasks"] = list(targets)
-        elif self.cfg.specific_teacher is not None:
-            raise ValueError(f"MMDKD (specific_teacher) distils parameter bags; {m.name} has none")
-        self.model = build_model(m.name, **opts)
-        if m.init is not None:
-            init_from_folder(self.model, m.init, m.init_mode)
-        self.model_options = {k: v for k, v in opts.items() if k not in INIT_ONLY_OPTIONS}
-        for name, p in self.model.named_parameters():  # only the encoder learns
-            p.requires_grad_(name.startswith("image_encoder."))
-        self.frozen = freeze_modules(self.model, m.freeze)  # parts of the encoder kept fixed, if any
+    schema = DistillConfig
+    val_loss_key = "val/mse"
 
-    def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
-        """Frozen submodules (``model.freeze``) run in eval mode: Lightning switches whole modules to train mode
-        (and restores saved modes after validation), so this is enforced before every step."""
-        for mod in self.frozen:
-            mod.eval()
+    def __init__(self, config: dict[str, Any], targets: list[str] | None = None) -> None:
+        name = DistillConfig.model_validate(config).model.name
+        if not is_task_model(name):
+            if DistillConfig.model_validate(config).specific_teacher is not None:
+                raise ValueError(f"MMDKD (specific_teacher) distils parameter bags; {name} has none")
+            targets = None
+        elif targets is None:
+            raise ValueError(f"{name} has one parameter bag per target: set data.heads=per_target")
+        super().__init__(config, targets)
+        for pname, p in self.model.named_parameters():  # only the encoder learns (minus model.freeze)
+            p.requires_grad_(pname.startswith("image_encoder.") and p.requires_grad)
 
     def _loss(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         """MSE to the teacher's embedding; with MMDKD the weighted sum of the common term (shared encoder, no bag,
@@ -260,25 +260,13 @@ class DistillModule(L.LightningModule):
         self.log(f"{stage}/mse_specific", specific, sync_dist=stage == "val", batch_size=bs)
         return self.cfg.common_weight * common + self.cfg.specific_weight * specific
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss = self._loss(batch, "train")
-        self.log("train/mse", loss, prog_bar=True, batch_size=batch["image"].shape[0])
-        loader = self.trainer.train_dataloader if self._trainer is not None else None
-        if hasattr(loader, "mark_consumed"):
-            loader.mark_consumed(batch_idx)
-        return loss
+        self.log("train/mse", loss, batch_size=batch["image"].shape[0])
+        return loss, {}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.log("val/mse", self._loss(batch, "val"), prog_bar=True, sync_dist=True, batch_size=batch["image"].shape[0])
-
-    def configure_optimizers(self) -> Any:
-        o = self.cfg.optim
-        groups = parameter_groups(self.model, o.lr, o.lr_multipliers)
-        opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
-        if o.scheduler != "cosine" or not self.cfg.trainer.max_steps or self.cfg.trainer.max_steps < 0:
-            return opt
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.cfg.trainer.max_steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 def distill(cfg: DistillConfig, *, resume: bool = False) -> TrainResult:

@@ -17,18 +17,17 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
+from torch import nn
 
-from medseg.models import build_model, sized_options
 from medseg.models.parts import encoder_prefix
 from medseg.ssl.backbone import Backbone
 from medseg.ssl.methods import build_method
 from medseg.ssl.views import random_view
-from medseg.training.config import DataConfig, TrainConfig, TrainerConfig, load_config
+from medseg.training.base_module import BaseModule
+from medseg.training.config import DataConfig, TrainConfig, TrainerConfig, load_config, refuse_unused_loss
 from medseg.training.datamodule import SegmentationDataModule
 from medseg.training.fit import TrainResult, build_trainer, fit_and_save
-from medseg.training.module import init_from_folder
-from medseg.training.optim import parameter_groups
 from medseg.utils.checks import check_accelerator, check_output_dir
 
 
@@ -57,34 +56,37 @@ class SslConfig(TrainConfig):
     data: SslDataConfig = Field(default_factory=SslDataConfig)
     trainer: SslTrainerConfig = Field(default_factory=SslTrainerConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _own_loss(cls, data: Any) -> Any:
+        return refuse_unused_loss(data, "self-supervised pre-training: the method's own loss trains the encoder")
+
 
 def load_ssl_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SslConfig:
     """Like :func:`medseg.training.load_config`, for an :class:`SslConfig`."""
     return load_config(path, overrides, schema=SslConfig)  # type: ignore[return-value]
 
 
-class SslModule(L.LightningModule):
-    """The segmentation model, its encoder as a pooled :class:`Backbone`, and the method on top.
+class SslModule(BaseModule):
+    """The segmentation model, its encoder as a pooled :class:`Backbone`, and the method on top; the optimiser
+    drives the method (the encoder and the method's heads).
 
     Batches are :class:`medseg.training.dataset.SegmentationDataset` dicts; ``image`` (B, 3, S, S) and the region
     ``box`` (B, 4) are used.
     """
 
+    schema = SslConfig
+
     def __init__(self, config: dict[str, Any]) -> None:
-        super().__init__()
-        self.save_hyperparameters({"config": config})
-        self.cfg = SslConfig.model_validate(config)
-        m = self.cfg.model
-        opts = sized_options(m.name, self.cfg.data.img_size, m.options)
-        self.model = build_model(m.name, **opts)
-        if m.init is not None:
-            init_from_folder(self.model, m.init, m.init_mode)
-        self.model_options = opts
+        super().__init__(config)
         prefix = encoder_prefix(self.model)
         for name, p in self.model.named_parameters():  # the decoder is not part of encoder-only pre-training
-            p.requires_grad_(name.startswith(prefix + "."))
+            p.requires_grad_(name.startswith(prefix + ".") and p.requires_grad)
         self.method = build_method(self.cfg.method, Backbone(self.model), **self.cfg.method_options)
         self.views = self.method.view_options(self.cfg.data.img_size)
+
+    def optimized(self) -> nn.Module:
+        return self.method
 
     def _views(self, batch: dict[str, torch.Tensor], seed: tuple[int, ...]) -> list[torch.Tensor]:
         g = torch.Generator().manual_seed(hash(seed) & 0x7FFF_FFFF_FFFF)
@@ -92,14 +94,8 @@ class SslModule(L.LightningModule):
         regions = (batch["box"].float() + torch.tensor([0.0, 0.0, 1.0, 1.0], device=batch["box"].device)) / size
         return [random_view(batch["image"], o, g, regions.clamp(0, 1)) for o in self.views]
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        views = self._views(batch, (self.cfg.seed, self.global_rank, self.global_step))
-        loss = self.method(views)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
-        loader = self.trainer.train_dataloader if self._trainer is not None else None
-        if hasattr(loader, "mark_consumed"):
-            loader.mark_consumed(batch_idx)
-        return loss
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.method(self._views(batch, (self.cfg.seed, self.global_rank, self.global_step))), {}
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimiser step, then the momentum network's update (here rather than in ``on_train_batch_end``:
@@ -111,16 +107,6 @@ class SslModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         views = self._views(batch, (self.cfg.seed, -1, batch_idx))  # the same views at every validation
         self.log("val/loss", self.method(views), prog_bar=True, sync_dist=True, batch_size=batch["image"].shape[0])
-
-    def configure_optimizers(self) -> Any:
-        o = self.cfg.optim
-        opt = torch.optim.AdamW(parameter_groups(self.method, o.lr, o.lr_multipliers), lr=o.lr,
-                                weight_decay=o.weight_decay, betas=tuple(o.betas))
-        steps = self.cfg.trainer.max_steps
-        if o.scheduler != "cosine" or not steps or steps < 0:
-            return opt
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 def pretrain(cfg: SslConfig, *, resume: bool = False,

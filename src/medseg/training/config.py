@@ -176,6 +176,16 @@ class TrainConfig(_Strict):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
 
+def refuse_unused_loss(data: Any, objective: str) -> Any:
+    """For objectives whose loss is their own (SSL, distillation): a ``loss`` section other than the default is an
+    error, not silently ignored. Use as a ``model_validator(mode="before")``."""
+    if isinstance(data, dict) and data.get("loss") is not None:
+        given = data["loss"] if isinstance(data["loss"], LossConfig) else LossConfig.model_validate(data["loss"])
+        if given != LossConfig():
+            raise ValueError(f"loss does not apply to {objective} (its loss is fixed); remove the loss section")
+    return data
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides (values parsed as YAML: ``3``, ``1e-4``, ``[1, 2]``, ``true``, ``null``)."""
     for item in overrides:
