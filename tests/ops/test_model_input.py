@@ -30,3 +30,19 @@ def test_prepare_input_orders_grey_before_the_edge_and_rgb_is_the_identity() -> 
     assert grey_rgb(np.array([[[255, 0, 0]]], np.uint8)).tolist() == [[[76, 76, 76]]]
     with pytest.raises(ValueError, match="colour"):
         prepare_input(img, color="hsv")  # type: ignore[arg-type]
+
+
+def test_model_input_is_the_recorded_transform() -> None:
+    """``ModelInput`` from a ``model.json`` applies colour, then edge, exactly as ``prepare_input``; RGB without an
+    edge leaves the image untouched (the same array)."""
+    from medseg.ops import ModelInput
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    t = ModelInput.from_meta({"color": "grey", "edge": "sobel"})
+    assert (t.color, t.edge) == ("grey", "sobel") and not t.identity
+    assert np.array_equal(t(image), prepare_input(image, color="grey", edge="sobel"))
+    plain = ModelInput.from_meta({})
+    assert plain.identity and plain(image) is image and ModelInput.from_meta({"edge": None}) == plain
+    with pytest.raises(ValueError, match="colour"):
+        ModelInput("blue")  # type: ignore[arg-type]

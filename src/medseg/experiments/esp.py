@@ -258,7 +258,6 @@ class EspExperiment(StagedExperiment):
         from medseg.data import load_samples
         from medseg.evaluation import write_csv
         from medseg.models.io import load_model, save_model_folder
-        from medseg.ops import prepare_input
         from medseg.training.task_classifier import fit_task_classifier, pooled_features
         from medseg.utils.atomic import atomic_write_text
 
@@ -272,7 +271,7 @@ class EspExperiment(StagedExperiment):
             images, labels = [], []
             for e in entries:
                 for s in load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, case_id=e.case_id):
-                    images.append(prepare_input(s.image, color=loaded.color))
+                    images.append(loaded.input(s.image))
                     labels += [tasks.index(self.task_of(e))] * (3 if flips else 1)
             if not images:
                 return torch.zeros(0, 1), torch.zeros(0, dtype=torch.int64)

@@ -15,7 +15,7 @@ from medseg.data.geometry import Letterbox, letterbox_image, unletterbox_logits
 from medseg.inference.engines import OnnxEngine, prepare_engine
 from medseg.inference.sliding import FLIPS, flip_tta, model_logits, native_tensor, sliding_window_logits
 from medseg.models.parts import model_tasks
-from medseg.ops.model_input import prepare_input
+from medseg.ops.model_input import ModelInput
 
 if TYPE_CHECKING:
     from medseg.models.io import LoadedModel
@@ -76,6 +76,7 @@ class Predictor:
         if color not in ("rgb", "grey"):
             raise ValueError(f"unknown input colour {color!r}; choose rgb or grey")
         self.engine, self.edge, self.color = engine, edge, color
+        self.input = ModelInput(color, edge or "none")  # type: ignore[arg-type]
         self.tasks: list[str] | None = model_tasks(model)
         if task is not None and self.tasks is None:
             raise ValueError(f"task {task!r} given, but {type(model).__name__} is not a task model")
@@ -127,8 +128,8 @@ class Predictor:
         Returns one list per image with one :class:`Prediction` per prompt set.
         """
         out: list[list[Prediction]] = []
-        if self.edge not in (None, "none") or self.color != "rgb":
-            images = [prepare_input(im, color=self.color, edge=self.edge) for im in images]  # type: ignore[arg-type]
+        if not self.input.identity:
+            images = [self.input(im) for im in images]
         with torch.inference_mode():
             if self.tile is not None:
                 if any(ps is not None and any(b is not None and len(b) for b in ps) for ps in prompt_sets):

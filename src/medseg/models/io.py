@@ -21,6 +21,7 @@ from medseg.errors import InvalidInputError, MedsegError
 from medseg.models.builders import load_state_strict
 from medseg.models.parts import is_task_model
 from medseg.models.registry import build_model
+from medseg.ops.model_input import ModelInput
 from medseg.utils.atomic import atomic_path, atomic_write_text
 from medseg.weights import sha256_file
 
@@ -53,6 +54,11 @@ class LoadedModel:
     def color(self) -> str:
         """``grey`` for a model trained on grey images (inputs are converted the same way), else ``rgb``."""
         return str(self.meta.get("color", "rgb"))
+
+    @property
+    def input(self) -> ModelInput:
+        """The input transform the model was trained with (colour, then edge): apply it to every image."""
+        return ModelInput.from_meta(self.meta)
 
     @property
     def targets(self) -> list[str]:

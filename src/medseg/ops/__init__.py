@@ -14,7 +14,7 @@ from medseg.ops.edges import (
     kirsch_kernels,
 )
 from medseg.ops.metafeatures import FEATURE_NAMES, image_entropy, meta_features, meta_features_torch
-from medseg.ops.model_input import grey_rgb, prepare_input
+from medseg.ops.model_input import ModelInput, grey_rgb, prepare_input
 from medseg.ops.otsu import (
     Cleanup,
     OtsuPseudoMask,
@@ -30,6 +30,7 @@ __all__ = [
     "GRAY_WEIGHTS",
     "Cleanup",
     "EdgeFilter",
+    "ModelInput",
     "OtsuPseudoMask",
     "edge_filter",
     "edge_filter_numpy",

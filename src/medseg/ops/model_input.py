@@ -4,7 +4,9 @@ and applied again at prediction (one implementation for the training cache and :
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -19,6 +21,36 @@ def grey_rgb(image: np.ndarray) -> np.ndarray:
     three-channel input layer, so RGB-pretrained weights still load)."""
     grey = to_gray(image)
     return np.repeat(grey[..., None], 3, axis=-1)
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """The input transform of one model — the one object the training cache, the predictor, the task classifier's
+    refit and every experiment apply (built from a run's ``data`` section or a folder's ``model.json``).
+
+    ``ModelInput(color, edge)(image)``: (H, W, 3) uint8 → (H, W, 3) uint8 (:func:`prepare_input`).
+    """
+
+    color: InputColor = "rgb"
+    edge: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.color not in ("rgb", "grey"):
+            raise ValueError(f"unknown input colour {self.color!r}; choose rgb or grey")
+        object.__setattr__(self, "edge", self.edge or "none")
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> ModelInput:
+        """From a ``model.json`` (``color``, ``edge``; absent: RGB, no edge)."""
+        return cls(meta.get("color") or "rgb", meta.get("edge") or "none")
+
+    @property
+    def identity(self) -> bool:
+        """Whether the transform leaves images as they are (RGB, no edge)."""
+        return self.color == "rgb" and self.edge == "none"
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return image if self.identity else prepare_input(image, color=self.color, edge=self.edge)
 
 
 def prepare_input(image: np.ndarray, *, color: InputColor = "rgb", edge: str | None = "none") -> np.ndarray:

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from medseg.data import CatalogEntry, load_samples
 from medseg.data.augment import AugmentOptions, extract_patch, flip_rotate, intensity, patch_centre, random_affine
 from medseg.data.geometry import boxes_from_mask, letterbox_image, letterbox_mask, minmax_unit, region_box
-from medseg.ops.model_input import prepare_input
+from medseg.ops.model_input import ModelInput
 
 CACHE_VERSION = 3
 
@@ -96,12 +96,13 @@ def build_cache(entries: Sequence[CatalogEntry], cache_root: str | Path, *, img_
     the native-resolution images and masks are kept for patch training and validation at the images' own size.
     ``edge`` (an operator of :data:`medseg.ops.EDGE_OPERATORS`, or ``none``) replaces every image by its edge
     magnitude first (CMMC's edge-enhanced pre-training); ``color="grey"`` the grey image, before ``edge``
-    (:func:`medseg.ops.prepare_input`).
+    (:class:`medseg.ops.ModelInput`, recorded in the model folder and applied again at prediction).
     """
     key = _cache_key(entries, img_size, mask_mode, edge, color)
     dest = Path(cache_root) / key
     if (dest / "meta.json").is_file():
         return dest
+    transform = ModelInput(color, edge)  # type: ignore[arg-type]
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=dest.parent))
     try:
@@ -113,7 +114,7 @@ def build_cache(entries: Sequence[CatalogEntry], cache_root: str | Path, *, img_
                 samples = load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset,
                                        mask_mode=mask_mode)  # type: ignore[arg-type]
                 for s in samples:
-                    s.image = prepare_input(s.image, color=color, edge=edge)  # type: ignore[arg-type]
+                    s.image = transform(s.image)
                     img, geo = letterbox_image(s.image, img_size)
                     gt = s.binary_mask()
                     gt = gt if gt is not None else np.zeros(s.image.shape[:2], bool)
