@@ -55,6 +55,7 @@ from medseg.experiments.base import (
     TrainerOptions,
 )
 from medseg.models.io import is_model_folder
+from medseg.training.config import LossConfig
 
 Start = Literal["scratch", "medsass", "medsass_encoder", "simsiam", "byol", "dino"]
 SSL_METHODS = ("simsiam", "byol", "dino")
@@ -78,9 +79,9 @@ class PseudoSpec(Strict):
     compare: list[Literal["bright", "dark", "auto"]] = Field(default_factory=lambda: ["bright", "dark", "auto"])
 
 
-class LossSpec(Strict):
-    weights: dict[str, float] = Field(default_factory=lambda: {"focal_tversky": 1.0})
-    options: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(FOCAL_TVERSKY))
+def _focal_tversky() -> LossConfig:
+    """The MedSASS loss (``medseg train``'s :class:`LossConfig`): focal Tversky with the paper's settings."""
+    return LossConfig(weights={"focal_tversky": 1.0}, options=dict(FOCAL_TVERSKY))
 
 
 def _default_archs() -> dict[str, ArchSpec]:
@@ -102,7 +103,7 @@ class MedsassConfig(Strict):
     pseudo: PseudoSpec = Field(default_factory=PseudoSpec)
     pretrain: StageConfig = Field(default_factory=lambda: StageConfig(steps=2000, batch_size=16, lr=3.6e-4,
                                                                       weight_decay=1e-5))
-    medsass_loss: LossSpec = Field(default_factory=LossSpec)
+    medsass_loss: LossConfig = Field(default_factory=_focal_tversky)
     #: per SSL method, its options (:mod:`medseg.ssl.methods`: head widths, temperatures, local crops)
     ssl: dict[str, dict[str, Any]] = Field(default_factory=dict)
     #: SSL pre-training's own stage settings (default: ``pretrain``'s)
@@ -113,7 +114,7 @@ class MedsassConfig(Strict):
     #: ``finetune.steps`` and at most ``finetune_max_steps`` (``null``: ``finetune.steps`` for every subset)
     finetune_epochs: float | None = Field(None, gt=0)
     finetune_max_steps: int | None = Field(None, ge=1)
-    finetune_loss: LossSpec = Field(default_factory=LossSpec)
+    finetune_loss: LossConfig = Field(default_factory=_focal_tversky)
     fractions: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     surface_metrics: bool = True  # NSD (τ = 2 px) and HD95 besides IoU and Dice
@@ -205,7 +206,7 @@ class MedsassExperiment(StagedExperiment):
 
         return self._engine_stage(out, "pretrain-ssl", run)
 
-    def _seg_train(self, out: Path, stage: str, sc: StageConfig, manifest: Path, arch: str, loss: LossSpec,
+    def _seg_train(self, out: Path, stage: str, sc: StageConfig, manifest: Path, arch: str, loss: LossConfig,
                    init: tuple[Path, str] | None, what: str, extra: list[str] | None = None) -> Path:
         from medseg.training import load_config, train
 
