@@ -121,25 +121,28 @@ class StagedExperiment:
         return list(self._entries[1])
 
     # ---- training stages --------------------------------------------------------------------------------------
-    def common_overrides(self, stage: StageConfig, out: Path, manifest: Path) -> list[str]:
-        """The ``medseg train`` overrides every training stage shares: data, optimiser, schedule, engine."""
+    def engine_patch(self, out: Path, manifest: Path) -> dict[str, Any]:
+        """The part of a stage's :func:`medseg.training.stage_config` patch that every training stage shares:
+        output folder, seed, data and caches, and the hardware (:class:`TrainerOptions`)."""
         t = self.cfg.trainer
-        return [f"out_dir={out}", f"seed={self.cfg.seed}", f"data.manifest={manifest}",
-                f"data.img_size={self.cfg.data.img_size}", f"data.cache_dir={self.cache}",
-                f"data.color={self.cfg.data.color}",
-                f"data.num_workers={t.num_workers}",
-                f"optim.lr={stage.lr}", f"optim.weight_decay={stage.weight_decay}", "optim.scheduler=cosine",
-                f"optim.lr_multipliers={json.dumps(stage.lr_multipliers)}",
-                f"trainer.max_steps={stage.steps}", "trainer.max_epochs=-1", f"trainer.batch_size={stage.batch_size}",
-                f"trainer.accelerator={t.accelerator}", f"trainer.devices={json.dumps(t.devices)}",
-                f"trainer.strategy={t.strategy}", f"trainer.precision={t.precision}",
-                f"trainer.progress_bar={t.progress_bar}",
-                f"trainer.checkpoint_every_n_steps={max(10, stage.steps // 10)}",
+        return {"out_dir": out, "seed": self.cfg.seed, "data.manifest": manifest, "data.cache_dir": self.cache,
+                "data.color": self.cfg.data.color, "data.num_workers": t.num_workers,
+                "trainer.accelerator": t.accelerator, "trainer.devices": t.devices, "trainer.strategy": t.strategy,
+                "trainer.precision": t.precision, "trainer.progress_bar": t.progress_bar}
+
+    def common_patch(self, stage: StageConfig, out: Path, manifest: Path) -> dict[str, Any]:
+        """:meth:`engine_patch` plus the optimiser and schedule of a :class:`StageConfig` (AdamW, cosine over
+        ``steps``, a few validations counted in steps, ``freeze``)."""
+        return {**self.engine_patch(out, manifest), "data.img_size": self.cfg.data.img_size,
+                "optim.lr": stage.lr, "optim.weight_decay": stage.weight_decay, "optim.scheduler": "cosine",
+                "optim.lr_multipliers": stage.lr_multipliers,
+                "trainer.max_steps": stage.steps, "trainer.max_epochs": -1, "trainer.batch_size": stage.batch_size,
+                "trainer.checkpoint_every_n_steps": max(10, stage.steps // 10),
                 # validation a few times per stage, counted in steps: a small subset's epoch is 1–2 steps, and
                 # validating every epoch made validation the main cost of fine-tuning
-                "trainer.check_val_every_n_epoch=null",
-                f"trainer.val_check_interval={_val_interval(stage.steps, stage.validations)}",
-                f"model.freeze={json.dumps(stage.freeze)}"]
+                "trainer.check_val_every_n_epoch": None,
+                "trainer.val_check_interval": _val_interval(stage.steps, stage.validations),
+                "model.freeze": stage.freeze}
 
     def _claim(self, record: Path, stage: str, extra: dict[str, Any] | None = None) -> None:
         """Record (in ``record``, JSON) the settings a stage's output is built from, or refuse to reuse or resume an

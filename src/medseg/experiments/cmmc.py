@@ -45,6 +45,7 @@ from medseg.experiments.base import (
 )
 from medseg.metrics import group_means
 from medseg.models.io import is_model_folder
+from medseg.training.config import stage_config
 from medseg.utils.atomic import atomic_write_text
 
 
@@ -120,28 +121,29 @@ class CmmcExperiment(StagedExperiment):
         return opts
 
     def stage_distill(self) -> Path:
-        from medseg.distill import distill, load_distill_config
+        from medseg.distill import DistillConfig, distill
 
         out = self.out / "distill"
 
         def run(resume: bool) -> Any:
             self.say("distill: student encoder ← LiteMedSAM encoder")
             teacher = {"pretrained": self.cfg.teacher_weights or True, **self.cfg.teacher}
-            cfg = load_distill_config(None, [
-                *self.common_overrides(self.cfg.distill, out, self.stage_split()),
-                f"model.options={json.dumps(self._student_options(True))}",
-                f"teacher.options={json.dumps(teacher)}", "trainer.final_weights=best"])
+            cfg = stage_config(DistillConfig, {
+                **self.common_patch(self.cfg.distill, out, self.stage_split()),
+                "model.options": self._student_options(True), "teacher.options": teacher,
+                "trainer.final_weights": "best"})
             return distill(cfg, resume=resume)
 
         return self._engine_stage(out, "distill", run)
 
-    def _train(self, out: Path, stage: StageConfig, manifest: Path, init: Path, extra: list[str], name: str) -> Path:
-        from medseg.training import load_config, train
+    def _train(self, out: Path, stage: StageConfig, manifest: Path, init: Path, extra: dict[str, Any],
+               name: str) -> Path:
+        from medseg.training import TrainConfig, train
 
-        return self._engine_stage(out, name, lambda resume: train(load_config(None, [
-            *self.common_overrides(stage, out, manifest), "model.name=lite_medsam_student",
-            f"model.options={json.dumps(self._student_options(False))}", f"model.init={init}",
-            "loss.weights={dice: 1.0, bce: 1.0, iou_mse: 1.0}", *extra]), resume=resume))
+        return self._engine_stage(out, name, lambda resume: train(stage_config(TrainConfig, {
+            **self.common_patch(stage, out, manifest), "model.name": "lite_medsam_student",
+            "model.options": self._student_options(False), "model.init": init,
+            "loss.weights": {"dice": 1.0, "bce": 1.0, "iou_mse": 1.0}, **extra}), resume=resume))
 
     def stage_pretrain(self, kind: Literal["raw", "edge"]) -> Path:
         out = self.out / f"pretrain-{kind}"
@@ -149,7 +151,7 @@ class CmmcExperiment(StagedExperiment):
             self.say(f"pretrain-{kind}: all modalities, {'raw' if kind == 'raw' else self.cfg.edge} images, GT boxes")
         edge = "none" if kind == "raw" else self.cfg.edge
         return self._train(out, self.cfg.pretrain, self.stage_split(), self.stage_distill(),
-                           [f"data.edge={edge}", "data.box_prompt=gt", f"data.box_shift={self.cfg.box_shift}"],
+                           {"data.edge": edge, "data.box_prompt": "gt", "data.box_shift": self.cfg.box_shift},
                            f"pretrain-{kind}")
 
     def stage_finetune(self, kind: Literal["raw", "edge"], subset: str) -> Path:
@@ -160,7 +162,7 @@ class CmmcExperiment(StagedExperiment):
             mine = [e for e in self.entries() if subset_of(e, self.cfg.data.target_of) == subset]
             write_manifest(mine, manifest)
         return self._train(out, self.cfg.finetune, manifest, self.stage_pretrain(kind),
-                           ["data.edge=none", "data.box_prompt=whole", "data.box_shift=0"], f"finetune-{kind}")
+                           {"data.edge": "none", "data.box_prompt": "whole", "data.box_shift": 0}, f"finetune-{kind}")
 
     # ---- scoring ----------------------------------------------------------------------------------------------
     def _score(self, csv_path: Path, model_for: Callable[[CatalogEntry], Any]) -> list[dict[str, Any]]:

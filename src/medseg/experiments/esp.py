@@ -55,6 +55,7 @@ from medseg.experiments.base import (
 )
 from medseg.metrics import group_means
 from medseg.models.io import is_model_folder, read_model_meta
+from medseg.training.config import stage_config
 from medseg.training.task_classifier import ClassifierFitConfig
 
 
@@ -173,20 +174,19 @@ class EspExperiment(StagedExperiment):
     def _pretrained(self) -> str | bool:
         return self.cfg.teacher_weights or True
 
-    def _task_overrides(self) -> list[str]:
-        return ["data.heads=per_target", f"data.target_of={json.dumps(self.cfg.data.target_of)}",
-                "data.box_prompt=whole", "data.box_shift=0",
-                f"loss.weights={json.dumps(self.cfg.loss)}", "trainer.monitor=val/dice"]
+    def _task_patch(self) -> dict[str, Any]:
+        return {"data.heads": "per_target", "data.target_of": self.cfg.data.target_of, "data.box_prompt": "whole",
+                "data.box_shift": 0, "loss.weights": self.cfg.loss, "trainer.monitor": "val/dice"}
 
     def _train(self, stage: str, out: Path, sc: StageConfig, name: str, options: dict[str, Any],
                init: Path | None, init_mode: str = "strict", seed: int | None = None) -> Path:
-        from medseg.training import load_config, train
+        from medseg.training import TrainConfig, train
 
-        return self._engine_stage(out, stage + self.suffix, lambda resume: train(load_config(None, [
-            *self.common_overrides(sc, out, self.stage_split()), f"model.name={name}",
-            f"model.options={json.dumps(options)}", *self._task_overrides(),
-            *([f"model.init={init}", f"model.init_mode={init_mode}"] if init is not None else []),
-            *([f"seed={seed}"] if seed is not None else [])]), resume=resume))
+        return self._engine_stage(out, stage + self.suffix, lambda resume: train(stage_config(TrainConfig, {
+            **self.common_patch(sc, out, self.stage_split()), "model.name": name, "model.options": options,
+            **self._task_patch(),
+            **({"model.init": init, "model.init_mode": init_mode} if init is not None else {}),
+            **({"seed": seed} if seed is not None else {})}), resume=resume))
 
     def stage_teacher(self) -> Path:
         if self.parent is not None and not self.held_out:
@@ -198,7 +198,7 @@ class EspExperiment(StagedExperiment):
                            {"pretrained": self._pretrained(), **self.cfg.teacher_model}, None)
 
     def stage_mmdkd(self) -> Path:
-        from medseg.distill import distill, load_distill_config
+        from medseg.distill import DistillConfig, distill
 
         if self.parent is not None and not self.held_out and self.variant != "no_teacher_adaptation":
             return self.parent.stage_mmdkd()
@@ -208,20 +208,19 @@ class EspExperiment(StagedExperiment):
             plain = {"pretrained": self._pretrained(), **self.cfg.lite_medsam}
             if self.variant == "no_teacher_adaptation":  # the bags learn the plain encoder too
                 self.say("mmdkd (no teacher adaptation): shared encoder and every bag ← LiteMedSAM")
-                specific = ["specific_teacher.name=lite_medsam", f"specific_teacher.options={json.dumps(plain)}"]
+                specific = {"specific_teacher.name": "lite_medsam", "specific_teacher.options": plain}
             else:
                 teacher = self.stage_teacher()
                 self.say("mmdkd: shared encoder ← LiteMedSAM, each task's bag ← the adapted teacher")
                 adapted = read_model_meta(teacher)["options"]
-                specific = ["specific_teacher.name=esp_medsam_teacher",
-                            f"specific_teacher.options={json.dumps(adapted)}", f"specific_teacher.init={teacher}"]
-            cfg = load_distill_config(None, [
-                *self.common_overrides(self.cfg.mmdkd, out, self.stage_split()),
-                "model.name=esp_medsam",
-                f"model.options={json.dumps({'pretrained': self._pretrained(), **self.cfg.student})}",
-                f"teacher.options={json.dumps(plain)}", *specific, f"common_weight={self.cfg.common_weight}",
-                f"specific_weight={self.cfg.specific_weight}", "data.heads=per_target",
-                f"data.target_of={json.dumps(self.cfg.data.target_of)}", "trainer.final_weights=best"])
+                specific = {"specific_teacher.name": "esp_medsam_teacher", "specific_teacher.options": adapted,
+                            "specific_teacher.init": teacher}
+            cfg = stage_config(DistillConfig, {
+                **self.common_patch(self.cfg.mmdkd, out, self.stage_split()), "model.name": "esp_medsam",
+                "model.options": {"pretrained": self._pretrained(), **self.cfg.student}, "teacher.options": plain,
+                **specific, "common_weight": self.cfg.common_weight, "specific_weight": self.cfg.specific_weight,
+                "data.heads": "per_target", "data.target_of": self.cfg.data.target_of,
+                "trainer.final_weights": "best"})
             return distill(cfg, resume=resume)
 
         return self._engine_stage(out, "mmdkd" + self.suffix, run)

@@ -36,7 +36,6 @@ grows with the labelled subset (``finetune_epochs``, bounded by ``finetune.steps
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +54,7 @@ from medseg.experiments.base import (
     TrainerOptions,
 )
 from medseg.models.io import is_model_folder
-from medseg.training.config import LossConfig
+from medseg.training.config import LossConfig, stage_config
 
 Start = Literal["scratch", "medsass", "medsass_encoder", "simsiam", "byol", "dino"]
 SSL_METHODS = ("simsiam", "byol", "dino")
@@ -183,9 +182,9 @@ class MedsassExperiment(StagedExperiment):
         return manifest
 
     # ---- pre-training -----------------------------------------------------------------------------------------
-    def _model_overrides(self, arch: str) -> list[str]:
+    def _model_patch(self, arch: str) -> dict[str, Any]:
         spec = self.cfg.archs[arch]
-        return [f"model.name={spec.name}", f"model.options={json.dumps(spec.options)}"]
+        return {"model.name": spec.name, "model.options": spec.options}
 
     def stage_pretrain(self, arch: str, method: str) -> Path:
         """``pretrain/<arch>/<method>/model``: MedSASS (``medsass``) or an SSL method's pre-trained model."""
@@ -194,29 +193,28 @@ class MedsassExperiment(StagedExperiment):
             return self._seg_train(out, "pretrain-medsass", self.cfg.pretrain, self.stage_pseudo(), arch,
                                    self.cfg.medsass_loss, init=None,
                                    what=f"pretrain {arch}/medsass: encoder + decoder on the Otsu pseudo-masks")
-        from medseg.ssl.pretrain import load_ssl_config, pretrain
+        from medseg.ssl.pretrain import SslConfig, pretrain
 
         def run(resume: bool) -> Any:
             self.say(f"pretrain {arch}/{method}: encoder only, on the training images")
             stage = self.cfg.ssl_pretrain or self.cfg.pretrain
-            cfg = load_ssl_config(None, [*self.common_overrides(stage, out, self.stage_split()),
-                                         *self._model_overrides(arch), f"method={method}",
-                                         f"method_options={json.dumps(self.cfg.ssl.get(method, {}))}"])
+            cfg = stage_config(SslConfig, {**self.common_patch(stage, out, self.stage_split()),
+                                           **self._model_patch(arch), "method": method,
+                                           "method_options": self.cfg.ssl.get(method, {})})
             return pretrain(cfg, resume=resume)
 
         return self._engine_stage(out, "pretrain-ssl", run)
 
     def _seg_train(self, out: Path, stage: str, sc: StageConfig, manifest: Path, arch: str, loss: LossConfig,
-                   init: tuple[Path, str] | None, what: str, extra: list[str] | None = None) -> Path:
-        from medseg.training import load_config, train
+                   init: tuple[Path, str] | None, what: str, extra: dict[str, Any] | None = None) -> Path:
+        from medseg.training import TrainConfig, train
 
         def run(resume: bool) -> Any:
             self.say(what)
-            cfg = load_config(None, [*self.common_overrides(sc, out, manifest), *self._model_overrides(arch),
-                                     f"loss.weights={json.dumps(loss.weights)}",
-                                     f"loss.options={json.dumps(loss.options)}",
-                                     *([f"model.init={init[0]}", f"model.init_mode={init[1]}"] if init else []),
-                                     *(extra or [])])
+            cfg = stage_config(TrainConfig, {**self.common_patch(sc, out, manifest), **self._model_patch(arch),
+                                             "loss.weights": loss.weights, "loss.options": loss.options,
+                                             **({"model.init": init[0], "model.init_mode": init[1]} if init else {}),
+                                             **(extra or {})})
             return train(cfg, resume=resume)
 
         return self._engine_stage(out, stage, run)
@@ -252,7 +250,7 @@ class MedsassExperiment(StagedExperiment):
         return self._seg_train(out, "finetune", stage, manifest, arch, self.cfg.finetune_loss, init,
                                what=f"finetune {arch}/{start} with {fraction:.0%} of the labels ({n} images, "
                                     f"{steps} steps), seed {seed}",
-                               extra=[f"seed={seed}", "trainer.final_weights=last"])
+                               extra={"seed": seed, "trainer.final_weights": "last"})
 
     def runs(self) -> list[tuple[str, str, float, int]]:
         """Every (arch, start, fraction, seed) of the config, in run order."""

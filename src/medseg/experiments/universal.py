@@ -42,6 +42,7 @@ from medseg.experiments.base import (
     TrainerOptions,
 )
 from medseg.models.io import is_model_folder, read_model_meta
+from medseg.training.config import stage_config
 from medseg.utils.atomic import atomic_write_text
 
 
@@ -220,7 +221,7 @@ class UniversalExperiment(StagedExperiment):
     def stage_specialists(self) -> dict[str, Path]:
         """target → the model folder of its specialist (trained, resumed or reused)."""
         from medseg.data import write_manifest
-        from medseg.training import load_config, train
+        from medseg.training import TrainConfig, train
 
         out: dict[str, Path] = {}
         for target, sc in self.cfg.specialists.items():
@@ -236,26 +237,22 @@ class UniversalExperiment(StagedExperiment):
                 write_manifest(entries, manifest)
                 self.say(f"specialist {target}: native-resolution U-Net on "
                          f"{', '.join(sorted({e.dataset for e in entries}))}, {sc.minutes:g} min on 2 cores")
-            t = self.cfg.trainer
-            overrides = [
-                f"out_dir={folder}", f"seed={self.cfg.seed}", f"data.manifest={manifest}",
-                f"data.cache_dir={self.cache}", f"data.color={self.cfg.data.color}",
-                f"data.patch_size={sc.patch_size}", "data.foreground_oversample=0.33", "data.val_overlap=0.25",
-                f"data.patches_per_epoch={sc.patches_per_epoch}",
-                "data.augment={flips: true, rot90: true, affine_p: 0.2, intensity_p: 0.15, gamma_p: 0.3}",
-                "model.name=resnet_unet", f"model.options={json.dumps(sc.model)}",
-                "loss.weights={dice: 1.0, bce: 1.0}", f"optim.lr={sc.lr}", "optim.weight_decay=0.0001",
-                "optim.scheduler=plateau", "optim.plateau_monitor=val/dice", "optim.plateau_factor=0.5",
-                "optim.plateau_patience=4", f"trainer.batch_size={sc.batch_size}", "trainer.max_epochs=-1",
-                *([f"trainer.max_steps={sc.steps}"] if sc.steps else
-                  ["trainer.max_steps=-1", f"trainer.max_cpu_minutes={2 * sc.minutes}"]),
-                "trainer.checkpoint_every_n_steps=50", "trainer.gradient_clip_val=1.0", "trainer.final_weights=best",
-                f"trainer.accelerator={t.accelerator}", f"trainer.devices={json.dumps(t.devices)}",
-                f"trainer.strategy={t.strategy}", f"trainer.precision={t.precision}",
-                f"trainer.progress_bar={t.progress_bar}"]
+            patch = {
+                **self.engine_patch(folder, manifest),
+                "data.patch_size": sc.patch_size, "data.foreground_oversample": 0.33, "data.val_overlap": 0.25,
+                "data.patches_per_epoch": sc.patches_per_epoch,
+                "data.augment": {"flips": True, "rot90": True, "affine_p": 0.2, "intensity_p": 0.15, "gamma_p": 0.3},
+                "model.name": "resnet_unet", "model.options": sc.model, "loss.weights": {"dice": 1.0, "bce": 1.0},
+                "optim.lr": sc.lr, "optim.weight_decay": 0.0001, "optim.scheduler": "plateau",
+                "optim.plateau_monitor": "val/dice", "optim.plateau_factor": 0.5, "optim.plateau_patience": 4,
+                "trainer.batch_size": sc.batch_size, "trainer.max_epochs": -1,
+                **({"trainer.max_steps": sc.steps} if sc.steps else
+                   {"trainer.max_steps": -1, "trainer.max_cpu_minutes": 2 * sc.minutes}),
+                "trainer.checkpoint_every_n_steps": 50, "trainer.gradient_clip_val": 1.0,
+                "trainer.final_weights": "best"}
             held = [d for d in self.cfg.held_out if self.task_of(d) == target]
             out[target] = self._engine_stage(folder, "specialist",
-                                             lambda resume, o=overrides: train(load_config(None, o), resume=resume),
+                                             lambda resume, p=patch: train(stage_config(TrainConfig, p), resume=resume),
                                              extra={"specialist": sc.model_dump(mode="json"),
                                                     **({"held_out": held} if held else {})})
         return out
@@ -269,7 +266,7 @@ class UniversalExperiment(StagedExperiment):
 
     def stage_head(self) -> Path:
         """``head/model``: the prompt-free head trained on the embedding cache (Lightning, resumable)."""
-        from medseg.training import load_config, train
+        from medseg.training import TrainConfig, train
 
         out = self.out / "head"
         hc = self.cfg.head
@@ -278,17 +275,15 @@ class UniversalExperiment(StagedExperiment):
             held = f", without {', '.join(self.cfg.held_out)}" if self.cfg.held_out else ""
             self.say(f"head: prompt-free head on cached LiteMedSAM embeddings, {hc.steps} steps of batch "
                      f"{hc.batch_size}{held}")
-        overrides = [*self.common_overrides(hc, out, self.stage_split()), "model.name=prompt_free_head",
-                     f"model.options={json.dumps({**self._decoder_init(), **hc.model})}",
-                     "data.heads=per_target", f"data.target_of={json.dumps(self.cfg.data.target_of)}",
-                     "data.box_prompt=whole", "data.box_shift=0",
-                     f"data.embeddings={json.dumps(self.embedding_source())}",
-                     f"loss.weights={json.dumps(hc.loss)}", "trainer.monitor=val/dice"]
-        return self._engine_stage(out, "head", lambda resume: train(load_config(None, overrides), resume=resume))
+        patch = {**self.common_patch(hc, out, self.stage_split()), "model.name": "prompt_free_head",
+                 "model.options": {**self._decoder_init(), **hc.model}, "data.heads": "per_target",
+                 "data.target_of": self.cfg.data.target_of, "data.box_prompt": "whole", "data.box_shift": 0,
+                 "data.embeddings": self.embedding_source(), "loss.weights": hc.loss, "trainer.monitor": "val/dice"}
+        return self._engine_stage(out, "head", lambda resume: train(stage_config(TrainConfig, patch), resume=resume))
 
     def stage_fast(self) -> Path | None:
         """``fast/model``: the student for ``--fast`` (``None`` without ``fast``)."""
-        from medseg.distill import distill, load_distill_config
+        from medseg.distill import DistillConfig, distill
 
         fc = self.cfg.fast
         if fc is None:
@@ -297,10 +292,10 @@ class UniversalExperiment(StagedExperiment):
         if not is_model_folder(out / "model"):
             self.stage_embeddings()
             self.say(f"fast: the student encoder distilled from LiteMedSAM's cached embeddings, {fc.steps} steps")
-        overrides = [*self.common_overrides(fc, out, self.stage_split()), "model.name=lite_medsam_student",
-                     f"model.options={json.dumps({**self._decoder_init(), **fc.student})}",
-                     f"teacher.options={json.dumps(self.cfg.encoder)}", "trainer.final_weights=best"]
-        return self._engine_stage(out, "fast", lambda resume: distill(load_distill_config(None, overrides),
+        patch = {**self.common_patch(fc, out, self.stage_split()), "model.name": "lite_medsam_student",
+                 "model.options": {**self._decoder_init(), **fc.student}, "teacher.options": self.cfg.encoder,
+                 "trainer.final_weights": "best"}
+        return self._engine_stage(out, "fast", lambda resume: distill(stage_config(DistillConfig, patch),
                                                                          resume=resume))
 
     def stage_selection(self) -> dict[str, str]:
