@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -119,6 +120,58 @@ for _k in ("teacher", "mmdkd", "esp", "classifier", "scores-esp"):
     STAGE_INPUTS[f"{_k}-unseen"] = (*STAGE_INPUTS[_k], "unseen")
 
 
+STAGES = ("split", "teacher", "mmdkd", "esp", "classifier")
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One pipeline of the experiment, declared in :func:`pipelines` rather than switched by flags: where it writes,
+    which stages it trains itself (the others are the main pipeline's, reused), what it holds out, how its
+    ESP-MedSAM differs from the full model, and what its ``scores/`` holds."""
+
+    #: sub-folder of ``out_dir`` (``""``: the main pipeline)
+    folder: str = ""
+    #: the stages of :data:`STAGES` this pipeline runs itself
+    trains: frozenset[str] = frozenset(STAGES)
+    #: datasets whose training and validation images it never sees (their test images are its unseen domains)
+    held_out: tuple[str, ...] = ()
+    #: the ablation it is (``None``: none); shown in messages
+    variant: str | None = None
+    #: MMDKD's specific teacher: the adapted teacher (``adapted``) or the plain LiteMedSAM encoder (``plain``)
+    specific_teacher: Literal["adapted", "plain"] = "adapted"
+    #: ESP-MedSAM option changes, and the parameter-name prefix of the part they remove (its lr factor goes too)
+    model_changes: tuple[tuple[str, Any], ...] = ()
+    removes: str | None = None
+    #: added to the experiment's seed for the ESP-MedSAM training
+    seed_offset: int = 0
+    #: score files: ``esp`` (as it predicts), ``esp_true_task``, ``esp_true_task_source`` (the held-out control),
+    #: ``baselines`` (LiteMedSAM with GT and image-region boxes)
+    scores: frozenset[str] = frozenset({"esp", "esp_true_task", "baselines"})
+
+    @property
+    def suffix(self) -> str:
+        """Stage-record suffix: the held-out pipeline's stages also depend on ``unseen``."""
+        return "-unseen" if self.held_out else ""
+
+
+def pipelines(cfg: EspConfig) -> dict[str, Pipeline]:
+    """name → :class:`Pipeline` of every pipeline ``cfg`` asks for: ``main``; ``unseen`` (all stages again without
+    the ``unseen`` datasets); one ``ablation-<variant>`` per ablation (its own ESP-MedSAM, and its own MMDKD where
+    the variant changes the distillation)."""
+    table = {"main": Pipeline()}
+    if cfg.unseen:
+        table["unseen"] = Pipeline(folder="unseen", held_out=tuple(cfg.unseen),
+                                   scores=frozenset({"esp", "esp_true_task", "esp_true_task_source", "baselines"}))
+    for v in cfg.ablations:
+        changes, gone = MODEL_VARIANTS.get(v, ({}, None))
+        plain = v == "no_teacher_adaptation"
+        table[f"ablation-{v}"] = Pipeline(
+            folder=f"ablation-{v}", trains=frozenset({"esp", "classifier", *(["mmdkd"] if plain else [])}),
+            variant=v, specific_teacher="plain" if plain else "adapted", model_changes=tuple(changes.items()),
+            removes=gone, seed_offset=1 if v == "seed_replicate" else 0, scores=frozenset({"esp"}))
+    return table
+
+
 def load_esp_config(path: str | Path, overrides: list[str] | None = None) -> EspConfig:
     """Read an experiment YAML (unknown keys and wrong types name the file and field); ``key.path=value``
     overrides as in ``medseg train``."""
@@ -128,39 +181,49 @@ def load_esp_config(path: str | Path, overrides: list[str] | None = None) -> Esp
 
 
 class EspExperiment(StagedExperiment):
-    """Runs the stages of one :class:`EspConfig`; each ``stage_*`` method is idempotent.
+    """Runs the stages of one :class:`Pipeline` of an :class:`EspConfig`; each ``stage_*`` method is idempotent.
 
     Args:
         cfg: the experiment.
         progress: called with a one-line message when a stage starts.
-        parent, held_out, variant: set by the experiment itself for its sub-pipelines (unseen domains: a pipeline
-            without the ``held_out`` datasets; ablations: one ``variant``, reusing the parent's earlier stages).
+        pipeline, main: a sub-pipeline of :func:`pipelines` and the main pipeline whose stages it reuses (set by
+            the experiment itself; default: the main pipeline).
     """
 
     STAGE_INPUTS = STAGE_INPUTS
     cfg: EspConfig
 
-    def __init__(self, cfg: EspConfig, progress: Callable[[str], None] = print, *, parent: EspExperiment | None = None,
-                 held_out: tuple[str, ...] = (), variant: str | None = None) -> None:
-        out = cfg.out_dir
-        if parent is not None:
-            out = parent.out / ("unseen" if held_out else f"ablation-{variant}")
+    def __init__(self, cfg: EspConfig, progress: Callable[[str], None] = print, *,
+                 pipeline: Pipeline | None = None, main: EspExperiment | None = None) -> None:
+        self.pipeline = pipeline or Pipeline()
+        if self.pipeline.folder and main is None:
+            raise ValueError(f"the {self.pipeline.folder} pipeline needs the main pipeline")
+        out = main.out / self.pipeline.folder if main is not None else cfg.out_dir
         super().__init__(cfg.model_copy(update={"out_dir": out}), progress)
-        self.parent, self.held_out, self.variant = parent, held_out, variant
-        if parent is not None:
-            self.cache = parent.cache
-        self.suffix = "-unseen" if held_out else ""
+        self.main = main
+        if main is not None:
+            self.cache = main.cache
+        self.held_out, self.variant, self.suffix = self.pipeline.held_out, self.pipeline.variant, self.pipeline.suffix
+
+    def _reused(self, stage: str) -> EspExperiment | None:
+        """The main pipeline, where this pipeline reuses ``stage`` from it."""
+        return self.main if self.main is not None and stage not in self.pipeline.trains else None
+
+    def sub_pipelines(self) -> dict[str, EspExperiment]:
+        """name → the experiment of every pipeline but the main one (:func:`pipelines`)."""
+        return {name: EspExperiment(self.cfg, self.say, pipeline=p, main=self)
+                for name, p in pipelines(self.cfg).items() if name != "main"}
 
     def task_of(self, e: CatalogEntry) -> str:
         return target_name(e.dataset, self.cfg.data.target_of)
 
     def stage_split(self) -> Path:
-        """The parent's split; without the held-out datasets' training and validation images (their test images
+        """The main pipeline's split; without the held-out datasets' training and validation images (their test images
         stay: they are the unseen domains)."""
-        if self.parent is None:
+        if self.main is None:
             return super().stage_split()
-        source = self.parent.stage_split()
-        if not self.held_out:
+        source = self.main.stage_split()
+        if "split" not in self.pipeline.trains or not self.held_out:
             return source
         from medseg.data import read_manifest, write_manifest
 
@@ -189,8 +252,8 @@ class EspExperiment(StagedExperiment):
             **({"seed": seed} if seed is not None else {})}), resume=resume))
 
     def stage_teacher(self) -> Path:
-        if self.parent is not None and not self.held_out:
-            return self.parent.stage_teacher()
+        if (main := self._reused("teacher")) is not None:
+            return main.stage_teacher()
         out = self.out / "teacher"
         if not is_model_folder(out / "model"):
             self.say("teacher: LiteMedSAM's encoder frozen + a shared parameter bag, SPPG, QDMD")
@@ -200,13 +263,13 @@ class EspExperiment(StagedExperiment):
     def stage_mmdkd(self) -> Path:
         from medseg.distill import DistillConfig, distill
 
-        if self.parent is not None and not self.held_out and self.variant != "no_teacher_adaptation":
-            return self.parent.stage_mmdkd()
+        if (main := self._reused("mmdkd")) is not None:
+            return main.stage_mmdkd()
         out = self.out / "mmdkd"
 
         def run(resume: bool) -> Any:
             plain = {"pretrained": self._pretrained(), **self.cfg.lite_medsam}
-            if self.variant == "no_teacher_adaptation":  # the bags learn the plain encoder too
+            if self.pipeline.specific_teacher == "plain":  # the bags learn the plain encoder too
                 self.say("mmdkd (no teacher adaptation): shared encoder and every bag ← LiteMedSAM")
                 specific = {"specific_teacher.name": "lite_medsam", "specific_teacher.options": plain}
             else:
@@ -232,12 +295,12 @@ class EspExperiment(StagedExperiment):
         if not is_model_folder(out / "model"):
             self.say(f"esp{what}: ESP-MedSAM trained from the MMDKD encoder")
         init = self.stage_mmdkd()
-        changes, gone = MODEL_VARIANTS.get(self.variant or "", ({}, None))
+        changes, gone = dict(self.pipeline.model_changes), self.pipeline.removes
         sc = self.cfg.train
         if gone is not None:  # the part switched off has no parameters: its learning-rate factor would name nothing
             sc = sc.model_copy(update={"lr_multipliers": {k: v for k, v in sc.lr_multipliers.items()
                                                           if k != gone and not k.startswith(gone + ".")}})
-        seed = self.cfg.seed + 1 if self.variant == "seed_replicate" else None
+        seed = self.cfg.seed + self.pipeline.seed_offset if self.pipeline.seed_offset else None
         return self._train("esp", out, sc, "esp_medsam", {**self.cfg.student, **changes}, init,
                            "shared" if changes else "strict", seed)
 
@@ -306,7 +369,7 @@ class EspExperiment(StagedExperiment):
             self.say("scores: ESP-MedSAM on the test images (no prompt, no task given; then with the true task)")
         auto = Predictor.for_model(loaded)
         out["esp"] = score_entries(test, lambda e: auto, csv_path=scores / "esp.csv", columns=cols)
-        if self.variant is not None:  # ablations: the model as it predicts, nothing else
+        if "esp_true_task" not in self.pipeline.scores:  # ablations: the model as it predicts, nothing else
             return out
         known = set(loaded.model.tasks)
         forced: dict[str, Predictor] = {}
@@ -320,11 +383,11 @@ class EspExperiment(StagedExperiment):
         # an unseen dataset whose target no training dataset shares has no true task to force
         out["esp_true_task"] = score_entries([e for e in test if self.task_of(e) in known], with_true_task,
                                              csv_path=scores / "esp_true_task.csv", columns=cols)
-        if self.held_out:  # the control: the same model on the datasets it did train on
+        if "esp_true_task_source" in self.pipeline.scores:  # the control: the model on the datasets it trained on
             source = [e for e in self.entries() if e.split == "test" and e.dataset not in self.held_out]
             out["esp_true_task_source"] = score_entries(source, with_true_task,
                                                         csv_path=scores / "esp_true_task_source.csv", columns=cols)
-        if self.cfg.baseline:
+        if self.cfg.baseline and "baselines" in self.pipeline.scores:
             if not (scores / "lite_medsam_gt_box.csv").is_file():
                 self.say("scores: LiteMedSAM with ground-truth boxes and with the image-region box")
             base = Predictor(build_model("lite_medsam", pretrained=self._pretrained(), img_size=size,
@@ -357,9 +420,9 @@ class EspExperiment(StagedExperiment):
                          f"views (`classifier/`): validation accuracy {fit['val_accuracy_before']} as trained "
                          f"jointly, {fit['val_accuracy']} refitted (step {fit['chosen_step']} of "
                          f"{self.cfg.classifier.steps}, chosen on the validation split).", ""]
-        if self.cfg.unseen:
-            child = EspExperiment(self.cfg, self.say, parent=self, held_out=tuple(self.cfg.unseen))
-            child_scores = child.stage_scores()
+        subs = self.sub_pipelines()
+        if "unseen" in subs:
+            child_scores = subs["unseen"].stage_scores()
             unseen = unseen_domain_table(child_scores, scores["esp"])
             write_csv(unseen, rep / "unseen_domain.csv")
             control = dice_by_modality({"esp_true_task": [r for r in scores["esp_true_task"]
@@ -376,8 +439,7 @@ class EspExperiment(StagedExperiment):
                          "the held-out datasets). A gap here is the training's, not the domain's.", "",
                          format_markdown_table(control, digits=3), ""]
         if self.cfg.ablations:
-            variants = {v: EspExperiment(self.cfg, self.say, parent=self, variant=v).stage_scores()["esp"]
-                        for v in self.cfg.ablations}
+            variants = {v: subs[f"ablation-{v}"].stage_scores()["esp"] for v in self.cfg.ablations}
             ablation = ablation_table(scores["esp"], variants, seed=self.cfg.seed)
             write_csv(ablation, rep / "ablation.csv")
             by_modality = dice_by_modality({"esp": scores["esp"], **variants})
@@ -400,11 +462,8 @@ class EspExperiment(StagedExperiment):
         self._timed("esp", self.stage_esp)
         self._timed("classifier", self.stage_classifier)
         self._timed("scores", self.stage_scores)
-        if self.cfg.unseen:
-            child = EspExperiment(self.cfg, self.say, parent=self, held_out=tuple(self.cfg.unseen))
-            self._timed("unseen", child.stage_scores)
-        for v in self.cfg.ablations:
-            self._timed(f"ablation-{v}", EspExperiment(self.cfg, self.say, parent=self, variant=v).stage_scores)
+        for name, sub in self.sub_pipelines().items():  # unseen domains, then the ablations
+            self._timed(name, sub.stage_scores)
         return self._timed("report", self.stage_report)
 
 
