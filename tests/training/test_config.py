@@ -88,3 +88,26 @@ def test_a_loss_section_that_does_not_apply_is_an_error(objective: str) -> None:
         load(None, ["loss.weights={dice: 2.0}"])
     cfg = load(None, [])
     assert type(cfg).model_validate(cfg.model_dump(mode="json")) == cfg
+
+
+def test_one_run_config_names_its_objective_and_fit_runs_it(tmp_path: Path, monkeypatch) -> None:
+    """``objective`` (YAML key or override) picks the config class; an unknown one lists the known ones; ``fit``
+    hands the config to that objective's trainer."""
+    from medseg.distill import DistillConfig
+    from medseg.ssl.pretrain import SslConfig
+    from medseg.training import TrainConfig, load_run_config
+    from medseg.training.run import OBJECTIVES, fit
+
+    path = tmp_path / "ssl.yaml"
+    path.write_text("objective: ssl\nmethod: byol\n")
+    assert isinstance(load_run_config(path), SslConfig) and load_run_config(path).method == "byol"
+    assert type(load_run_config(None, [])) is TrainConfig
+    assert isinstance(load_run_config(None, ["objective=distill"]), DistillConfig)
+    with pytest.raises(InvalidInputError, match="known: segmentation, ssl, distill"):
+        load_run_config(None, ["objective=contrastive"])
+    with pytest.raises(InvalidInputError, match="method"):
+        load_run_config(None, ["method=byol"])  # an SSL field in a segmentation run is an error, not ignored
+    seen = []
+    monkeypatch.setattr("medseg.ssl.pretrain.pretrain", lambda cfg, resume=False: seen.append((cfg, resume)))
+    fit(load_run_config(path), resume=True)
+    assert seen and seen[0][1] is True and set(OBJECTIVES) == {"segmentation", "ssl", "distill"}

@@ -83,18 +83,19 @@ def train(
     overrides: list[str] | None = typer.Argument(None, help="Dotted overrides, e.g. trainer.max_steps=100."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT_DIR/checkpoints/last.ckpt if present."),
 ) -> None:
-    """Train a model (CPU, GPU, multi-GPU / multi-node DDP through Lightning)."""
-    from medseg.training import load_config
-    from medseg.training import train as run_train
+    """Train a model (CPU, GPU, multi-GPU / multi-node DDP through Lightning) with the config's ``objective``:
+    segmentation (default), ssl (encoder pre-training, as ``medseg pretrain``) or distill (encoder distillation)."""
+    from medseg.training.run import fit, load_run_config
 
     if config is not None and "=" in str(config) and not config.exists():
         overrides = [str(config), *(overrides or [])]
         config = None
     _quiet()
-    cfg = load_config(config, list(overrides or []))
-    result = run_train(cfg, resume=resume)
+    cfg = load_run_config(config, list(overrides or []))
+    result = fit(cfg, resume=resume)
     if result.model_dir is not None:
-        shown = {k: round(v, 4) for k, v in sorted(result.metrics.items()) if k.startswith(("val/", "train/loss"))}
+        shown = {k: round(v, 4) for k, v in sorted(result.metrics.items())
+                 if k.startswith(("val/", "train/loss")) or k.endswith("loss")}
         typer.echo(f"model: {result.model_dir}  steps: {result.global_step}  {shown}")
 
 
@@ -105,15 +106,14 @@ def pretrain(
 ) -> None:
     """Self-supervised pre-training of a U-Net's encoder (SimSiam, BYOL, DINO) on the images of a data set; the
     saved model fine-tunes with ``model.init_mode=encoder``."""
-    from medseg.ssl.pretrain import load_ssl_config
-    from medseg.ssl.pretrain import pretrain as run_pretrain
+    from medseg.training.run import fit, load_run_config
 
     if config is not None and "=" in str(config) and not config.exists():
         overrides = [str(config), *(overrides or [])]
         config = None
     _quiet()
-    cfg = load_ssl_config(config, list(overrides or []))
-    result = run_pretrain(cfg, resume=resume)
+    cfg = load_run_config(config, ["objective=ssl", *(overrides or [])])
+    result = fit(cfg, resume=resume)
     if result.model_dir is not None:
         shown = {k: round(v, 4) for k, v in sorted(result.metrics.items()) if k.endswith("loss")}
         typer.echo(f"model: {result.model_dir}  steps: {result.global_step}  {shown}")

@@ -75,6 +75,7 @@ class DistillConfig(TrainConfig):
     """A :class:`TrainConfig` whose ``model`` is the student (a SAM-family model; only its image encoder trains)
     plus the ``teacher`` whose image-encoder embeddings are the targets. Defaults follow the CMMC paper."""
 
+    objective: Literal["distill"] = "distill"  # type: ignore[assignment]
     model: StudentConfig = Field(default_factory=StudentConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     #: MMDKD (ESP-MedSAM): the adapted teacher whose embeddings each task's parameter bag learns (the student must

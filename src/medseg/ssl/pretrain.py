@@ -51,6 +51,7 @@ class SslConfig(TrainConfig):
     (:mod:`medseg.ssl.methods`: widths, temperatures, momentum, DINO's local crops).
     """
 
+    objective: Literal["ssl"] = "ssl"  # type: ignore[assignment]
     method: Literal["simsiam", "byol", "dino"] = "simsiam"
     method_options: dict[str, Any] = Field(default_factory=dict)
     data: SslDataConfig = Field(default_factory=SslDataConfig)

@@ -168,8 +168,16 @@ class TrainerConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """The whole run: ``out_dir`` receives checkpoints, logs and the final model folder."""
+    """The whole run: ``out_dir`` receives checkpoints, logs and the final model folder.
 
+    The shared parts (``data``, ``model``, ``optim``, ``trainer``) plus the ``objective`` that trains them:
+    ``segmentation`` (this class: ``loss`` on the masks, images or a frozen encoder's cached embeddings via
+    ``data.embeddings``), ``ssl`` (:class:`medseg.ssl.pretrain.SslConfig`: ``method``) or ``distill``
+    (:class:`medseg.distill.DistillConfig`: ``teacher``). :func:`medseg.training.load_run_config` picks the class
+    from ``objective`` and :func:`medseg.training.fit` runs any of them.
+    """
+
+    objective: Literal["segmentation"] = "segmentation"
     out_dir: Path = Path("runs/default")
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
