@@ -5,6 +5,8 @@
    task's engine). Images: the test split of the reference split whose task runs the frozen-encoder head (the
    issue's "tasks that use the frozen encoder"), and separately those whose task runs a specialist. Medians over
    images of the per-image median over repeats; ratio = universal / LiteMedSAM (target ≤ 1.2 on the head tasks).
+   A model with a student (``--fast``) is timed too, interleaved the same way, over every image (it runs the head
+   everywhere; target: LiteMedSAM / fast ≥ 3).
 2. Peak RSS of ``medseg predict MODEL`` over N images (a child process, so the figure is that command's; target
    ≤ 1.5 GB for 200 images), with its wall time.
 
@@ -46,8 +48,10 @@ def _test_entries(data: Path, split: Path | None) -> list:
 
 def timing_rows(model: str, entries: list, per_task: int, repeats: int, target_of: dict[str, str]) -> list[dict]:
     loaded = load_model(model)
-    universal = UniversalPredictor(loaded.model)
-    lite = Predictor(build_model("lite_medsam", pretrained=True), img_size=256)
+    predictors = {"lite_medsam_image_box": Predictor(build_model("lite_medsam", pretrained=True), img_size=256),
+                  "universal": UniversalPredictor(loaded.model)}
+    if loaded.model.student is not None:
+        predictors["universal_fast"] = UniversalPredictor(loaded.model, fast=True)
     engines = loaded.model.engines
     by_task: dict[str, list] = {}
     for e in entries:
@@ -55,23 +59,22 @@ def timing_rows(model: str, entries: list, per_task: int, repeats: int, target_o
     picked = {t: es[:per_task] for t, es in sorted(by_task.items()) if t in engines}
     times: dict[tuple[str, str], list[float]] = {}
     images = {t: [load_samples(e.image, None)[0].image for e in es] for t, es in picked.items()}
-    for img in next(iter(images.values()))[:1]:  # warm-up both
-        lite.predict([img])
-        universal.predict([img])
+    for img in next(iter(images.values()))[:1]:  # warm-up every predictor
+        for pred in predictors.values():
+            pred.predict([img])
     for _ in range(repeats):
         for t, imgs in images.items():
             for i, img in enumerate(imgs):
-                for name, pred in (("lite_medsam_image_box", lite), ("universal", universal)):
+                for name, pred in predictors.items():
                     t0 = time.perf_counter()
                     pred.predict([img])
                     times.setdefault((name, f"{t}/{i}"), []).append(time.perf_counter() - t0)
     rows = []
-    for group in ("head", "specialist"):
-        keys = [f"{t}/{i}" for t, imgs in images.items() if engines[t] == group for i in range(len(imgs))]
+    for group in ("head", "specialist", "all"):
+        keys = [f"{t}/{i}" for t, imgs in images.items() if group in ("all", engines[t]) for i in range(len(imgs))]
         if not keys:
             continue
-        med = {name: statistics.median([statistics.median(times[(name, k)]) for k in keys])
-               for name in ("lite_medsam_image_box", "universal")}
+        med = {name: statistics.median([statistics.median(times[(name, k)]) for k in keys]) for name in predictors}
         for name, value in med.items():
             rows.append({"tasks": f"{group} tasks ({len(keys)} images)", "model": name,
                          "median_ms_per_image": 1000 * value,
