@@ -136,10 +136,11 @@ def esp_medsam(*, tasks: Sequence[str] = ("task",), pretrained: bool | str | Pat
     ``shared_bag``: one parameter bag for every task (the adapted teacher's). ``dense_prompt``: SPPG's dense-prompt
     encoder, the paper's convolutions (``"conv"``) or SAM's pretrained mask prompt encoder (``"sam_mask"``; see
     :mod:`medseg.models.patch_prompt`)."""
-    from medseg.models.esp_medsam import EspMedSam, TaskClassifier
+    from medseg.models.esp_medsam import EspMedSam
     from medseg.models.modality_controller import BaggedEncoder, ModalityController
     from medseg.models.modality_decoder import ModalityDecoder
     from medseg.models.patch_prompt import PatchPromptGenerator
+    from medseg.models.task_classifier import TaskClassifier
 
     base = lite_medsam_student(pretrained=pretrained, img_size=img_size, embed_dims=embed_dims, depths=depths,
                                num_heads=num_heads, window_sizes=window_sizes, prompt_embed_dim=prompt_embed_dim,
@@ -192,10 +193,10 @@ def prompt_free_head(*, tasks: Sequence[str] = ("task",), pretrained: bool | str
     defaults to ``"sam_mask"``: the patch logits go through SAM's pretrained mask prompt encoder, so the pretrained
     decoder sees a prompt it knows from the first step (the ESP-MedSAM ablation's ``sppg_sam_mask`` variant led the
     paper's fresh DP encoder on validation, 0.361 vs 0.287)."""
-    from medseg.models.esp_medsam import TaskClassifier
     from medseg.models.modality_decoder import ModalityDecoder
     from medseg.models.patch_prompt import PatchPromptGenerator
     from medseg.models.prompt_free_head import PromptFreeHead
+    from medseg.models.task_classifier import TaskClassifier
 
     r = img_size // 4  # LiteMedSAM's TinyViT: stride 4
     prompt, decoder = _sam_prompt_and_decoder(img_size, r, prompt_embed_dim, decoder_mlp_dim, decoder_heads)

@@ -16,10 +16,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medseg.models.esp_medsam import EspOutput, TaskClassifier, decode_prompt_free
+from medseg.models.esp_medsam import EspOutput, decode_prompt_free
 from medseg.models.modality_decoder import ModalityDecoder
 from medseg.models.patch_prompt import PatchPromptGenerator
 from medseg.models.prompt_encoder import PromptEncoder
+from medseg.models.task_classifier import TaskClassifier
 
 
 class PromptFreeHead(nn.Module):

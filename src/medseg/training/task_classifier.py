@@ -1,4 +1,4 @@
-"""Refit a task model's classifier (ESP-MedSAM's :class:`~medseg.models.esp_medsam.TaskClassifier`) on frozen
+"""Refit a task model's classifier (ESP-MedSAM's :class:`~medseg.models.task_classifier.TaskClassifier`) on frozen
 features: the second phase of its training.
 
 Trained jointly with the segmentation losses, the classifier sees only the few batches of that stage (at the CPU
