@@ -14,6 +14,7 @@ from torch import nn
 
 from medseg.errors import MedsegError
 from medseg.models.inputs import example_inputs
+from medseg.models.parts import accepts_boxes
 from medseg.utils.atomic import atomic_path
 
 
@@ -23,14 +24,14 @@ class _ExportWrapper(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.sam = bool(getattr(model, "accepts_boxes", False))
+        self.sam = accepts_boxes(model)
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(images, boxes) if self.sam else self.model(images)
 
 
 def input_names(model: nn.Module) -> list[str]:
-    return ["images", "boxes"] if getattr(model, "accepts_boxes", False) else ["images"]
+    return ["images", "boxes"] if accepts_boxes(model) else ["images"]
 
 
 @dataclass

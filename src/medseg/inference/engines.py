@@ -35,6 +35,7 @@ from medseg.errors import MedsegError
 from medseg.export.onnx import export_module
 from medseg.models.fuse import fuse_conv_bn
 from medseg.models.inputs import example_inputs
+from medseg.models.parts import accepts_boxes
 from medseg.utils.atomic import atomic_path
 
 ENGINES = ("eager", "optimized", "compile", "onnx", "onnx-int8", "auto")
@@ -68,7 +69,7 @@ def prepare_engine(model: nn.Module, engine: str = "optimized", *, img_size: int
     model = model.eval()
     if engine == "auto":
         on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-        if on_cpu and getattr(model, "accepts_boxes", False) and _has_onnxruntime():
+        if on_cpu and accepts_boxes(model) and _has_onnxruntime():
             try:
                 return prepare_engine(model, "onnx", img_size=img_size, cache_dir=cache_dir, threads=threads)
             except MedsegError as exc:
@@ -80,7 +81,7 @@ def prepare_engine(model: nn.Module, engine: str = "optimized", *, img_size: int
     if engine in ("optimized", "compile"):
         fused = fuse_conv_bn(model).to(memory_format=torch.channels_last)
         if engine == "compile":
-            if getattr(fused, "accepts_boxes", False):
+            if accepts_boxes(fused):
                 fused.image_encoder = torch.compile(fused.image_encoder)
             else:
                 fused.forward = torch.compile(fused.forward)  # type: ignore[method-assign]
@@ -131,7 +132,7 @@ class OnnxEngine(nn.Module):
         super().__init__()
         import onnxruntime as ort
 
-        self.accepts_boxes = bool(getattr(model, "accepts_boxes", False))
+        self.accepts_boxes = accepts_boxes(model)
         self.img_size = img_size
         key = f"{type(model).__name__}-{model_digest(model)}-{img_size}"
         opts = ort.SessionOptions()

@@ -14,7 +14,7 @@ from torch import nn
 from medseg.data.geometry import Letterbox, letterbox_image, unletterbox_logits
 from medseg.inference.engines import OnnxEngine, prepare_engine
 from medseg.inference.sliding import FLIPS, flip_tta, model_logits, native_tensor, sliding_window_logits
-from medseg.models.parts import model_tasks
+from medseg.models.parts import accepts_boxes, model_tasks
 from medseg.ops.model_input import ModelInput
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class Predictor:
         self.threshold = threshold
         self.batch_size = batch_size
         self.max_boxes_per_pass = max_boxes_per_pass
-        self.is_sam = bool(getattr(model, "accepts_boxes", False))
+        self.is_sam = accepts_boxes(model)
         self.tile, self.overlap, self.tta, self.channel = tile, overlap, tta, channel
         if self.is_sam and channel:
             raise ValueError("SAM-family models have one output (channel 0)")

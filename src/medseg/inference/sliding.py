@@ -16,7 +16,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from medseg.data.geometry import minmax_unit, prompt_free_boxes, square_geometry
-from medseg.models.parts import is_task_model
+from medseg.models.parts import accepts_boxes, is_task_model
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
@@ -37,7 +37,7 @@ def model_logits(model: nn.Module, tile: int | None = None, channel: int = 0, ta
     ``task`` (an index; ``None``: its classifier decides per window)."""
     if is_task_model(model) and task is not None:
         return lambda x: model(x, torch.full((x.shape[0],), task, dtype=torch.int64, device=x.device))
-    if not getattr(model, "accepts_boxes", False):
+    if not accepts_boxes(model):
         return lambda x: model(x)[:, channel:channel + 1]
     if channel:
         raise ValueError("SAM-family models have one output")

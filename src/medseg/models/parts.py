@@ -1,4 +1,5 @@
-"""What a model is, asked one way: its named encoder (``encoder_prefix``) and whether it is a task model.
+"""What a model is, asked one way: its named encoder (``encoder_prefix``), whether it is a task model, whether it
+takes box prompts (the SAM family) and whether it reads a frozen encoder's embeddings instead of images.
 
 A *task model* (ESP-MedSAM, the prompt-free head) has one output that it segments as one of its ``tasks``, chosen by
 its classifier or given (``model(x, task)``); every other model has one output channel per target. Training,
@@ -37,3 +38,14 @@ def is_task_model(model: nn.Module | str) -> bool:
     if isinstance(model, str):
         return "tasks" in builder_options(model)
     return model_tasks(model) is not None
+
+
+def accepts_boxes(model: nn.Module) -> bool:
+    """Whether ``model(images, boxes=…)`` takes box prompts (the SAM family: LiteMedSAM, its students)."""
+    return bool(getattr(model, "accepts_boxes", False))
+
+
+def takes_embeddings(model: nn.Module) -> bool:
+    """Whether the model reads a frozen encoder's (B, C, S/4, S/4) embeddings instead of images (the prompt-free
+    head, trained on :mod:`medseg.training.embedding_cache`)."""
+    return bool(getattr(model, "takes_embeddings", False))

@@ -28,7 +28,7 @@ from medseg.data.readers import get_reader
 from medseg.data.readers.base import file_extension, supported_extensions
 from medseg.data.sample import ImageVolume
 from medseg.errors import InputWarning, InvalidInputError
-from medseg.models.parts import model_tasks
+from medseg.models.parts import accepts_boxes, model_tasks
 
 #: DICOM keywords never written into a mask the server returns
 PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "PatientAddress",
@@ -181,7 +181,7 @@ class Segmenter:
             self.boxes: Any = self.predictor
         else:
             self.predictor = Predictor.for_model(loaded, device=device)
-            self.boxes = self.predictor if getattr(loaded.model, "accepts_boxes", False) and not loaded.tile else None
+            self.boxes = self.predictor if accepts_boxes(loaded.model) and not loaded.tile else None
 
     @property
     def tasks(self) -> list[str]:

@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from medseg.errors import MedsegError
 from medseg.models.io import save_model_folder
+from medseg.models.parts import takes_embeddings
 from medseg.training.callbacks import CpuTimeBudget
 from medseg.training.checkpoint_io import AtomicCheckpointIO
 from medseg.training.config import TrainConfig, dump_config
@@ -105,7 +106,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, extra_callbacks: list[L.Cal
     kind = SegmentationDataModule if cfg.data.embeddings is None else EmbeddingDataModule
     data = kind(cfg.data, batch_size=cfg.trainer.batch_size, seed=cfg.seed, cache_root=out / "cache")
     module = SegmentationModule(cfg.model_dump(mode="json"), targets=data.targets())
-    if bool(getattr(module.model, "takes_embeddings", False)) != (cfg.data.embeddings is not None):
+    if takes_embeddings(module.model) != (cfg.data.embeddings is not None):
         raise MedsegError(f"{cfg.model.name} takes {'embeddings' if cfg.data.embeddings is None else 'images'}: "
                           + ("set data.embeddings (the frozen encoder whose cached embeddings it reads)"
                              if cfg.data.embeddings is None else "unset data.embeddings"))

@@ -11,6 +11,7 @@ from medseg.data.geometry import Letterbox, unletterbox_logits
 from medseg.inference.sliding import model_logits, sliding_window_logits
 from medseg.losses import CompositeLoss
 from medseg.metrics.overlap import dice_iou_torch
+from medseg.models.parts import accepts_boxes
 from medseg.training.base_module import BaseModule
 
 
@@ -30,7 +31,7 @@ class SegmentationModule(BaseModule):
 
     def __init__(self, config: dict[str, Any], targets: list[str] | None = None) -> None:
         super().__init__(config, targets)
-        self.is_sam = bool(getattr(self.model, "accepts_boxes", False))
+        self.is_sam = accepts_boxes(self.model)
         self.tile = self.cfg.data.patch_size
         if self.is_sam and self.tile is not None and self.tile != self.cfg.data.img_size:
             raise ValueError(f"{self.cfg.model.name} takes {self.cfg.data.img_size}² inputs: set data.patch_size to "
