@@ -125,6 +125,9 @@ class UniversalConfig(Strict):
     #: the in-domain run's ``scores/`` folder (``universal.csv``, ``test_<engine>.csv``): the report's held-out table
     #: compares every ``held_out`` dataset with it (``null``: no comparison)
     in_domain: Path | None = None
+    #: a held-out run's ``report/held_out.csv`` (e.g. ``configs/universal-heldout-cpu.yaml``'s, committed), shown
+    #: in the model card (``null``: none)
+    held_out_results: Path | None = None
     #: image and embedding caches (content-addressed, so experiments on the same data may share one;
     #: ``null``: ``out_dir/cache``)
     cache_dir: Path | None = None
@@ -535,7 +538,8 @@ class UniversalExperiment(StagedExperiment):
                           engines=read_model_meta(model)["engines"],
                           target_of=self.cfg.data.target_of, weights=weights,
                           gallery_path=picture.name if picture.is_file() else None,
-                          command=f"medseg experiment universal {self.out / 'config.yaml'}")
+                          command=f"medseg experiment universal {self.out / 'config.yaml'}",
+                          held_out=_read_csv(self.cfg.held_out_results) if self.cfg.held_out_results else None)
         path = rep / "MODEL_CARD.md"
         atomic_write_text(path, text)
         return path
@@ -563,6 +567,20 @@ class UniversalExperiment(StagedExperiment):
         self._timed("model", self.stage_model)
         self._timed("scores", self.stage_scores)
         return self._timed("report", self.stage_report)
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    """Rows of a CSV, numbers as floats (for tables)."""
+    import csv
+
+    def value(v: str) -> Any:
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+    with open(path, newline="") as f:
+        return [{k: value(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def _mean(values: list[float]) -> float:

@@ -244,7 +244,8 @@ def gallery(rows: Sequence[dict[str, str]], entries: Sequence[Any], predictor: A
 def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[dict[str, Any]],
                accuracy: Sequence[dict[str, Any]], split_counts: dict[str, dict[str, int]],
                licences: dict[str, dict[str, str]], engines: dict[str, str], target_of: dict[str, str],
-               weights: dict[str, int], gallery_path: str | None, command: str) -> str:
+               weights: dict[str, int], gallery_path: str | None, command: str,
+               held_out: Sequence[dict[str, Any]] | None = None) -> str:
     """``MODEL_CARD.md`` of the universal model: intended use, training data with licences, the split, scores per
     dataset and modality, the engine per task, known failure cases (with the gallery), the weights."""
     from medseg.evaluation import format_markdown_table
@@ -254,7 +255,7 @@ def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[di
                   "test": c.get("test", 0), "source": licences.get(ds, {}).get("source", ""),
                   "licence / terms": licences.get(ds, {}).get("licence", "see the dataset's own terms")}
                  for ds, c in sorted(split_counts.items())]
-    cols = [c for c in ("modality", "dataset", "n", "dice_universal", "dice_head", "dice_specialist",
+    cols = [c for c in ("modality", "dataset", "n", "dice_universal", "dice_fast", "dice_head", "dice_specialist",
                         "dice_lite_medsam_gt_box", "dice_lite_medsam_image_box", "dice_reference_unet",
                         "nsd_universal") if c in (by_dataset[0] if by_dataset else {})]
     weak = sorted((r for r in by_dataset if r["dataset"]), key=lambda r: r.get("dice_universal", 0.0))[:4]
@@ -287,6 +288,14 @@ def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[di
         format_markdown_table(by_modality, digits=3), "",
         "Engine per task (chosen on the validation split): "
         + ", ".join(f"{t}: {e}" for t, e in sorted(engines.items())) + ".", "",
+        *(["`fast`: `medseg predict universal --fast`, a distilled lighter encoder feeding the head for every task "
+           "(no specialists): faster, less accurate (see the Dice columns).", ""]
+          if any("dice_fast" in r for r in by_dataset) else []),
+        *(["## Datasets never trained on (held-out pairs)", "",
+           "The same recipe trained without the held-out datasets (not in any training or selection stage), "
+           "scored on their test images beside this model (which trained on them): how the model does on "
+           "unseen data of a known target.", "",
+           format_markdown_table(list(held_out), digits=3), ""] if held_out else []),
         "## Known failure cases", "",
         "Weakest datasets (universal Dice): " + ", ".join(f"{r['dataset']} {r.get('dice_universal', 0.0):.3f}"
                                                            for r in weak) + ".",
