@@ -121,3 +121,30 @@ def test_unshipped_model_says_how_to_get_one(monkeypatch) -> None:
     monkeypatch.setattr("medseg.weights.SHIPPED_MODELS", {})
     with pytest.raises(MedsegError, match="medseg experiment universal"):
         load_model("universal")
+
+
+def test_grey_colour_and_corrupt_inputs_in_one_folder(folder: Path, tmp_path: Path, capsys) -> None:
+    """A grey image for a colour task, a colour image, a 16-bit grey one, an RGBA one and a corrupt file in one
+    folder: with ``--on-error skip`` every good image is segmented at its own size, the corrupt one is listed in one
+    line, and the exit code says something was skipped; ``stop`` halts on it, naming the file."""
+    from PIL import Image
+
+    from medseg.cli.main import main
+
+    rng = np.random.default_rng(3)
+    inputs = tmp_path / "mixed"
+    inputs.mkdir()
+    Image.fromarray(rng.integers(0, 255, (40, 52), dtype=np.uint8)).save(inputs / "grey.png")
+    Image.fromarray(rng.integers(0, 255, (44, 36, 3), dtype=np.uint8)).save(inputs / "colour.png")
+    Image.fromarray(rng.integers(0, 65535, (30, 34), dtype=np.uint16)).save(inputs / "deep.png")
+    Image.fromarray(rng.integers(0, 255, (32, 32, 4), dtype=np.uint8)).save(inputs / "rgba.png")
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    out = tmp_path / "pred"
+    assert main(["predict", str(folder), str(inputs), "-o", str(out), "--on-error", "skip"]) == 1
+    err = capsys.readouterr().err
+    assert "broken.png" in err
+    for name, shape in (("grey", (40, 52)), ("colour", (44, 36)), ("deep", (30, 34)), ("rgba", (32, 32))):
+        mask = np.asarray(Image.open(out / f"{name}.png"))
+        assert mask.shape == shape, name
+    assert main(["predict", str(folder), str(inputs), "-o", str(tmp_path / "stop")]) == 2
+    assert "broken.png" in capsys.readouterr().err
