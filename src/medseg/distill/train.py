@@ -33,7 +33,7 @@ from medseg.training.config import (
     TrainConfig,
     TrainerConfig,
     load_config,
-    refuse_unused_loss,
+    refuse_unused_sections,
 )
 from medseg.training.datamodule import SegmentationDataModule
 from medseg.training.dataset import open_cache
@@ -90,7 +90,7 @@ class DistillConfig(TrainConfig):
     @model_validator(mode="before")
     @classmethod
     def _own_loss(cls, data: Any) -> Any:
-        return refuse_unused_loss(data, "distillation: the MSE to the teacher's embeddings")
+        return refuse_unused_sections(data, "distillation: the MSE to the teacher's embeddings")
 
 
 def load_distill_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DistillConfig:

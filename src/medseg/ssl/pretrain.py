@@ -25,7 +25,7 @@ from medseg.ssl.backbone import Backbone
 from medseg.ssl.methods import build_method
 from medseg.ssl.views import random_view
 from medseg.training.base_module import BaseModule
-from medseg.training.config import DataConfig, TrainConfig, TrainerConfig, load_config, refuse_unused_loss
+from medseg.training.config import DataConfig, TrainConfig, TrainerConfig, load_config, refuse_unused_sections
 from medseg.training.datamodule import SegmentationDataModule
 from medseg.training.fit import TrainResult, build_trainer, fit_and_save
 from medseg.utils.checks import check_accelerator, check_output_dir
@@ -60,7 +60,7 @@ class SslConfig(TrainConfig):
     @model_validator(mode="before")
     @classmethod
     def _own_loss(cls, data: Any) -> Any:
-        return refuse_unused_loss(data, "self-supervised pre-training: the method's own loss trains the encoder")
+        return refuse_unused_sections(data, "self-supervised pre-training: the method's own loss trains the encoder")
 
 
 def load_ssl_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SslConfig:

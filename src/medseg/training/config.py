@@ -187,13 +187,18 @@ class TrainConfig(_Strict):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
 
-def refuse_unused_loss(data: Any, objective: str) -> Any:
-    """For objectives whose loss is their own (SSL, distillation): a ``loss`` section other than the default is an
-    error, not silently ignored. Use as a ``model_validator(mode="before")``."""
+def refuse_unused_sections(data: Any, objective: str) -> Any:
+    """For objectives whose loss is their own and that train on images (SSL, distillation): a ``loss`` section other
+    than the default, or ``data.embeddings``, is an error, not silently ignored. Use as a
+    ``model_validator(mode="before")``."""
     if isinstance(data, dict) and data.get("loss") is not None:
         given = data["loss"] if isinstance(data["loss"], LossConfig) else LossConfig.model_validate(data["loss"])
         if given != LossConfig():
             raise ValueError(f"loss does not apply to {objective} (its loss is fixed); remove the loss section")
+    section = data.get("data") if isinstance(data, dict) else None
+    embeddings = section.get("embeddings") if isinstance(section, dict) else getattr(section, "embeddings", None)
+    if embeddings is not None:
+        raise ValueError(f"data.embeddings does not apply to {objective} (it trains on images); remove it")
     return data
 
 
