@@ -86,7 +86,7 @@ def test_a_loss_section_that_does_not_apply_is_an_error(objective: str) -> None:
     load = load_ssl_config if objective == "ssl" else load_distill_config
     with pytest.raises(InvalidInputError, match="loss does not apply"):
         load(None, ["loss.weights={dice: 2.0}"])
-    with pytest.raises(InvalidInputError, match="data.embeddings does not apply"):
+    with pytest.raises(InvalidInputError, match=r"data\.embeddings does not apply"):
         load(None, ["data.embeddings={encoder: lite_medsam}"])
     cfg = load(None, [])
     assert type(cfg).model_validate(cfg.model_dump(mode="json")) == cfg
