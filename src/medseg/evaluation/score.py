@@ -27,7 +27,9 @@ def score_entries(entries: Sequence[CatalogEntry], predictor_for: Callable[[Cata
                   columns: Callable[[CatalogEntry], dict[str, str]] | None = None,
                   gt_boxes: bool = False,
                   load: Callable[[CatalogEntry], list[Sample]] | None = None) -> list[dict[str, str]]:
-    """Predict every sample of ``entries`` at native resolution and score it against its mask.
+    """Predict every sample of ``entries`` at native resolution and score it against its mask, with the metrics of
+    ``medseg evaluate`` (:class:`SegmentationMetric`, distances in the image's physical spacing: pixels for 2-D
+    files, millimetres for DICOM / NIfTI slices).
 
     Args:
         entries: images + masks (every sample of a stack file is scored).
@@ -60,8 +62,8 @@ def score_entries(entries: Sequence[CatalogEntry], predictor_for: Callable[[Cata
             pred = (predictor.predict([s.image], [boxes_from_mask(gt, per_component=True, min_area=10)])[0]
                     if gt_boxes else predictor.predict([s.image])[0])
             named = {k: getattr(pred, k, None) for k in ("task", "task_probability", "engine")}
-            metric(pred.mask, gt, case=s.case_id, modality=s.modality, dataset=s.dataset, **extra,
-                   **{k: v for k, v in named.items() if v is not None})
+            metric(pred.mask, gt, spacing=tuple(float(v) for v in s.spacing), case=s.case_id, modality=s.modality,
+                   dataset=s.dataset, **extra, **{k: v for k, v in named.items() if v is not None})
     if path is not None:
         write_csv(metric.rows, path)
     return [{k: str(v) for k, v in r.items()} for r in metric.rows]
