@@ -345,17 +345,14 @@ class UniversalExperiment(StagedExperiment):
         known = [e for e in entries if self.task_of(e.dataset) in tasks]
         out.mkdir(parents=True, exist_ok=True)
         rows: dict[str, list[dict[str, str]]] = {}
-        models: list[UniversalModel] = []  # built on first use: cached CSVs need no model
-        forced: dict[str, UniversalPredictor] = {}
+        base: list[UniversalPredictor] = []  # built on first use: cached CSVs need no model
 
         def head_for(e: Any) -> UniversalPredictor:
-            t = self.task_of(e.dataset)
-            if not models:
-                models.append(UniversalModel(sam=self._lite_medsam(), head=load_model(head).model, specialists={},
-                                             specialist_options={}, engines={k: "head" for k in tasks}))
-            if t not in forced:
-                forced[t] = UniversalPredictor(models[0], task=t, engine=self.cfg.embeddings.engine)
-            return forced[t]
+            if not base:
+                model = UniversalModel(sam=self._lite_medsam(), head=load_model(head).model, specialists={},
+                                       specialist_options={}, engines={k: "head" for k in tasks})
+                base.append(UniversalPredictor(model, engine=self.cfg.embeddings.engine))
+            return base[0].with_task(self.task_of(e.dataset))  # one prepared encoder for every task
 
         rows["head"] = score_entries(known, head_for, csv_path=out / f"{prefix}_head.csv", columns=cols)
         spec_entries = [e for e in known if self.task_of(e.dataset) in specialists]

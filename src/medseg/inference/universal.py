@@ -9,6 +9,7 @@ least ``min_confidence`` sure.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -81,6 +82,15 @@ class UniversalPredictor:
     @property
     def tasks(self) -> list[str]:
         return self.model.tasks
+
+    def with_task(self, task: str | None) -> UniversalPredictor:
+        """This predictor segmenting every image as ``task`` (``None``: the classifier's choice), sharing its
+        prepared encoder, head and specialists (no second copy of any engine)."""
+        if task is not None and task not in self.model.tasks:
+            raise ValueError(f"unknown task {task!r}; this model knows {', '.join(self.model.tasks)}")
+        other = copy.copy(self)
+        other.task = task
+        return other
 
     def predict(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray | None] | None = None,
                 progress: Callable[[int], None] | None = None) -> list[Prediction]:
