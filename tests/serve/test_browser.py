@@ -45,7 +45,11 @@ def _two_images(tmp: Path) -> list[Path]:
     from medseg.data import generate_dataset
 
     root = generate_dataset(tmp / "synth", per_modality=1, size=96, seed=3, modalities=("dermoscopy", "xray"))
-    return sorted(root.glob("*/*/images/*.png"))
+    out = []
+    for f in sorted(root.glob("*/*/images/*.png")):  # every phantom is case_000: names of their own, as real files
+        out.append(tmp / f"{f.parents[2].name}_{f.name}")
+        out[-1].write_bytes(f.read_bytes())
+    return out
 
 
 @pytest.fixture()
