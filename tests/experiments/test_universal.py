@@ -161,3 +161,20 @@ def test_held_out_datasets_stay_out_of_training_and_are_compared_with_the_in_dom
         cfg = load_universal_config(_held_out_config(tmp_path, root, "bad", held_out=bad))
         with pytest.raises(MedsegError, match=match):
             UniversalExperiment(cfg, progress=lambda m: None).run()
+
+
+def test_a_section_tracked_since_a_stage_was_built_is_a_change_only_off_its_default(config: Path) -> None:
+    """Stages recorded before ``held_out`` existed are reused while it is empty, and refused once it holds out a
+    dataset (the record cannot say the stage was built without it)."""
+    import json
+
+    cfg = load_universal_config(config)
+    UniversalExperiment(cfg, progress=lambda m: None).stage_head()
+    record = Path(cfg.out_dir) / "head" / "settings.json"
+    old = json.loads(record.read_text())
+    del old["held_out"]
+    record.write_text(json.dumps(old))
+    UniversalExperiment(cfg, progress=lambda m: None).stage_head()  # reused
+    held = load_universal_config(config, ["held_out=[synthetic_lungs]"])
+    with pytest.raises(MedsegError, match="held_out"):
+        UniversalExperiment(held, progress=lambda m: None).stage_head()

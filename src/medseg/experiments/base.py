@@ -166,6 +166,13 @@ class StagedExperiment:
                 before = {k: full[k] for k in sections}
             except ValidationError:  # an option medseg no longer has: compared as recorded (a change)
                 before = dict(sections)
+            try:  # a section this stage depends on since it was built: a change only if not at its default
+                defaults = type(self.cfg).model_validate({}).model_dump(mode="json")
+            except ValidationError:
+                defaults = {}
+            for k in set(now) - set(recorded):
+                if k in defaults:
+                    before[k] = defaults[k]
             for k in set(recorded) & set(extra):  # an option added to an extra entry since is not a change either
                 both = isinstance(recorded[k], dict) and isinstance(extra[k], dict)
                 before[k] = {**extra[k], **recorded[k]} if both else recorded[k]
