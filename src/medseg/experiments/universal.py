@@ -571,10 +571,12 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
     import csv
 
     def value(v: str) -> Any:
-        try:
-            return float(v)
-        except ValueError:
-            return v
+        for kind in (int, float):
+            try:
+                return kind(v)
+            except ValueError:
+                pass
+        return v
 
     with open(path, newline="") as f:
         return [{k: value(v) for k, v in r.items()} for r in csv.DictReader(f)]
