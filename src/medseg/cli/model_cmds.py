@@ -78,6 +78,22 @@ def models() -> None:
         typer.echo(f"{m.name:14s} {m.description}")
 
 
+def _fit_command(config: Path | None, overrides: list[str], resume: bool, objective: str | None = None) -> None:
+    """``medseg train`` / ``pretrain``: a config (or, when the first argument is an override, none), its objective's
+    trainer, and one line with the model folder, the steps and the last losses and validation metrics."""
+    from medseg.training.run import fit, load_run_config
+
+    if config is not None and "=" in str(config) and not config.exists():
+        overrides = [str(config), *overrides]
+        config = None
+    _quiet()
+    cfg = load_run_config(config, [*([f"objective={objective}"] if objective else []), *overrides])
+    result = fit(cfg, resume=resume)
+    if result.model_dir is not None:
+        shown = {k: round(v, 4) for k, v in sorted(result.metrics.items()) if k.startswith(("val/", "train/loss"))}
+        typer.echo(f"model: {result.model_dir}  steps: {result.global_step}  {shown}")
+
+
 def train(
     config: Path | None = typer.Argument(None, help="YAML config (see configs/); omitted = defaults."),
     overrides: list[str] | None = typer.Argument(None, help="Dotted overrides, e.g. trainer.max_steps=100."),
@@ -85,18 +101,7 @@ def train(
 ) -> None:
     """Train a model (CPU, GPU, multi-GPU / multi-node DDP through Lightning) with the config's ``objective``:
     segmentation (default), ssl (encoder pre-training, as ``medseg pretrain``) or distill (encoder distillation)."""
-    from medseg.training.run import fit, load_run_config
-
-    if config is not None and "=" in str(config) and not config.exists():
-        overrides = [str(config), *(overrides or [])]
-        config = None
-    _quiet()
-    cfg = load_run_config(config, list(overrides or []))
-    result = fit(cfg, resume=resume)
-    if result.model_dir is not None:
-        shown = {k: round(v, 4) for k, v in sorted(result.metrics.items())
-                 if k.startswith(("val/", "train/loss")) or k.endswith("loss")}
-        typer.echo(f"model: {result.model_dir}  steps: {result.global_step}  {shown}")
+    _fit_command(config, list(overrides or []), resume)
 
 
 def pretrain(
@@ -106,17 +111,7 @@ def pretrain(
 ) -> None:
     """Self-supervised pre-training of a U-Net's encoder (SimSiam, BYOL, DINO) on the images of a data set; the
     saved model fine-tunes with ``model.init_mode=encoder``."""
-    from medseg.training.run import fit, load_run_config
-
-    if config is not None and "=" in str(config) and not config.exists():
-        overrides = [str(config), *(overrides or [])]
-        config = None
-    _quiet()
-    cfg = load_run_config(config, ["objective=ssl", *(overrides or [])])
-    result = fit(cfg, resume=resume)
-    if result.model_dir is not None:
-        shown = {k: round(v, 4) for k, v in sorted(result.metrics.items()) if k.endswith("loss")}
-        typer.echo(f"model: {result.model_dir}  steps: {result.global_step}  {shown}")
+    _fit_command(config, list(overrides or []), resume, objective="ssl")
 
 
 def predict(

@@ -236,13 +236,11 @@ class DistillModule(BaseModule):
     val_loss_key = "val/mse"
 
     def __init__(self, config: dict[str, Any], targets: list[str] | None = None) -> None:
-        name = DistillConfig.model_validate(config).model.name
-        if not is_task_model(name):
-            if DistillConfig.model_validate(config).specific_teacher is not None:
-                raise ValueError(f"MMDKD (specific_teacher) distils parameter bags; {name} has none")
-            targets = None
-        elif targets is None:
-            raise ValueError(f"{name} has one parameter bag per target: set data.heads=per_target")
+        cfg = DistillConfig.model_validate(config)
+        if not is_task_model(cfg.model.name):
+            if cfg.specific_teacher is not None:
+                raise ValueError(f"MMDKD (specific_teacher) distils parameter bags; {cfg.model.name} has none")
+            targets = None  # one output whatever the data's targets; a task model without them: the base says so
         super().__init__(config, targets)
         for pname, p in self.model.named_parameters():  # only the encoder learns (minus model.freeze)
             p.requires_grad_(pname.startswith("image_encoder.") and p.requires_grad)

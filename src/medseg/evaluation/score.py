@@ -62,7 +62,7 @@ def score_entries(entries: Sequence[CatalogEntry], predictor_for: Callable[[Cata
             pred = (predictor.predict([s.image], [boxes_from_mask(gt, per_component=True, min_area=10)])[0]
                     if gt_boxes else predictor.predict([s.image])[0])
             named = {k: getattr(pred, k, None) for k in ("task", "task_probability", "engine")}
-            metric(pred.mask, gt, spacing=tuple(float(v) for v in s.spacing), case=s.case_id, modality=s.modality,
+            metric(pred.mask, gt, spacing=s.spacing, case=s.case_id, modality=s.modality,
                    dataset=s.dataset, **extra, **{k: v for k, v in named.items() if v is not None})
     if path is not None:
         write_csv(metric.rows, path)

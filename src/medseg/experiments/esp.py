@@ -203,7 +203,6 @@ class EspExperiment(StagedExperiment):
         self.main = main
         if main is not None:
             self.cache = main.cache
-        self.held_out, self.variant, self.suffix = self.pipeline.held_out, self.pipeline.variant, self.pipeline.suffix
 
     def _reused(self, stage: str) -> EspExperiment | None:
         """The main pipeline, where this pipeline reuses ``stage`` from it."""
@@ -223,14 +222,14 @@ class EspExperiment(StagedExperiment):
         if self.main is None:
             return super().stage_split()
         source = self.main.stage_split()
-        if "split" not in self.pipeline.trains or not self.held_out:
+        if "split" not in self.pipeline.trains or not self.pipeline.held_out:
             return source
         from medseg.data import read_manifest, write_manifest
 
         path = self.out / "split.csv"
         self._claim(self.out / "split.settings.json", "split-unseen")
         if not path.is_file():
-            keep = [e for e in read_manifest(source) if e.dataset not in self.held_out or e.split == "test"]
+            keep = [e for e in read_manifest(source) if e.dataset not in self.pipeline.held_out or e.split == "test"]
             write_manifest(keep, path)
         return path
 
@@ -245,7 +244,7 @@ class EspExperiment(StagedExperiment):
                init: Path | None, init_mode: str = "strict", seed: int | None = None) -> Path:
         from medseg.training import TrainConfig, train
 
-        return self._engine_stage(out, stage + self.suffix, lambda resume: train(stage_config(TrainConfig, {
+        return self._engine_stage(out, stage + self.pipeline.suffix, lambda resume: train(stage_config(TrainConfig, {
             **self.common_patch(sc, out, self.stage_split()), "model.name": name, "model.options": options,
             **self._task_patch(),
             **({"model.init": init, "model.init_mode": init_mode} if init is not None else {}),
@@ -286,12 +285,12 @@ class EspExperiment(StagedExperiment):
                 "trainer.final_weights": "best"})
             return distill(cfg, resume=resume)
 
-        return self._engine_stage(out, "mmdkd" + self.suffix, run)
+        return self._engine_stage(out, "mmdkd" + self.pipeline.suffix, run)
 
     def stage_esp(self) -> Path:
         out = self.out / "esp"
-        what = f" ({self.variant})" if self.variant else (" without " + ", ".join(self.held_out) if self.held_out
-                                                          else "")
+        p = self.pipeline
+        what = f" ({p.variant})" if p.variant else (" without " + ", ".join(p.held_out) if p.held_out else "")
         if not is_model_folder(out / "model"):
             self.say(f"esp{what}: ESP-MedSAM trained from the MMDKD encoder")
         init = self.stage_mmdkd()
@@ -312,7 +311,7 @@ class EspExperiment(StagedExperiment):
         if fit_cfg is None:
             return esp
         out = self.out / "classifier"
-        self._claim(out / "settings.json", "classifier" + self.suffix)
+        self._claim(out / "settings.json", "classifier" + self.pipeline.suffix)
         if is_model_folder(out / "model"):
             return out / "model"
         import torch
@@ -359,12 +358,13 @@ class EspExperiment(StagedExperiment):
         from medseg.models.io import load_model
 
         scores = self.out / "scores"
-        test = [e for e in self.entries() if e.split == "test" and (not self.held_out or e.dataset in self.held_out)]
+        held = self.pipeline.held_out
+        test = [e for e in self.entries() if e.split == "test" and (not held or e.dataset in held)]
         cols: Callable[[CatalogEntry], dict[str, str]] = lambda e: {"true_task": self.task_of(e)}  # noqa: E731
         loaded = load_model(self.stage_classifier())
         size = loaded.img_size
         out: dict[str, list[dict[str, str]]] = {}
-        self._claim(scores / "esp.settings.json", "scores-esp" + self.suffix)
+        self._claim(scores / "esp.settings.json", "scores-esp" + self.pipeline.suffix)
         if not (scores / "esp.csv").is_file():
             self.say("scores: ESP-MedSAM on the test images (no prompt, no task given; then with the true task)")
         auto = Predictor.for_model(loaded)
@@ -384,7 +384,7 @@ class EspExperiment(StagedExperiment):
         out["esp_true_task"] = score_entries([e for e in test if self.task_of(e) in known], with_true_task,
                                              csv_path=scores / "esp_true_task.csv", columns=cols)
         if "esp_true_task_source" in self.pipeline.scores:  # the control: the model on the datasets it trained on
-            source = [e for e in self.entries() if e.split == "test" and e.dataset not in self.held_out]
+            source = [e for e in self.entries() if e.split == "test" and e.dataset not in self.pipeline.held_out]
             out["esp_true_task_source"] = score_entries(source, with_true_task,
                                                         csv_path=scores / "esp_true_task_source.csv", columns=cols)
         if self.cfg.baseline and "baselines" in self.pipeline.scores:
@@ -472,17 +472,21 @@ def source_domain_table(scores: dict[str, list[dict[str, str]]], by: str = "moda
     order = ("esp", "esp_true_task", "lite_medsam_gt_box", "lite_medsam_whole_box")
     methods = [m for m in order if m in scores] + [m for m in scores if m not in order]
     groups = sorted({r[by] for r in scores[methods[0]]})
+    aggregates = (("dice", np.mean), ("nsd", np.mean), ("hd95", np.median))
+    per = {(m, metric): group_means(scores[m], by, metric, agg=agg) for m in methods for metric, agg in aggregates}
     out = []
     mean = "mean over " + {"modality": "modalities", "dataset": "datasets"}.get(by, by)
     for g in [*groups, mean]:
         row: dict[str, Any] = {by: g}
         for m in methods:
-            for metric, agg in (("dice", np.mean), ("nsd", np.mean), ("hd95", np.median)):
+            for metric, _ in aggregates:
+                values = per[(m, metric)]
                 if g == mean:
-                    per = [_agg(scores[m], by, k, metric, agg) for k in groups]
-                    row[f"{metric}_{m}"] = float(np.nanmean(per)) if metric != "hd95" else float(np.nanmedian(per))
+                    of_groups = [values.get(k, float("nan")) for k in groups]
+                    row[f"{metric}_{m}"] = (float(np.nanmean(of_groups)) if metric != "hd95"
+                                            else float(np.nanmedian(of_groups)))
                 else:
-                    row[f"{metric}_{m}"] = _agg(scores[m], by, g, metric, agg)
+                    row[f"{metric}_{m}"] = values.get(g, float("nan"))
         out.append(row)
     return out
 
@@ -508,10 +512,6 @@ def unseen_domain_table(unseen: dict[str, list[dict[str, str]]], seen_esp: list[
     return table
 
 
-def _agg(rows: list[dict[str, str]], by: str, group: str, metric: str, agg: Callable[[Any], Any]) -> float:
-    return group_means(rows, by, metric, agg=agg).get(group, float("nan"))
-
-
 def ablation_table(full: list[dict[str, str]], variants: dict[str, list[dict[str, str]]], *, n_boot: int = 10_000,
                    seed: int = 0) -> list[dict[str, Any]]:
     """The full model and each variant: mean over modalities of the mean Dice and of the median HD95, task
@@ -521,9 +521,8 @@ def ablation_table(full: list[dict[str, str]], variants: dict[str, list[dict[str
     from medseg.stats import paired_test, stratified_bootstrap_ci
 
     def summary(rows: list[dict[str, str]]) -> tuple[float, float, float]:
-        mods = sorted({r["modality"] for r in rows})
-        dice = float(np.mean([_agg(rows, "modality", m, "dice", np.mean) for m in mods]))
-        hd = float(np.nanmean([_agg(rows, "modality", m, "hd95", np.median) for m in mods]))
+        dice = float(np.mean(list(group_means(rows, "modality").values())))
+        hd = float(np.nanmean(list(group_means(rows, "modality", "hd95", agg=np.median).values())))
         return dice, hd, float(np.mean([r["task"] == r["true_task"] for r in rows]))
 
     def dice_of(rows: list[dict[str, str]]) -> dict[tuple[str, str, str], float]:

@@ -516,7 +516,7 @@ class UniversalExperiment(StagedExperiment):
     def _model_card(self, rep: Path, by_dataset: list[dict[str, Any]], by_modality: list[dict[str, Any]],
                     accuracy: list[dict[str, Any]], universal_rows: list[dict[str, str]]) -> Path:
         """``report/MODEL_CARD.md`` and ``report/failure_gallery.png`` (the worst test image of every dataset)."""
-        from medseg.experiments.universal_report import data_licences, gallery, model_card
+        from medseg.experiments.universal_report import data_licences, gallery, model_card, read_table
         from medseg.inference.universal import UniversalPredictor
         from medseg.models.io import load_model
 
@@ -536,7 +536,7 @@ class UniversalExperiment(StagedExperiment):
                           target_of=self.cfg.data.target_of, weights=weights,
                           gallery_path=picture.name if picture.is_file() else None,
                           command=f"medseg experiment universal {self.out / 'config.yaml'}",
-                          held_out=_read_csv(self.cfg.held_out_results) if self.cfg.held_out_results else None)
+                          held_out=read_table(self.cfg.held_out_results) if self.cfg.held_out_results else None)
         path = rep / "MODEL_CARD.md"
         atomic_write_text(path, text)
         return path
@@ -564,22 +564,6 @@ class UniversalExperiment(StagedExperiment):
         self._timed("model", self.stage_model)
         self._timed("scores", self.stage_scores)
         return self._timed("report", self.stage_report)
-
-
-def _read_csv(path: Path) -> list[dict[str, Any]]:
-    """Rows of a CSV, numbers as floats (for tables)."""
-    import csv
-
-    def value(v: str) -> Any:
-        for kind in (int, float):
-            try:
-                return kind(v)
-            except ValueError:
-                pass
-        return v
-
-    with open(path, newline="") as f:
-        return [{k: value(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def _mean(values: list[float]) -> float:

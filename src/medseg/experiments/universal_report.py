@@ -140,6 +140,21 @@ def read_scores(folder: str | Path) -> dict[str, list[dict[str, str]]]:
     return out
 
 
+def read_table(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a table CSV (e.g. ``held_out.csv``) with numbers as numbers, to show again as a table."""
+
+    def value(v: str) -> Any:
+        for kind in (int, float):
+            try:
+                return kind(v)
+            except ValueError:
+                pass
+        return v
+
+    with open(path, newline="") as f:
+        return [{k: value(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
 def held_out_table(scores: dict[str, list[dict[str, str]]], in_domain: dict[str, list[dict[str, str]]],
                    held_out: Sequence[str], target_of: dict[str, str], limit: float = 0.10) -> list[dict[str, Any]]:
     """One row per held-out dataset and method scored by both runs (``universal``, then each engine with the true

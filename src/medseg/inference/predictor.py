@@ -73,10 +73,8 @@ class Predictor:
                  threshold: float = 0.5, batch_size: int = 8, max_boxes_per_pass: int = 32,
                  engine: str = "optimized", tile: int | None = None, overlap: float = 0.25, tta: bool = False,
                  channel: int = 0, edge: str | None = None, task: str | None = None, color: str = "rgb") -> None:
-        if color not in ("rgb", "grey"):
-            raise ValueError(f"unknown input colour {color!r}; choose rgb or grey")
-        self.engine, self.edge, self.color = engine, edge, color
-        self.input = ModelInput(color, edge or "none")  # type: ignore[arg-type]
+        self.engine = engine
+        self.input = ModelInput(color, edge or "none")  # type: ignore[arg-type]  (refuses an unknown colour)
         self.tasks: list[str] | None = model_tasks(model)
         if task is not None and self.tasks is None:
             raise ValueError(f"task {task!r} given, but {type(model).__name__} is not a task model")
@@ -128,8 +126,7 @@ class Predictor:
         Returns one list per image with one :class:`Prediction` per prompt set.
         """
         out: list[list[Prediction]] = []
-        if not self.input.identity:
-            images = [self.input(im) for im in images]
+        images = [self.input(im) for im in images]
         with torch.inference_mode():
             if self.tile is not None:
                 if any(ps is not None and any(b is not None and len(b) for b in ps) for ps in prompt_sets):

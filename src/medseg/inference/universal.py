@@ -40,8 +40,7 @@ class UniversalPredictor:
     def __init__(self, model: UniversalModel, *, device: str | torch.device = "cpu", threshold: float = 0.5,
                  batch_size: int = 8, engine: str = "optimized", min_confidence: float = 0.0,
                  task: str | None = None, fast: bool = False) -> None:
-        if task is not None and task not in model.tasks:
-            raise ValueError(f"unknown task {task!r}; this model knows {', '.join(model.tasks)}")
+        _check_task(model, task)
         if fast and model.student is None:
             raise ValueError("this universal model has no student encoder, so no --fast mode")
         if not 0.0 <= min_confidence <= 1.0:
@@ -86,8 +85,7 @@ class UniversalPredictor:
     def with_task(self, task: str | None) -> UniversalPredictor:
         """This predictor segmenting every image as ``task`` (``None``: the classifier's choice), sharing its
         prepared encoder, head and specialists (no second copy of any engine)."""
-        if task is not None and task not in self.model.tasks:
-            raise ValueError(f"unknown task {task!r}; this model knows {', '.join(self.model.tasks)}")
+        _check_task(self.model, task)
         other = copy.copy(self)
         other.task = task
         return other
@@ -159,3 +157,8 @@ class UniversalPredictor:
         k = int(task[i])
         return Prediction(prob > self.threshold, prob, self.tasks[k], float(probs[i, k]), engine,
                           float(probs[i].max()) >= self.min_confidence)
+
+
+def _check_task(model: UniversalModel, task: str | None) -> None:
+    if task is not None and task not in model.tasks:
+        raise ValueError(f"unknown task {task!r}; this model knows {', '.join(model.tasks)}")

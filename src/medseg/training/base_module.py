@@ -73,7 +73,7 @@ class BaseModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, parts = self.training_loss(batch)
-        bs = batch["image"].shape[0] if "image" in batch else len(next(iter(batch.values())))
+        bs = batch["image"].shape[0]  # every objective's batches carry ``image`` (a cached embedding for a head)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=bs)
         for k, v in parts.items():
