@@ -163,6 +163,37 @@ def test_held_out_datasets_stay_out_of_training_and_are_compared_with_the_in_dom
             UniversalExperiment(cfg, progress=lambda m: None).run()
 
 
+def test_the_classifier_refit_sees_the_jittered_views_and_leaves_segmentation_as_trained(tmp_path: Path,
+                                                                                         monkeypatch) -> None:
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    monkeypatch.setattr("medseg.weights.fetch_weights", tiny_lite_medsam_state)
+    root = generate_dataset(tmp_path / "d", per_modality=6, size=48, seed=0,
+                            modalities=("dermoscopy", "endoscopy", "xray"))
+    said: list[str] = []
+    refit = {"views": ["none", "jitter1"], "steps": 20}
+    exp = UniversalExperiment(load_universal_config(_held_out_config(
+        tmp_path, root, "refit", held_out=["synthetic_polyps"], classifier=refit)), progress=said.append)
+    exp.run()
+    summary = json.loads((tmp_path / "refit" / "classifier" / "summary.json").read_text())
+    n_train = sum(e.split == "train" for e in exp.trained_entries())
+    assert summary["train_rows"] == 2 * n_train and summary["views"] == ["none", "jitter1"]
+    assert set(summary["val_accuracy_per_dataset"]) <= {"synthetic_lesions", "synthetic_lungs"}
+    assert any("embeddings train/jitter1" in m or m.startswith("classifier:") for m in said)
+    head = load_file(str(tmp_path / "refit" / "head" / "model" / "model.safetensors"))
+    shipped = load_file(str(tmp_path / "refit" / "model" / "head" / "model.safetensors"))
+    changed = {k for k in head if not torch.equal(head[k].half(), shipped[k].half())}
+    assert changed and all(k.startswith("classifier.") for k in changed)
+    assert "Task classifier refit" in (tmp_path / "refit" / "report" / "report.md").read_text()
+    # the refit is part of the model: another refit setting is refused until its stage is rebuilt
+    again = _held_out_config(tmp_path, root, "refit", held_out=["synthetic_polyps"], classifier={**refit, "steps": 5})
+    with pytest.raises(MedsegError, match="classifier"):
+        UniversalExperiment(load_universal_config(again), progress=lambda m: None).run()
+
+
 def test_a_section_tracked_since_a_stage_was_built_is_a_change_only_off_its_default(config: Path) -> None:
     """Stages recorded before ``held_out`` existed are reused while it is empty, and refused once it holds out a
     dataset (the record cannot say the stage was built without it)."""

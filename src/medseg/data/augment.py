@@ -157,3 +157,36 @@ def intensity(image: np.ndarray, rng: np.random.Generator, opts: AugmentOptions,
     out = image.copy()
     out[:, :h, :w] = np.clip(view, 0.0, 1.0)
     return out
+
+
+#: the photometric jitter of :func:`colour_jitter`: brightness, contrast and gamma always (:func:`intensity`)
+JITTER_INTENSITY = AugmentOptions(flips=False, intensity_p=1.0, brightness=(0.7, 1.3), contrast=(0.7, 1.3),
+                                  gamma_p=1.0, gamma=(0.7, 1.5))
+
+
+def colour_jitter(image: np.ndarray, rng: np.random.Generator, region: tuple[int, int] | None = None, *,
+                  gain: float = 0.15, saturation: tuple[float, float] = (0.5, 1.5), grey_p: float = 0.2,
+                  blur_p: float = 0.2, blur_sigma: tuple[float, float] = (0.5, 1.5)) -> np.ndarray:
+    """A strong photometric change of a (C, H, W) [0, 1] image — what a different camera, stain, illumination or
+    scanner does — keeping its geometry (so its mask is unchanged): brightness, contrast and gamma
+    (:data:`JITTER_INTENSITY`), then for colour images a per-channel gain in ``1 ± gain`` (white balance) and a
+    saturation factor, with probability ``grey_p`` the grey image (replicated to every channel), and with
+    probability ``blur_p`` a Gaussian blur. Result clipped to [0, 1], float32.
+
+    ``region``: (h, w) of the image content in the top-left corner (the letterbox); the padding stays 0.
+    """
+    h, w = region if region is not None else image.shape[1:]
+    out = np.array(intensity(image.astype(np.float32, copy=False), rng, JITTER_INTENSITY, (h, w)), np.float32)
+    view = out[:, :h, :w]
+    colour = out.shape[0] == 3 and not (np.array_equal(view[0], view[1]) and np.array_equal(view[1], view[2]))
+    if colour:
+        view *= rng.uniform(1 - gain, 1 + gain, size=(3, 1, 1)).astype(np.float32)
+        grey = view.mean(axis=0, keepdims=True)
+        view[:] = grey + (view - grey) * np.float32(rng.uniform(*saturation))
+        if rng.random() < grey_p:
+            view[:] = view.mean(axis=0, keepdims=True)
+    if rng.random() < blur_p:
+        sigma = float(rng.uniform(*blur_sigma))
+        view[:] = np.stack([ndimage.gaussian_filter(ch, sigma) for ch in view])
+    np.clip(view, 0.0, 1.0, out=view)
+    return out

@@ -13,6 +13,8 @@ records the config sections it was built from (``settings.json``). Stages:
                        ``manifest.json`` lists the caches and why an older one no longer applies
 ``head/``              ``prompt_free_head`` (SPPG + one query per task + task classifier on LiteMedSAM's pretrained
                        prompt encoder and mask decoder) trained on the cache for thousands of steps
+``classifier/``        optional: the head's task classifier refitted on more views of the cached training images
+                       (photometric jitters), class-balanced, chosen on validation (:class:`ClassifierRefit`)
 ``specialists/<t>/``   native-resolution patch U-Nets for the targets a 256² canvas cannot resolve
 ``selection/``         validation Dice of every engine per task → the engine each task runs (``selection.json``)
 ``model/``             the ``universal`` model folder (head + specialists + routing table)
@@ -42,14 +44,14 @@ from medseg.experiments.base import (
     TrainerOptions,
 )
 from medseg.models.io import is_model_folder, read_model_meta
-from medseg.training.config import stage_config
+from medseg.training.config import EmbeddingView, stage_config
 from medseg.utils.atomic import atomic_write_text
 
 
 class EmbeddingOptions(Strict):
     """The embedding cache: which fixed views of each image, and how the frozen encoder runs."""
 
-    views: list[Literal["none", "hflip", "vflip"]] = Field(default_factory=lambda: ["none", "hflip"])
+    views: list[EmbeddingView] = Field(default_factory=lambda: ["none", "hflip"])
     engine: Literal["eager", "optimized", "onnx"] = "optimized"
     batch_size: int = Field(1, ge=1)
 
@@ -81,6 +83,24 @@ class HeadConfig(StageConfig):
                                                             "task_ce": 1.0})
 
 
+class ClassifierRefit(Strict):
+    """The task classifier refitted after the head's training on more views than the head trained on: the pooled
+    cached embeddings of every training image seen through ``views`` (``jitter1``/``jitter2``: a strong seeded
+    photometric change, :func:`medseg.data.augment.colour_jitter`, so that a new camera, stain or scanner of a
+    known task is still recognised), full-batch AdamW on a fresh head, the step chosen on the validation images
+    (accuracy, then loss; :func:`medseg.training.task_classifier.fit_task_classifier`). Segmentation is
+    unchanged: only the classifier's weights differ from the head's."""
+
+    views: list[EmbeddingView] = Field(default_factory=lambda: ["none", "hflip", "jitter1", "jitter2"],
+                                       min_length=1)
+    steps: int = Field(500, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    #: each task's loss weighted by the inverse of its share of the training rows
+    balanced: bool = True
+    seed: int = 0
+
+
 class FastConfig(StageConfig):
     """``--fast``: ``lite_medsam_student``'s lighter encoder (started by weight selection from LiteMedSAM's)
     distilled from LiteMedSAM's cached embeddings (MSE, :mod:`medseg.distill`); it then feeds the head for every
@@ -105,6 +125,8 @@ class UniversalConfig(Strict):
                                                                 lr_multipliers={"patch_prompt": 10, "classifier": 10}))
     #: target → its specialist (the targets a 256² canvas cannot resolve: thin vessels, EM membranes)
     specialists: dict[str, SpecialistConfig] = Field(default_factory=dict)
+    #: refit the head's task classifier on more views (``null``: the classifier as trained with the head)
+    classifier: ClassifierRefit | None = None
     #: the ``--fast`` student (``null``: the model has no fast mode)
     fast: FastConfig | None = None
     #: a task runs its specialist only if the specialist's validation Dice beats the head's by at least this
@@ -139,8 +161,10 @@ STAGE_INPUTS["embeddings"] = (*STAGE_INPUTS["split"], "encoder", "embeddings")
 STAGE_INPUTS["specialist"] = (*STAGE_INPUTS["split"],)  # + the target's own entry of ``specialists``
 STAGE_INPUTS["head"] = (*STAGE_INPUTS["embeddings"], "head", "held_out")
 STAGE_INPUTS["selection"] = (*STAGE_INPUTS["head"], "specialists", "margin")
+STAGE_INPUTS["classifier"] = (*STAGE_INPUTS["head"], "classifier")
 STAGE_INPUTS["fast"] = (*STAGE_INPUTS["embeddings"], "fast")
-STAGE_INPUTS["model"] = (*STAGE_INPUTS["selection"], "fast", "min_confidence")
+STAGE_INPUTS["model"] = (*STAGE_INPUTS["selection"], "classifier", "fast", "min_confidence")
+STAGE_INPUTS["universal_scores"] = STAGE_INPUTS["model"]
 
 
 def load_universal_config(path: str | Path, overrides: list[str] | None = None) -> UniversalConfig:
@@ -190,23 +214,10 @@ class UniversalExperiment(StagedExperiment):
     def stage_embeddings(self) -> dict[str, dict[str, Path]]:
         """split → view → embedding cache folder (training: every view of ``embeddings.views``; validation: the
         images as they are); ``embeddings/manifest.json`` records them."""
-        from medseg.training.embedding_cache import build_embedding_cache, cache_progress
-
         out = self.out / "embeddings"
         self._claim(out / "settings.json", "embeddings")
-        images = self.image_caches()
-        encoder = self._lite_medsam().image_encoder
-        opts = self.cfg.embeddings
-        device = _embedding_device(self.cfg.trainer.accelerator)
-        built: dict[str, dict[str, Path]] = {}
-        for part, folder in images.items():
-            built[part] = {}
-            for view in opts.views if part == "train" else ["none"]:  # validation scores the images as they are
-                with cache_progress(folder, f"embeddings {part}/{view}", self.cfg.trainer.progress_bar) as bar:
-                    built[part][view] = build_embedding_cache(
-                        folder, encoder, self.cache / "embeddings", batch_size=opts.batch_size, view=view,
-                        engine=opts.engine if device == "cpu" else "eager", device=device,
-                        progress=None if bar is None else bar.update)
+        # validation scores the images as they are
+        built = self._embedding_caches({"train": self.cfg.embeddings.views, "val": ["none"]})
         manifest = {part: {view: p.name for view, p in views.items()} for part, views in built.items()}
         path = out / "manifest.json"
         if path.is_file():
@@ -215,6 +226,26 @@ class UniversalExperiment(StagedExperiment):
                 self.say("embeddings: the cache was rebuilt because the images, the encoder's weights or the "
                          f"preprocessing changed (was {before}, now {manifest})")
         atomic_write_text(path, json.dumps(manifest, indent=1))
+        return built
+
+    def _embedding_caches(self, views: dict[str, list[str]]) -> dict[str, dict[str, Path]]:
+        """split → view → the embedding cache of that split's images seen through that view (built, resumed or
+        reused; content-addressed under ``cache_dir``)."""
+        from medseg.training.embedding_cache import build_embedding_cache, cache_progress
+
+        images = self.image_caches()
+        encoder = self._lite_medsam().image_encoder
+        opts = self.cfg.embeddings
+        device = _embedding_device(self.cfg.trainer.accelerator)
+        built: dict[str, dict[str, Path]] = {}
+        for part, part_views in views.items():
+            built[part] = {}
+            for view in part_views:
+                with cache_progress(images[part], f"embeddings {part}/{view}", self.cfg.trainer.progress_bar) as bar:
+                    built[part][view] = build_embedding_cache(
+                        images[part], encoder, self.cache / "embeddings", batch_size=opts.batch_size, view=view,
+                        engine=opts.engine if device == "cpu" else "eager", device=device,
+                        progress=None if bar is None else bar.update)
         return built
 
     def task_of(self, dataset: str) -> str:
@@ -283,6 +314,69 @@ class UniversalExperiment(StagedExperiment):
                  "data.target_of": self.cfg.data.target_of, "data.box_prompt": "whole", "data.box_shift": 0,
                  "data.embeddings": self.embedding_source(), "loss.weights": hc.loss, "trainer.monitor": "val/dice"}
         return self._engine_stage(out, "head", lambda resume: train(stage_config(TrainConfig, patch), resume=resume))
+
+    def stage_classifier(self) -> Path:
+        """``classifier/model``: the head with its task classifier refitted on ``classifier.views`` of the cached
+        training embeddings (:class:`ClassifierRefit`); ``classifier/history.csv`` (loss and accuracies per step)
+        and ``summary.json`` (the chosen step, validation accuracy before and after, per dataset). Without
+        ``classifier``: the head as trained."""
+        import numpy as np
+        import torch
+
+        from medseg.evaluation import write_csv
+        from medseg.models.io import load_model, save_model_folder
+        from medseg.training.dataset import open_cache
+        from medseg.training.embedding_cache import open_embeddings
+        from medseg.training.task_classifier import ClassifierFitConfig, fit_task_classifier
+
+        head = self.stage_head()
+        cc = self.cfg.classifier
+        if cc is None:
+            return head
+        out = self.out / "classifier"
+        self._claim(out / "settings.json", "classifier")
+        if is_model_folder(out / "model"):
+            return out / "model"
+        self.say(f"classifier: the task classifier refitted on the views {', '.join(cc.views)} of the training "
+                 "images' cached embeddings")
+        caches = self._embedding_caches({"train": cc.views, "val": ["none"]})
+        loaded = load_model(head)
+        model = loaded.model
+        tasks = list(model.tasks)
+        held = set(self.cfg.held_out)
+
+        def features(part: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+            info = open_cache(self.image_caches()[part]).info
+            rows = [i for i, r in enumerate(info) if r["dataset"] not in held]
+            datasets = [info[i]["dataset"] for i in rows]
+            feats = []
+            for folder in caches[part].values():
+                emb = open_embeddings(folder)
+                for start in range(0, len(rows), 32):
+                    x = torch.from_numpy(np.asarray(emb[rows[start:start + 32]], dtype=np.float32))
+                    with torch.no_grad():
+                        feats.append(model.classifier.pool(x.flatten(2).transpose(1, 2)))
+            labels = torch.tensor([tasks.index(self.task_of(d)) for d in datasets] * len(caches[part]))
+            return torch.cat(feats), labels, datasets
+
+        x, y, _ = features("train")
+        vx, vy, val_datasets = features("val")
+        fit_cfg = ClassifierFitConfig(steps=cc.steps, lr=cc.lr, weight_decay=cc.weight_decay, flips=False,
+                                      reinit=True, seed=cc.seed, balanced=cc.balanced)
+        fit = fit_task_classifier(model, x, y, vx, vy, fit_cfg)
+        with torch.no_grad():
+            right = (model.classifier.head(vx).argmax(1) == vy).tolist()
+        per_dataset = {d: _mean([float(r) for r, dd in zip(right, val_datasets, strict=True) if dd == d])
+                       for d in sorted(set(val_datasets))}
+        write_csv(fit.history, out / "history.csv")
+        summary = {**fit.summary(), "train_rows": len(y), "val_rows": len(vy), "views": cc.views,
+                   "val_accuracy_per_dataset": per_dataset}
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+        self.say(f"classifier: validation accuracy {fit.val_accuracy_before:.3f} → {fit.val_accuracy:.3f} "
+                 f"(step {fit.chosen_step} of {cc.steps})")
+        keep = {k: v for k, v in loaded.meta.items() if k not in ("name", "options", "img_size", "sha256", "versions")}
+        return save_model_folder(model, out / "model", name=loaded.name, options=loaded.meta["options"],
+                                 img_size=loaded.img_size, extra={**keep, "classifier_refit": summary})
 
     def stage_fast(self) -> Path | None:
         """``fast/model``: the student for ``--fast`` (``None`` without ``fast``)."""
@@ -386,7 +480,7 @@ class UniversalExperiment(StagedExperiment):
         used = {t for t, e in engines.items() if e == "specialist"}
         specialists = {t: p for t, p in self.stage_specialists().items() if t in used}
         self.say(f"model: universal, engines {engines}")
-        return save_universal(out, head=self.stage_head(), specialists=specialists, engines=engines,
+        return save_universal(out, head=self.stage_classifier(), specialists=specialists, engines=engines,
                               student=self.stage_fast(),
                               extra={"min_confidence": self.cfg.min_confidence, "target_of": self.cfg.data.target_of,
                                      "trained_on": {"split": "reference split (seed "
@@ -408,9 +502,10 @@ class UniversalExperiment(StagedExperiment):
         test = [e for e in self.entries() if e.split == "test"]
         cols = lambda e: {"true_task": self.task_of(e.dataset)}  # noqa: E731
         scores: dict[str, list[dict[str, str]]] = {}
+        model = self.stage_model()
+        self._claim(out / "universal.settings.json", "universal_scores")  # universal.csv is this model's
         if not (out / "universal.csv").is_file():
             self.say(f"scores: universal on the {len(test)} test images (no prompt, no task)")
-        model = self.stage_model()
         predictor: list[UniversalPredictor] = []
 
         def universal_for(e: Any) -> UniversalPredictor:
@@ -489,6 +584,13 @@ class UniversalExperiment(StagedExperiment):
                     format_markdown_table(by_dataset, digits=3), "", "## Task classification (test split)", "",
                     format_markdown_table(accuracy, digits=3), "", "## Engine per task (chosen on validation)", "",
                     "```", selection.strip(), "```", ""]
+        refit = self.out / "classifier" / "summary.json"
+        if self.cfg.classifier is not None and refit.is_file():
+            r = json.loads(refit.read_text())
+            sections += ["## Task classifier refit (chosen on validation)", "",
+                         f"Views of the training images: {', '.join(r['views'])} ({r['train_rows']} rows); "
+                         f"validation accuracy {r['val_accuracy_before']:.3f} as trained with the head → "
+                         f"{r['val_accuracy']:.3f} refitted (step {r['chosen_step']}, `classifier/history.csv`).", ""]
         if self.cfg.held_out:
             sections += self._held_out_section(scores, rep)
         if curve is not None:
@@ -559,6 +661,7 @@ class UniversalExperiment(StagedExperiment):
         self._timed("embeddings", self.stage_embeddings)
         self._timed("specialists", self.stage_specialists)
         self._timed("head", self.stage_head)
+        self._timed("classifier", self.stage_classifier)
         self._timed("fast", self.stage_fast)
         self._timed("selection", self.stage_selection)
         self._timed("model", self.stage_model)

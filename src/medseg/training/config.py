@@ -19,17 +19,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: a fixed view of the cached training images (:data:`medseg.training.embedding_cache.VIEWS`)
+EmbeddingView = Literal["none", "hflip", "vflip", "jitter1", "jitter2"]
+
+
 class EmbeddingSource(_Strict):
     """Train on a frozen encoder's cached embeddings instead of images (:mod:`medseg.training.embedding_data`): the
     image encoder of the registered model ``encoder`` built with ``options`` (e.g. ``{pretrained: true}``: the
     published LiteMedSAM weights, or a checkpoint path) encodes every training and validation image once, and each
-    of ``views`` of the training images (``none``, ``hflip``, ``vflip``); ``engine`` runs the encoder
-    (:func:`medseg.inference.engines.prepare_engine`). Rows of ``exclude_datasets`` are left out of training and
-    validation while staying in the caches. The model must take embeddings (``prompt_free_head``)."""
+    of ``views`` of the training images (``none``, ``hflip``, ``vflip``, ``jitter1``, ``jitter2``); ``engine`` runs
+    the encoder (:func:`medseg.inference.engines.prepare_engine`). Rows of ``exclude_datasets`` are left out of
+    training and validation while staying in the caches. The model must take embeddings (``prompt_free_head``)."""
 
     encoder: str = "lite_medsam"
     options: dict[str, Any] = Field(default_factory=lambda: {"pretrained": True})
-    views: list[Literal["none", "hflip", "vflip"]] = Field(default_factory=lambda: ["none", "hflip"], min_length=1)
+    views: list[EmbeddingView] = Field(default_factory=lambda: ["none", "hflip"], min_length=1)
     engine: Literal["eager", "optimized", "onnx"] = "optimized"
     batch_size: int = Field(1, ge=1)
     exclude_datasets: list[str] = Field(default_factory=list)

@@ -10,8 +10,10 @@ image cache (:func:`medseg.training.dataset.build_cache`), computed once, stored
   when every row is written; it is the cache's manifest (image cache key and its preprocessing, the encoder's class
   and weight digest, the view, the dtype).
 * **Views**: a fixed augmentation of every image (:data:`VIEWS`: the flips of the image region, the padding staying
-  bottom/right as at inference) is one more cache, named by the view, so a head trained on a frozen encoder sees
-  flipped images without a single encoder pass per epoch. :func:`apply_view` gives the matching mask.
+  bottom/right as at inference; ``jitter1``, ``jitter2``: a seeded strong photometric change of each image,
+  :func:`medseg.data.augment.colour_jitter`, drawn from the view and the row) is one more cache, named by the view,
+  so a head trained on a frozen encoder sees flipped or recoloured images without a single encoder pass per epoch.
+  :func:`apply_view` gives the matching mask.
 
 Shapes: ``open_embeddings(folder)`` → (N, C, h, w) float16 memmap, row i = image row i of the image cache (seen
 through the folder's view).
@@ -34,17 +36,28 @@ from medseg.training.dataset import open_cache
 from medseg.utils.atomic import atomic_write_text
 
 EMBEDDING_VERSION = 1
-#: fixed views of a letterboxed image: ``none``, the horizontal and the vertical flip of the image region
-VIEWS = ("none", "hflip", "vflip")
+#: fixed views of a letterboxed image: ``none``, the horizontal and the vertical flip of the image region, and two
+#: seeded photometric changes of it (:func:`medseg.data.augment.colour_jitter`; masks unchanged)
+VIEWS = ("none", "hflip", "vflip", "jitter1", "jitter2")
+JITTER_SEED = 20261205
 
 
-def apply_view(array: np.ndarray, valid_hw: tuple[int, int], view: str) -> np.ndarray:
-    """``array`` (…, S, S) — a letterboxed image (C, S, S) or mask (S, S) — seen through ``view``: the valid region
-    ``[:h, :w]`` flipped, the padding left where it is. Returns a new array (``none``: a copy)."""
+def apply_view(array: np.ndarray, valid_hw: tuple[int, int], view: str, row: int = 0) -> np.ndarray:
+    """``array`` (…, S, S) — a letterboxed image (C, S, S) with values in [0, 255] or a mask (S, S) — seen through
+    ``view``: the valid region ``[:h, :w]`` flipped, or (``jitter<k>``, images only) recoloured by a jitter drawn
+    from ``(k, row)`` — the same for the same cache row in every run; the padding left where it is. Returns a new
+    array (``none``: a copy)."""
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; choose from {', '.join(VIEWS)}")
     out = np.array(array, copy=True)
     h, w = valid_hw
+    if view.startswith("jitter"):
+        if out.ndim == 3:
+            from medseg.data.augment import colour_jitter
+
+            rng = np.random.default_rng((JITTER_SEED, int(view[len("jitter"):]), int(row)))
+            out = colour_jitter(out.astype(np.float32) / 255.0, rng, (h, w)) * np.float32(255.0)
+        return out
     if view == "hflip":
         out[..., :h, :w] = out[..., :h, :w][..., ::-1]
     elif view == "vflip":
@@ -83,7 +96,7 @@ def build_embedding_cache(image_cache: str | Path, teacher: nn.Module, root: str
     n = len(split)
 
     def batch(start: int, stop: int) -> torch.Tensor:
-        rows = [apply_view(np.asarray(split.images[i], dtype=np.float32), tuple(split.valid[i]), view)
+        rows = [apply_view(np.asarray(split.images[i], dtype=np.float32), tuple(split.valid[i]), view, i)
                 for i in range(start, stop)]
         return torch.from_numpy(np.stack(rows)).to(device)
 

@@ -45,6 +45,9 @@ class ClassifierFitConfig(BaseModel):
     reinit: bool = True
     seed: int = 0
     batch_size: int = Field(8, ge=1)  # images per encoder pass when computing features
+    #: weight each task's training loss by the inverse of its share of the training rows (a task with few images,
+    #: e.g. 48 vessel images against 280 nuclei ones, counts as much as any other); validation is unweighted
+    balanced: bool = False
 
 
 @dataclass
@@ -143,13 +146,17 @@ def fit_task_classifier(model: nn.Module, features: torch.Tensor, labels: torch.
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
     head.train()
+    weight = None
+    if cfg.balanced:
+        counts = torch.bincount(labels, minlength=n_tasks).float()
+        weight = torch.where(counts > 0, counts.sum() / (counts.clamp(min=1) * int((counts > 0).sum())), 0.0)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
     best: tuple[float, float] | None = None
     best_state, chosen, history = copy.deepcopy(head.state_dict()), 0, []
     for step in range(1, cfg.steps + 1):
         with torch.enable_grad():
-            loss = F.cross_entropy(head(features), labels)
+            loss = F.cross_entropy(head(features), labels, weight=weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
