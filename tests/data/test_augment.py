@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from medseg.data import CatalogEntry
-from medseg.data.augment import AugmentOptions, extract_patch, flip_rotate, intensity, patch_centre, random_affine
+from medseg.data.augment import (
+    AugmentOptions,
+    colour_jitter,
+    extract_patch,
+    flip_rotate,
+    intensity,
+    patch_centre,
+    random_affine,
+)
 from medseg.training.dataset import NativeDataset, PatchDataset, build_cache, open_cache
 
 ALL = AugmentOptions(flips=True, rot90=True, affine_p=1.0, intensity_p=1.0, gamma_p=1.0)
@@ -172,3 +180,36 @@ def test_dataset_balanced_sampling_gives_each_dataset_an_equal_share(tmp_path: P
                                                                      length=400, seed=3)[7]["image"])
     with pytest.raises(ValueError, match="sampling"):
         PatchDataset(split, patch_size=16, sampling="modality")
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), grey=st.booleans(), h=st.integers(4, 16), w=st.integers(4, 16))
+def test_colour_jitter_keeps_range_padding_and_greyness(seed: int, grey: bool, h: int, w: int) -> None:
+    rng = np.random.default_rng(seed)
+    img = np.zeros((3, 16, 16), np.float32)
+    content = rng.random((1 if grey else 3, h, w)).astype(np.float32)
+    img[:, :h, :w] = content
+    out = colour_jitter(img, np.random.default_rng(seed), (h, w))
+    assert out.shape == img.shape and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert not out[:, h:].any() and not out[:, :, w:].any()  # the letterbox padding stays 0
+    if grey:  # a grey image stays grey (no white balance, no saturation on it)
+        assert np.allclose(out[0], out[1]) and np.allclose(out[1], out[2])
+    again = colour_jitter(img, np.random.default_rng(seed), (h, w))
+    assert np.array_equal(out, again)  # a pure function of the generator
+    assert not np.array_equal(out, img)
+
+
+def test_the_jitter_views_recolour_images_reproducibly_and_leave_masks_alone() -> None:
+    from medseg.training.embedding_cache import apply_view
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((3, 16, 16)) * 255).astype(np.float32)
+    img[:, 10:] = 0
+    a = apply_view(img, (10, 16), "jitter1", row=3)
+    assert np.array_equal(a, apply_view(img, (10, 16), "jitter1", row=3))
+    assert not np.array_equal(a, apply_view(img, (10, 16), "jitter1", row=4))
+    assert not np.array_equal(a, apply_view(img, (10, 16), "jitter2", row=3))
+    assert a.max() <= 255 and not a[:, 10:].any()
+    mask = (rng.random((16, 16)) > 0.5).astype(np.uint8)
+    assert np.array_equal(apply_view(mask, (10, 16), "jitter1", row=3), mask)

@@ -65,3 +65,19 @@ def test_refit_rejects_labels_outside_the_tasks() -> None:
         fit_task_classifier(model, torch.zeros(2, dim), torch.tensor([0, 7]))
     with pytest.raises(ValueError, match="pair up"):
         fit_task_classifier(model, torch.zeros(2, dim), torch.tensor([0]))
+
+
+def test_a_balanced_fit_weighs_a_rare_task_like_a_common_one() -> None:
+    """Features that say nothing about the task: an unweighted fit learns the 90/10 prior, the balanced one
+    (task loss weight n / (k · n_task)) gives the rare task clearly better odds on new features."""
+    dim = _model().classifier.head[0].normalized_shape[0]
+    gen = torch.Generator().manual_seed(2)
+    y = torch.tensor([0] * 90 + [1] * 10)
+    x, fresh = torch.randn(len(y), dim, generator=gen), torch.randn(200, dim, generator=gen)
+    p_rare = {}
+    for balanced in (False, True):
+        model = _model()
+        fit_task_classifier(model, x, y, cfg=ClassifierFitConfig(steps=40, lr=1e-2, balanced=balanced))
+        with torch.no_grad():
+            p_rare[balanced] = float(model.classifier.head(fresh).softmax(1)[:, 1].mean())
+    assert p_rare[False] < 0.2 and p_rare[True] > 1.5 * p_rare[False]

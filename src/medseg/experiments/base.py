@@ -15,16 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from medseg.data import CatalogEntry, cap_per_dataset, discover, read_manifest, stratified_split, write_manifest
 from medseg.errors import MedsegError
 from medseg.models.io import is_model_folder
+from medseg.training.config import HardwareConfig, Strict
 from medseg.utils.atomic import atomic_write_text
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ExperimentData(Strict):
@@ -60,15 +57,10 @@ class StageConfig(Strict):
     validations: int = Field(5, ge=1)
 
 
-class TrainerOptions(Strict):
-    """Hardware options passed through to every stage (Lightning's own)."""
+class TrainerOptions(HardwareConfig):
+    """Hardware options passed through to every stage (Lightning's own), and the data loaders' workers."""
 
-    accelerator: str = "auto"
-    devices: int | str | list[int] = "auto"
-    strategy: str = "auto"
-    precision: str = "32-true"
     num_workers: int = 0
-    progress_bar: bool = True
 
 
 class StagedExperiment:

@@ -57,7 +57,7 @@ from medseg.experiments.base import (
 from medseg.metrics import group_means
 from medseg.models.io import is_model_folder, read_model_meta
 from medseg.training.config import stage_config
-from medseg.training.task_classifier import ClassifierFitConfig
+from medseg.training.task_classifier import EncoderRefitConfig
 
 
 class EspConfig(Strict):
@@ -79,7 +79,7 @@ class EspConfig(Strict):
                                                             "task_ce": 1.0})
     #: second phase of the task classifier's training: its head refitted on frozen features of the whole training
     #: split (``null``: keep the head trained jointly in ``esp/``)
-    classifier: ClassifierFitConfig | None = Field(default_factory=ClassifierFitConfig)
+    classifier: EncoderRefitConfig | None = Field(default_factory=EncoderRefitConfig)
     student: dict[str, Any] = Field(default_factory=dict)  # esp_medsam options (bags, patch size; test scale)
     teacher_model: dict[str, Any] = Field(default_factory=dict)  # esp_medsam_teacher options (test scale)
     lite_medsam: dict[str, Any] = Field(default_factory=dict)  # lite_medsam options (test scale: smaller)

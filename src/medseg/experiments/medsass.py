@@ -54,18 +54,11 @@ from medseg.experiments.base import (
     TrainerOptions,
 )
 from medseg.models.io import is_model_folder
-from medseg.training.config import LossConfig, stage_config
+from medseg.training.config import LossConfig, ModelSpec, stage_config
 
 Start = Literal["scratch", "medsass", "medsass_encoder", "simsiam", "byol", "dino"]
 SSL_METHODS = ("simsiam", "byol", "dino")
 FOCAL_TVERSKY = {"focal_tversky": {"fn_weight": 0.7, "fp_weight": 0.3, "exponent": 0.75}}
-
-
-class ArchSpec(Strict):
-    """A registered encoder–decoder model and its builder options."""
-
-    name: str = "resnet_unet"
-    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class PseudoSpec(Strict):
@@ -83,10 +76,10 @@ def _focal_tversky() -> LossConfig:
     return LossConfig(weights={"focal_tversky": 1.0}, options=dict(FOCAL_TVERSKY))
 
 
-def _default_archs() -> dict[str, ArchSpec]:
-    return {"cnn": ArchSpec(name="resnet_unet", options={"arch": "resnet50", "encoder_depth": 3,
+def _default_archs() -> dict[str, ModelSpec]:
+    return {"cnn": ModelSpec(name="resnet_unet", options={"arch": "resnet50", "encoder_depth": 3,
                                                            "decoder_channels": [256, 128, 64]}),
-            "vit": ArchSpec(name="vit_unet")}
+            "vit": ModelSpec(name="vit_unet")}
 
 
 class MedsassConfig(Strict):
@@ -96,7 +89,7 @@ class MedsassConfig(Strict):
     seed: int = 2024
     data: ExperimentData = Field(default_factory=lambda: ExperimentData(img_size=224))
     split: ExperimentSplit = Field(default_factory=ExperimentSplit)
-    archs: dict[str, ArchSpec] = Field(default_factory=_default_archs)
+    archs: dict[str, ModelSpec] = Field(default_factory=_default_archs)
     starts: list[Start] = Field(default_factory=lambda: ["scratch", "medsass", "medsass_encoder", "simsiam",
                                                          "byol", "dino"])
     pseudo: PseudoSpec = Field(default_factory=PseudoSpec)

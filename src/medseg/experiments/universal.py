@@ -14,7 +14,7 @@ records the config sections it was built from (``settings.json``). Stages:
 ``head/``              ``prompt_free_head`` (SPPG + one query per task + task classifier on LiteMedSAM's pretrained
                        prompt encoder and mask decoder) trained on the cache for thousands of steps
 ``classifier/``        optional: the head's task classifier refitted on more views of the cached training images
-                       (photometric jitters), class-balanced, chosen on validation (:class:`ClassifierRefit`)
+                       (photometric jitters), class-balanced, chosen on validation (:class:`CachedRefitConfig`)
 ``specialists/<t>/``   native-resolution patch U-Nets for the targets a 256² canvas cannot resolve
 ``selection/``         validation Dice of every engine per task → the engine each task runs (``selection.json``)
 ``model/``             the ``universal`` model folder (head + specialists + routing table)
@@ -44,16 +44,9 @@ from medseg.experiments.base import (
     TrainerOptions,
 )
 from medseg.models.io import is_model_folder, read_model_meta
-from medseg.training.config import EmbeddingView, stage_config
+from medseg.training.config import EmbeddingOptions, EmbeddingView, stage_config
+from medseg.training.task_classifier import ClassifierFitConfig
 from medseg.utils.atomic import atomic_write_text
-
-
-class EmbeddingOptions(Strict):
-    """The embedding cache: which fixed views of each image, and how the frozen encoder runs."""
-
-    views: list[EmbeddingView] = Field(default_factory=lambda: ["none", "hflip"])
-    engine: Literal["eager", "optimized", "onnx"] = "optimized"
-    batch_size: int = Field(1, ge=1)
 
 
 class SpecialistConfig(Strict):
@@ -83,22 +76,18 @@ class HeadConfig(StageConfig):
                                                             "task_ce": 1.0})
 
 
-class ClassifierRefit(Strict):
+class CachedRefitConfig(ClassifierFitConfig):
     """The task classifier refitted after the head's training on more views than the head trained on: the pooled
     cached embeddings of every training image seen through ``views`` (``jitter1``/``jitter2``: a strong seeded
     photometric change, :func:`medseg.data.augment.colour_jitter`, so that a new camera, stain or scanner of a
-    known task is still recognised), full-batch AdamW on a fresh head, the step chosen on the validation images
-    (accuracy, then loss; :func:`medseg.training.task_classifier.fit_task_classifier`). Segmentation is
-    unchanged: only the classifier's weights differ from the head's."""
+    known task is still recognised), full-batch AdamW (:class:`ClassifierFitConfig`; here class-balanced by
+    default), the step chosen on the validation images (accuracy, then loss;
+    :func:`medseg.training.task_classifier.fit_task_classifier`). Segmentation is unchanged: only the classifier's
+    weights differ from the head's."""
 
     views: list[EmbeddingView] = Field(default_factory=lambda: ["none", "hflip", "jitter1", "jitter2"],
                                        min_length=1)
-    steps: int = Field(500, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
-    #: each task's loss weighted by the inverse of its share of the training rows
     balanced: bool = True
-    seed: int = 0
 
 
 class FastConfig(StageConfig):
@@ -126,7 +115,7 @@ class UniversalConfig(Strict):
     #: target → its specialist (the targets a 256² canvas cannot resolve: thin vessels, EM membranes)
     specialists: dict[str, SpecialistConfig] = Field(default_factory=dict)
     #: refit the head's task classifier on more views (``null``: the classifier as trained with the head)
-    classifier: ClassifierRefit | None = None
+    classifier: CachedRefitConfig | None = None
     #: the ``--fast`` student (``null``: the model has no fast mode)
     fast: FastConfig | None = None
     #: a task runs its specialist only if the specialist's validation Dice beats the head's by at least this
@@ -317,7 +306,7 @@ class UniversalExperiment(StagedExperiment):
 
     def stage_classifier(self) -> Path:
         """``classifier/model``: the head with its task classifier refitted on ``classifier.views`` of the cached
-        training embeddings (:class:`ClassifierRefit`); ``classifier/history.csv`` (loss and accuracies per step)
+        training embeddings (:class:`CachedRefitConfig`); ``classifier/history.csv`` (loss and accuracies per step)
         and ``summary.json`` (the chosen step, validation accuracy before and after, per dataset). Without
         ``classifier``: the head as trained."""
         import numpy as np
@@ -327,7 +316,7 @@ class UniversalExperiment(StagedExperiment):
         from medseg.models.io import load_model, save_model_folder
         from medseg.training.dataset import open_cache
         from medseg.training.embedding_cache import open_embeddings
-        from medseg.training.task_classifier import ClassifierFitConfig, fit_task_classifier
+        from medseg.training.task_classifier import fit_task_classifier
 
         head = self.stage_head()
         cc = self.cfg.classifier
@@ -361,9 +350,7 @@ class UniversalExperiment(StagedExperiment):
 
         x, y, _ = features("train")
         vx, vy, val_datasets = features("val")
-        fit_cfg = ClassifierFitConfig(steps=cc.steps, lr=cc.lr, weight_decay=cc.weight_decay, flips=False,
-                                      reinit=True, seed=cc.seed, balanced=cc.balanced)
-        fit = fit_task_classifier(model, x, y, vx, vy, fit_cfg)
+        fit = fit_task_classifier(model, x, y, vx, vy, cc)
         with torch.no_grad():
             right = (model.classifier.head(vx).argmax(1) == vy).tolist()
         per_dataset = {d: _mean([float(r) for r, dd in zip(right, val_datasets, strict=True) if dd == d])

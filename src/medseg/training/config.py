@@ -15,7 +15,9 @@ from medseg.errors import InvalidInputError
 C = TypeVar("C", bound=BaseModel)
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A config section: an unknown key is an error (:func:`load_config` names the file and the field)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -23,23 +25,29 @@ class _Strict(BaseModel):
 EmbeddingView = Literal["none", "hflip", "vflip", "jitter1", "jitter2"]
 
 
-class EmbeddingSource(_Strict):
+class EmbeddingOptions(Strict):
+    """Which fixed views of the training images a frozen encoder's embedding cache holds
+    (:mod:`medseg.training.embedding_cache`) and how the encoder runs
+    (:func:`medseg.inference.engines.prepare_engine`)."""
+
+    views: list[EmbeddingView] = Field(default_factory=lambda: ["none", "hflip"], min_length=1)
+    engine: Literal["eager", "optimized", "onnx"] = "optimized"
+    batch_size: int = Field(1, ge=1)
+
+
+class EmbeddingSource(EmbeddingOptions):
     """Train on a frozen encoder's cached embeddings instead of images (:mod:`medseg.training.embedding_data`): the
     image encoder of the registered model ``encoder`` built with ``options`` (e.g. ``{pretrained: true}``: the
     published LiteMedSAM weights, or a checkpoint path) encodes every training and validation image once, and each
-    of ``views`` of the training images (``none``, ``hflip``, ``vflip``, ``jitter1``, ``jitter2``); ``engine`` runs
-    the encoder (:func:`medseg.inference.engines.prepare_engine`). Rows of ``exclude_datasets`` are left out of
+    of ``views`` of the training images (:class:`EmbeddingOptions`). Rows of ``exclude_datasets`` are left out of
     training and validation while staying in the caches. The model must take embeddings (``prompt_free_head``)."""
 
     encoder: str = "lite_medsam"
     options: dict[str, Any] = Field(default_factory=lambda: {"pretrained": True})
-    views: list[EmbeddingView] = Field(default_factory=lambda: ["none", "hflip"], min_length=1)
-    engine: Literal["eager", "optimized", "onnx"] = "optimized"
-    batch_size: int = Field(1, ge=1)
     exclude_datasets: list[str] = Field(default_factory=list)
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     """Where the images are and how they become model input.
 
     ``root`` holds ``<modality>/<dataset>/images|masks`` folders (see ``medseg data scan``); ``manifest`` is an
@@ -99,12 +107,17 @@ class DataConfig(_Strict):
     embeddings: EmbeddingSource | None = None
 
 
-class ModelConfig(_Strict):
-    """A registered model (``medseg models`` lists them) and its builder options; ``init``: start from the weights
-    of a model folder (from ``medseg train`` or distillation; hash-checked, same architecture)."""
+class ModelSpec(Strict):
+    """A registered model (``medseg models`` lists them) and its builder options."""
 
     name: str = "basic_unet"
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(ModelSpec):
+    """A :class:`ModelSpec` to train; ``init``: start from the weights of a model folder (from ``medseg train`` or
+    distillation; hash-checked, same architecture)."""
+
     init: Path | None = None
     #: ``strict``: ``init``'s architecture must match exactly; ``shared``: load every tensor whose name and shape
     #: match, keep the rest as built (e.g. an ablation variant without a part, started from the full model);
@@ -116,14 +129,14 @@ class ModelConfig(_Strict):
     freeze: list[str] = Field(default_factory=list)
 
 
-class LossConfig(_Strict):
+class LossConfig(Strict):
     """Loss name → weight, plus per-loss constructor options."""
 
     weights: dict[str, float] = Field(default_factory=lambda: {"dice": 1.0, "bce": 1.0})
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
-class OptimConfig(_Strict):
+class OptimConfig(Strict):
     lr: float = 1e-3
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
@@ -139,8 +152,19 @@ class OptimConfig(_Strict):
     plateau_patience: int = Field(5, ge=0)
 
 
-class TrainerConfig(_Strict):
-    """Options passed to ``lightning.Trainer`` (CPU / GPU / multi-GPU / multi-node via its own strategies)."""
+class HardwareConfig(Strict):
+    """Where and how precisely a run computes (``lightning.Trainer``'s own options)."""
+
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    progress_bar: bool = True
+
+
+class TrainerConfig(HardwareConfig):
+    """Options passed to ``lightning.Trainer`` (CPU / GPU / multi-GPU / multi-node via its own strategies):
+    :class:`HardwareConfig` plus the run's length, checkpoints, validation and model selection."""
 
     max_epochs: int = 10
     max_steps: int = -1
@@ -150,18 +174,13 @@ class TrainerConfig(_Strict):
     max_cpu_minutes: float | None = Field(None, gt=0)
     batch_size: int = 8
     accumulate_grad_batches: int = 1
-    precision: str = "32-true"
-    accelerator: str = "auto"
-    devices: int | str | list[int] = "auto"
     num_nodes: int = 1
-    strategy: str = "auto"
     sync_batchnorm: bool = False
     checkpoint_every_n_steps: int = 50
     log_every_n_steps: int = 10
     val_check_interval: float | int | None = None
     check_val_every_n_epoch: int | None = 1
     deterministic: bool = False
-    progress_bar: bool = True
     gradient_clip_val: float | None = None
     # model selection on the validation set: checkpoints/best.ckpt tracks `monitor`; the final model folder
     # holds the best weights (final_weights=best) or the last ones; optional early stopping on `monitor`
@@ -171,7 +190,7 @@ class TrainerConfig(_Strict):
     early_stopping_patience: int | None = Field(None, ge=1)
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     """The whole run: ``out_dir`` receives checkpoints, logs and the final model folder.
 
     The shared parts (``data``, ``model``, ``optim``, ``trainer``) plus the ``objective`` that trains them:

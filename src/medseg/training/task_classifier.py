@@ -22,32 +22,37 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from medseg.data.geometry import letterbox_image
+from medseg.training.config import Strict
 
 #: flips of the image in its own frame (numpy axes of an (H, W, C) image): none, horizontal, vertical
 FLIP_AXES: tuple[tuple[int, ...], ...] = ((), (1,), (0,))
 
 
-class ClassifierFitConfig(BaseModel):
-    """How the head is refitted: full-batch AdamW steps on the pooled features, flip augmentation."""
-
-    model_config = ConfigDict(extra="forbid")
+class ClassifierFitConfig(Strict):
+    """How the head is refitted on pooled features: full-batch AdamW steps, the step chosen on validation."""
 
     steps: int = Field(500, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
-    #: add the horizontally and vertically flipped training images (features of three views per image)
-    flips: bool = True
     #: start from freshly initialised head weights (seeded) instead of the jointly trained ones
     reinit: bool = True
     seed: int = 0
-    batch_size: int = Field(8, ge=1)  # images per encoder pass when computing features
     #: weight each task's training loss by the inverse of its share of the training rows (a task with few images,
     #: e.g. 48 vessel images against 280 nuclei ones, counts as much as any other); validation is unweighted
     balanced: bool = False
+
+
+class EncoderRefitConfig(ClassifierFitConfig):
+    """A refit whose features come from the images through the model's own encoder (:func:`pooled_features`):
+    the fit, plus flip augmentation and the encoder's batch."""
+
+    #: add the horizontally and vertically flipped training images (features of three views per image)
+    flips: bool = True
+    batch_size: int = Field(8, ge=1)  # images per encoder pass when computing features
 
 
 @dataclass
