@@ -18,8 +18,9 @@ import torch
 
 from _common import emit, run_times, spread
 from medseg.evaluation.efficiency import peak_rss_mb
-from medseg.inference.sliding import model_logits, sliding_window_logits
+from medseg.inference.sliding import sliding_window_logits
 from medseg.models import build_model, sized_options
+from medseg.models.adapters import adapter_for
 
 MODEL = "resnet_unet"
 
@@ -31,7 +32,7 @@ def _model() -> torch.nn.Module:
 
 def _big_image_rss(size: int, threads: int, queue) -> None:
     torch.set_num_threads(threads)
-    fn = model_logits(_model())
+    fn = adapter_for(_model()).window_logits()
     before = peak_rss_mb()
     with torch.inference_mode():
         out = sliding_window_logits(fn, torch.rand(1, 3, size, size), tile=256, overlap=0.25, batch_size=8)
@@ -47,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = _model()
-    fn = model_logits(model)
+    fn = adapter_for(model).window_logits()
     tiles = torch.rand(16, 3, 256, 256)
     image = torch.rand(1, 3, 1024, 1024)
 

@@ -125,12 +125,20 @@ def test_predict_dicom_writes_dicom_mask(trained: tuple[Path, Path], tmp_path: P
     assert ds.pixel_array.shape == (50, 60) and ds.PatientID == "anon"
 
 
-def test_evaluate_with_model_equals_predict_then_evaluate(trained: tuple[Path, Path], tmp_path: Path) -> None:
+def test_evaluate_with_model_equals_predict_then_evaluate(trained: tuple[Path, Path], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import medseg.evaluation.compare as compare
+
     data, model = trained
     opts = ["--tile", "32", "--overlap", "0.5", "--tta"]
     assert main(["predict", str(model), str(data), "--out", str(tmp_path / "pred"), *opts]) == 0
     assert main(["evaluate", str(tmp_path / "pred"), str(data), "--out", str(tmp_path / "a")]) == 0
+    read: list[Path] = []
+    real_read = compare.read_mask
+    monkeypatch.setattr(compare, "read_mask", lambda path, *a, **k: (read.append(Path(path)), real_read(path, *a,
+                                                                                                        **k))[1])
     assert main(["evaluate", str(data), str(data), "--model", str(model), "--out", str(tmp_path / "b"), *opts]) == 0
+    assert read and not any("predictions" in p.parts for p in read)  # scored in memory, not read back
     a = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
     b = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
     assert [(r["case"], r["dice"]) for r in a] == [(r["case"], r["dice"]) for r in b]

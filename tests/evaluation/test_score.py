@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from medseg.data import CatalogEntry
@@ -80,3 +81,20 @@ def test_experiments_score_like_medseg_evaluate(tmp_path: Path) -> None:
     pixels = score_entries([entry], lambda e: _Truth(file_pred[0] > 0, oriented.image.shape[:2]),
                            load=lambda e: [replace(oriented, spacing=(1.0, 1.0))])[0]
     assert np.isclose(float(in_memory["hd95"]), 2 * float(pixels["hd95"]))
+
+
+def test_score_masks_scores_an_image_as_one_row_and_a_volume_per_slice() -> None:
+    from medseg.evaluation import score_masks
+    from medseg.metrics import MetricConfig, SegmentationMetric
+
+    rng = np.random.default_rng(0)
+    gt = rng.random((3, 12, 12)) > 0.5
+    pred = rng.random((3, 12, 12)) > 0.5
+    metric = SegmentationMetric(MetricConfig(tolerance=2.0))
+    score_masks(metric, pred, gt, spacing=(1.0, 1.0), case="vol", modality="ct", dataset="d")
+    score_masks(metric, pred[1], gt[1], spacing=(1.0, 1.0), case="img", modality="ct", dataset="d")
+    rows = metric.rows
+    assert [r["case"] for r in rows] == ["vol_z000", "vol_z001", "vol_z002", "img"]
+    assert rows[1]["dice"] == rows[3]["dice"]  # a slice scores as the same image alone
+    with pytest.raises(ValueError, match="differ in shape"):
+        score_masks(metric, pred, gt[:2], spacing=(1.0, 1.0), case="bad", modality="ct", dataset="d")

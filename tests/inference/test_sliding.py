@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from medseg.inference import Predictor
-from medseg.inference.sliding import flip_tta, model_logits, native_tensor, sliding_window_logits
+from medseg.inference.sliding import flip_tta, native_tensor, sliding_window_logits
 from medseg.models import build_model
+from medseg.models.adapters import adapter_for
 from tests.conftest import tiny_model_config
 
 
@@ -19,7 +20,7 @@ def _unet() -> nn.Module:
 
 
 def test_tiling_restores_the_exact_size_and_pads_small_images() -> None:
-    fn = model_logits(_unet())
+    fn = adapter_for(_unet()).window_logits()
     for h, w in ((100, 70), (37, 129), (20, 25)):  # larger than, straddling, smaller than a tile
         x = torch.rand(1, 3, h, w)
         with torch.inference_mode():
@@ -31,7 +32,7 @@ def test_one_tile_equals_a_full_image_forward() -> None:
     model = _unet()
     x = torch.rand(2, 3, 64, 64)
     with torch.inference_mode():
-        tiled = sliding_window_logits(model_logits(model), x, tile=64, overlap=0.5)
+        tiled = sliding_window_logits(adapter_for(model).window_logits(), x, tile=64, overlap=0.5)
         full = model(x)
     torch.testing.assert_close(tiled, full, rtol=1e-5, atol=1e-5)
 

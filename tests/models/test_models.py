@@ -8,8 +8,8 @@ import torch
 from medseg.data.geometry import letterbox_geometry, prompt_free_boxes
 from medseg.errors import MedsegError
 from medseg.models import Sam, build_model, list_models, load_state_strict
+from medseg.models.adapters import adapter_for
 from medseg.models.esp_medsam import EspMedSam
-from medseg.models.inputs import example_inputs
 from medseg.models.prompt_encoder import PositionEmbeddingRandom
 from medseg.models.prompt_free_head import PromptFreeHead
 from medseg.models.tiny_vit import Attention
@@ -38,7 +38,7 @@ def test_student_takes_lite_medsams_prompt_encoder_and_decoder() -> None:
 def test_forward_backward_shapes(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(name, **tiny_model_config(name))
-    logits = model(*example_inputs(model, 2, 64))
+    logits = model(*adapter_for(model).example_inputs(2, 64))
     assert logits.shape == (2, 1, 64, 64) and torch.isfinite(logits).all()
     logits.square().mean().backward()
     # SAM-family models have structurally unused parameters (point/mask prompt paths, multimask heads), which
@@ -132,11 +132,11 @@ def test_conv_bn_folding_preserves_outputs(name: str) -> None:
     model.train()
     with torch.no_grad():  # give BatchNorm non-trivial running statistics
         for _ in range(3):
-            model(*example_inputs(model, 4, 64))
+            model(*adapter_for(model).example_inputs(4, 64))
     model.eval()
     fused = fuse_conv_bn(model)
     n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert n_bn < sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    x = example_inputs(model, 2, 64)
+    x = adapter_for(model).example_inputs(2, 64)
     with torch.inference_mode():
         torch.testing.assert_close(fused(*x), model(*x), rtol=1e-4, atol=1e-4)

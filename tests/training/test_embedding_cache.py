@@ -84,7 +84,8 @@ def test_unfinished_cache_is_not_opened(tmp_path: Path) -> None:
         open_embeddings(tmp_path)
 
 
-@given(h=st.integers(1, 8), w=st.integers(1, 8), seed=st.integers(0, 1000), view=st.sampled_from(VIEWS))
+@given(h=st.integers(1, 8), w=st.integers(1, 8), seed=st.integers(0, 1000),
+       view=st.sampled_from([v for v in VIEWS if not v.startswith("jitter")]))  # the flips (jitters: test_augment)
 def test_a_view_twice_is_the_identity_and_the_padding_stays(h: int, w: int, seed: int, view: str) -> None:
     canvas = np.random.default_rng(seed).random((3, 8, 8))
     once = apply_view(canvas, (h, w), view)

@@ -309,6 +309,7 @@ def evaluate(
 
     predictor, files = None, []
     not_segmented: list[tuple[Path, str]] = []
+    predicted = None
     if model is not None:
         from medseg.inference.files import collect_inputs, output_names, predict_files
         from medseg.models.io import load_model
@@ -325,14 +326,16 @@ def evaluate(
         if predictor is not None:
             with _progress() as bar:
                 task = bar.add_task("predict", total=len(files))
-                predict_files(predictor, files, out / "predictions", progress=lambda k: bar.advance(task, k),
-                              on_error=on_error.value, skipped=not_segmented)
-            pred = out / "predictions"
+                written = predict_files(predictor, files, out / "predictions", keep_masks=True,
+                                        progress=lambda k: bar.advance(task, k), on_error=on_error.value,
+                                        skipped=not_segmented)
+            predicted = {r.image: r.masks for r in written}  # scored as predicted, not read back from the files
         with _progress() as bar:
             task = bar.add_task("evaluate", total=None)
             res = evaluate_folders(pred, gt, out, config=cfg, modality=modality, dataset=dataset,
                                    mask_mode=mask_mode.value, missing=missing.value,
-                                   progress=lambda k: bar.advance(task, k), on_error=on_error.value)
+                                   progress=lambda k: bar.advance(task, k), on_error=on_error.value,
+                                   predicted=predicted)
     typer.echo(format_markdown_table(res.summary, digits=3, columns=SUMMARY_COLUMNS))
     how = "" if not res.missing else " (scored empty)" if missing.value == "empty" else " (skipped)"
     typer.echo(f"paired {res.matched}, missing {len(res.missing)}{how}, extra {len(res.unmatched)}")

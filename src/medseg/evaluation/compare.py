@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from medseg.data.loading import case_key, file_stem, read_mask, supported_files
 from medseg.data.normalize import MaskMode
 from medseg.errors import InvalidInputError, MedsegError
 from medseg.evaluation.plots import save_boxplots
+from medseg.evaluation.score import score_masks
 from medseg.evaluation.tables import format_markdown_table, write_csv
 from medseg.metrics import MetricConfig, SegmentationMetric
 from medseg.utils.atomic import atomic_write_text
@@ -85,7 +86,7 @@ MISSING_POLICIES = ("error", "empty", "skip")
 def evaluate_folders(pred: str | Path, gt: str | Path, out_dir: str | Path, *, config: MetricConfig | None = None,
                      modality: str | None = None, dataset: str | None = None, mask_mode: MaskMode = "strict",
                      missing: str = "error", progress: Callable[[int], None] | None = None,
-                     on_error: str = "stop") -> EvaluationResult:
+                     on_error: str = "stop", predicted: Mapping[Path, np.ndarray] | None = None) -> EvaluationResult:
     r"""Score predictions against ground truth; no case is dropped without a word.
 
     Args:
@@ -102,6 +103,10 @@ def evaluate_folders(pred: str | Path, gt: str | Path, out_dir: str | Path, *, c
             prediction, or ``skip``\ ped and listed.
         on_error: an unreadable or mismatched prediction or mask ``stop``\ s the run (its
             :class:`InvalidInputError`), or is ``skip``\ ped: listed in ``summary.md`` and the result's ``failed``.
+        predicted: a model's masks held in memory, image file → (Z, H, W) mask (``medseg evaluate --model``,
+            :func:`medseg.inference.files.predict_files` with ``keep_masks``): the image files pair with the ground
+            truth as prediction files would and their masks are scored as they are, never written and read back;
+            ``pred`` is then the images' folder (shown in ``summary.md``).
 
     Raises:
         MedsegError: nothing could be paired, or cases are missing under ``missing="error"``. Unreadable or
@@ -111,7 +116,10 @@ def evaluate_folders(pred: str | Path, gt: str | Path, out_dir: str | Path, *, c
         raise MedsegError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
     pred, gt, out_dir = Path(pred), Path(gt), Path(out_dir)
     truths = _ground_truth(gt, modality, dataset)
-    preds = [pred] if pred.is_file() else [f for f in supported_files(pred) if not f.stem.endswith("_overlay")]
+    if predicted is not None:
+        preds = list(predicted)
+    else:
+        preds = [pred] if pred.is_file() else [f for f in supported_files(pred) if not f.stem.endswith("_overlay")]
     metric = SegmentationMetric(config or MetricConfig(), label_maps=mask_mode == "labels")
     unmatched: list[str] = []
     pairs: list[tuple[Path | None, GroundTruth]] = []
@@ -142,7 +150,10 @@ def evaluate_folders(pred: str | Path, gt: str | Path, out_dir: str | Path, *, c
             if p is None:
                 pm = np.zeros_like(gm)
             else:
-                pm, _ = read_mask(p, mask_mode)
+                if predicted is not None:  # a model's masks, scored as they are
+                    pm = np.asarray(predicted[p]).astype(gm.dtype).reshape(-1, *np.shape(predicted[p])[-2:])
+                else:
+                    pm, _ = read_mask(p, mask_mode)
                 if pm.shape != gm.shape:
                     raise InvalidInputError(p, f"prediction size {pm.shape[1:]}×{pm.shape[0]} slices differs from "
                                                f"the ground truth {gm.shape[1:]}×{gm.shape[0]} slices of {t.mask}")
@@ -155,10 +166,8 @@ def evaluate_folders(pred: str | Path, gt: str | Path, out_dir: str | Path, *, c
             continue
         spacing = (float(gvol.spacing[1]), float(gvol.spacing[2]))
         key = keys.get(t.mask) or case_key(t.mask)
-        for z in range(pm.shape[0]):
-            case = key if pm.shape[0] == 1 else f"{key}_z{z:03d}"
-            metric(pm[z], gm[z], spacing=spacing, case=case, modality=t.modality, dataset=t.dataset,
-                   prediction="missing (scored empty)" if p is None else "found")
+        score_masks(metric, pm, gm, spacing=spacing, case=key, modality=t.modality, dataset=t.dataset,
+                    prediction="missing (scored empty)" if p is None else "found")
         if progress is not None:
             progress(1)
     rows = metric.rows

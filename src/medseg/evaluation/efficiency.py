@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from medseg.models.inputs import example_inputs as model_inputs
+from medseg.models.adapters import adapter_for
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -63,7 +63,7 @@ def benchmark_model(model: nn.Module, *, img_size: int, batch_sizes: Sequence[in
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     rows = []
     for b in batch_sizes:
-        inputs = model_inputs(model, b, img_size, device)
+        inputs = adapter_for(model).example_inputs(b, img_size, device)
         flops = count_flops(model, inputs)
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)

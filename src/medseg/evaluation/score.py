@@ -22,6 +22,31 @@ class MaskPredictor(Protocol):
     def predict(self, images: Sequence[np.ndarray], *args: Any) -> Sequence[Any]: ...
 
 
+def score_masks(metric: SegmentationMetric, pred: np.ndarray, gt: np.ndarray, *, spacing: tuple[float, float],
+                case: str, modality: str, dataset: str, **columns: Any) -> None:
+    """Score one image's or volume's predicted mask against its ground truth into ``metric``: the one scoring step
+    of ``medseg evaluate`` (mask files or a model's in-memory predictions) and of :func:`score_entries`
+    (experiments).
+
+    Args:
+        pred, gt: (H, W) or (Z, H, W) masks of one case, same shape (any dtype; non-zero is foreground, or label
+            values for a label-map metric).
+        spacing: the in-plane (row, column) spacing distances are measured in (pixels for 2-D files, mm for DICOM /
+            NIfTI slices).
+        case: the case name; the slices of a volume are scored as ``<case>_z###``.
+        modality, dataset, columns: the row's labels.
+    """
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise ValueError(f"{case}: prediction {pred.shape} and ground truth {gt.shape} differ in shape")
+    if pred.ndim == 2:
+        metric(pred, gt, spacing=spacing, case=case, modality=modality, dataset=dataset, **columns)
+        return
+    for z in range(pred.shape[0]):
+        name = case if pred.shape[0] == 1 else f"{case}_z{z:03d}"
+        metric(pred[z], gt[z], spacing=spacing, case=name, modality=modality, dataset=dataset, **columns)
+
+
 def score_entries(entries: Sequence[CatalogEntry], predictor_for: Callable[[CatalogEntry], MaskPredictor], *,
                   csv_path: str | Path | None = None, config: MetricConfig | None = None,
                   columns: Callable[[CatalogEntry], dict[str, str]] | None = None,
@@ -62,8 +87,8 @@ def score_entries(entries: Sequence[CatalogEntry], predictor_for: Callable[[Cata
             pred = (predictor.predict([s.image], [boxes_from_mask(gt, per_component=True, min_area=10)])[0]
                     if gt_boxes else predictor.predict([s.image])[0])
             named = {k: getattr(pred, k, None) for k in ("task", "task_probability", "engine")}
-            metric(pred.mask, gt, spacing=s.spacing, case=s.case_id, modality=s.modality,
-                   dataset=s.dataset, **extra, **{k: v for k, v in named.items() if v is not None})
+            score_masks(metric, pred.mask, gt, spacing=s.spacing, case=s.case_id, modality=s.modality,
+                        dataset=s.dataset, **extra, **{k: v for k, v in named.items() if v is not None})
     if path is not None:
         write_csv(metric.rows, path)
     return [{k: str(v) for k, v in r.items()} for r in metric.rows]

@@ -13,25 +13,24 @@ import torch
 from torch import nn
 
 from medseg.errors import MedsegError
-from medseg.models.inputs import example_inputs
-from medseg.models.parts import accepts_boxes
+from medseg.models.adapters import adapter_for
 from medseg.utils.atomic import atomic_path
 
 
 class _ExportWrapper(nn.Module):
-    """Fixes the call signature: ``(images[, boxes]) → logits``."""
+    """Fixes the call signature: ``(images[, boxes]) → logits`` (the family's adapter's ``call``)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.sam = accepts_boxes(model)
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model(images, boxes) if self.sam else self.model(images)
+        return adapter_for(self.model).call(images, boxes)
 
 
 def input_names(model: nn.Module) -> list[str]:
-    return ["images", "boxes"] if accepts_boxes(model) else ["images"]
+    """The exported graph's input names: ``images`` (+ ``boxes`` for SAM-family models)."""
+    return adapter_for(model).input_names
 
 
 @dataclass
@@ -117,7 +116,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, img_size: int, opset: int
     model = model.eval().cpu()
     wrapper = _ExportWrapper(model).eval()
     names = input_names(model)
-    example = example_inputs(model, check_batch, img_size)
+    example = adapter_for(model).example_inputs(check_batch, img_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
     dynamic = tuple({0: batch} for _ in names)
     diff = export_module(wrapper, tuple(example), path, input_names=names, output_name="logits", dynamic=dynamic,

@@ -33,9 +33,8 @@ from torch import nn
 
 from medseg.errors import MedsegError
 from medseg.export.onnx import export_module
+from medseg.models.adapters import adapter_for
 from medseg.models.fuse import fuse_conv_bn
-from medseg.models.inputs import example_inputs
-from medseg.models.parts import accepts_boxes
 from medseg.utils.atomic import atomic_path
 
 ENGINES = ("eager", "optimized", "compile", "onnx", "onnx-int8", "auto")
@@ -69,7 +68,7 @@ def prepare_engine(model: nn.Module, engine: str = "optimized", *, img_size: int
     model = model.eval()
     if engine == "auto":
         on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-        if on_cpu and accepts_boxes(model) and _has_onnxruntime():
+        if on_cpu and adapter_for(model).accepts_boxes and _has_onnxruntime():
             try:
                 return prepare_engine(model, "onnx", img_size=img_size, cache_dir=cache_dir, threads=threads)
             except MedsegError as exc:
@@ -81,7 +80,7 @@ def prepare_engine(model: nn.Module, engine: str = "optimized", *, img_size: int
     if engine in ("optimized", "compile"):
         fused = fuse_conv_bn(model).to(memory_format=torch.channels_last)
         if engine == "compile":
-            if accepts_boxes(fused):
+            if adapter_for(fused).accepts_boxes:
                 fused.image_encoder = torch.compile(fused.image_encoder)
             else:
                 fused.forward = torch.compile(fused.forward)  # type: ignore[method-assign]
@@ -132,7 +131,7 @@ class OnnxEngine(nn.Module):
         super().__init__()
         import onnxruntime as ort
 
-        self.accepts_boxes = accepts_boxes(model)
+        self.accepts_boxes = adapter_for(model).accepts_boxes
         self.img_size = img_size
         key = f"{type(model).__name__}-{model_digest(model)}-{img_size}"
         opts = ort.SessionOptions()
@@ -145,7 +144,7 @@ class OnnxEngine(nn.Module):
         self._model = model  # U-Nets: exported lazily, once per input size (tiles and canvases differ)
         self._nets: dict[tuple[int, int], Any] = {}
         if self.accepts_boxes:
-            x, boxes = example_inputs(model, 2, img_size)
+            x, boxes = adapter_for(model).example_inputs(2, img_size)
             with torch.inference_mode():
                 emb = model.image_encoder(x[:1])
             batch = torch.export.Dim("batch", min=1, max=1024)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -125,6 +125,7 @@ class FilePrediction:
     engine: str | None = None  # the universal model's engine for it (head, specialist, lite_medsam_box)
     confident: bool = True  # False: the classifier was less sure than --min-confidence
     note: str | None = None  # something the user should know about this file (e.g. an empty prompt mask)
+    masks: np.ndarray | None = field(default=None, repr=False)  # (Z, H, W) bool, with ``keep_masks`` only
 
 
 def masks_by_case(folder: str | Path) -> dict[str, Path]:
@@ -136,7 +137,7 @@ def predict_files(predictor: Predictor | UniversalPredictor, files: Sequence[tup
                   out_dir: str | Path, *, prompt_masks: dict[Path, Path] | None = None,
                   progress: Callable[[int], None] | None = None, on_error: str = "stop",
                   skipped: list[tuple[Path, str]] | None = None,
-                  dicom_window: DicomWindow = "header") -> list[FilePrediction]:
+                  dicom_window: DicomWindow = "header", keep_masks: bool = False) -> list[FilePrediction]:
     """Segment each file (every slice of a volume) and write its mask (``out_dir/<name><ext>``, the input's format;
     JPEG becomes PNG) and ``<name>_overlay.png``, ``<name>`` from :func:`output_names` (checked before any work).
 
@@ -149,13 +150,16 @@ def predict_files(predictor: Predictor | UniversalPredictor, files: Sequence[tup
         on_error: ``stop`` at the first unusable input (raising its :class:`InvalidInputError`), or ``skip`` it,
             appending ``(file, problem)`` to ``skipped``, and go on.
         dicom_window: window for DICOM inputs (see :func:`medseg.data.load_samples`).
+        keep_masks: also return each file's masks in memory (``FilePrediction.masks``), e.g. to score them as
+            predicted (``medseg evaluate --model``).
     """
     out_dir = Path(out_dir)
     names = output_names(files)
     results = []
     for path, _ in files:
         try:
-            results.append(_predict_file(predictor, path, out_dir / names[path], prompt_masks, dicom_window))
+            result = _predict_file(predictor, path, out_dir / names[path], prompt_masks, dicom_window)
+            results.append(result if keep_masks else replace(result, masks=None))
         except InvalidInputError as exc:
             if on_error != "skip":
                 raise
@@ -190,4 +194,4 @@ def _predict_file(predictor: Predictor | UniversalPredictor, path: Path, name: P
         Image.fromarray(overlay_contours(images[mid], None, masks[mid])).save(tmp, format="PNG")
     p = preds[mid]
     return FilePrediction(path, dest, overlay, int(masks.shape[0]), float(masks.mean()), p.task, p.task_probability,
-                          p.engine, p.confident, note)
+                          p.engine, p.confident, note, masks)

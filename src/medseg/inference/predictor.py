@@ -13,8 +13,8 @@ from torch import nn
 
 from medseg.data.geometry import Letterbox, letterbox_image, unletterbox_logits
 from medseg.inference.engines import OnnxEngine, prepare_engine
-from medseg.inference.sliding import FLIPS, flip_tta, model_logits, native_tensor, sliding_window_logits
-from medseg.models.parts import accepts_boxes, model_tasks
+from medseg.inference.sliding import FLIPS, flip_tta, native_tensor, sliding_window_logits
+from medseg.models.adapters import BoxPrompted, TaskModel, adapter_for
 from medseg.ops.model_input import ModelInput
 
 if TYPE_CHECKING:
@@ -75,7 +75,8 @@ class Predictor:
                  channel: int = 0, edge: str | None = None, task: str | None = None, color: str = "rgb") -> None:
         self.engine = engine
         self.input = ModelInput(color, edge or "none")  # type: ignore[arg-type]  (refuses an unknown colour)
-        self.tasks: list[str] | None = model_tasks(model)
+        family = adapter_for(model)
+        self.tasks: list[str] | None = family.tasks
         if task is not None and self.tasks is None:
             raise ValueError(f"task {task!r} given, but {type(model).__name__} is not a task model")
         if task is not None and self.tasks is not None and task not in self.tasks:
@@ -88,18 +89,19 @@ class Predictor:
             raise ValueError(f"engine {engine!r} runs on the CPU; use engine='optimized' on {device}")
         model = model.eval().to(device)
         self.model = prepare_engine(model, engine, img_size=img_size)
+        self.adapter = adapter_for(self.model)  # how the model (as the engine runs it) is called
         self._channels_last = engine != "eager" and not isinstance(self.model, OnnxEngine)
         self.img_size = img_size
         self.device = torch.device(device)
         self.threshold = threshold
         self.batch_size = batch_size
         self.max_boxes_per_pass = max_boxes_per_pass
-        self.is_sam = accepts_boxes(model)
+        self.is_sam = family.accepts_boxes
         self.tile, self.overlap, self.tta, self.channel = tile, overlap, tta, channel
         if self.is_sam and channel:
             raise ValueError("SAM-family models have one output (channel 0)")
         if tile is not None:
-            fn = model_logits(self.model, tile, channel)  # checks that SAM-family tiles match the encoder's input size
+            fn = self.adapter.window_logits(tile, channel=channel)  # checks a SAM-family tile is its input size
             self._tile_fn = flip_tta(fn) if tta else fn
             if self.tasks is not None and tile != img_size:
                 raise ValueError(f"a task model takes {img_size}² inputs; use tile={img_size}")
@@ -138,7 +140,7 @@ class Predictor:
                     fn, task = self._tile_fn, None
                     if self.tasks is not None:  # one task for the whole image, then every window segmented as it
                         task = self.task if self.task is not None else int(self._classify([img])[0])
-                        fn = model_logits(self.model, self.tile, task=task)
+                        fn = self.adapter.window_logits(self.tile, task=task)
                         fn = flip_tta(fn) if self.tta else fn
                     logits = sliding_window_logits(fn, x, tile=self.tile, overlap=self.overlap,
                                                    batch_size=windows)[0, 0]
@@ -181,23 +183,24 @@ class Predictor:
     def _classify(self, chunk: list[np.ndarray]) -> torch.Tensor:
         """(B,) task indices a task model's classifier gives the letterboxed images (shared stages only)."""
         x, _ = self._canvas(chunk)
-        return self.model.classifier(self.model.image_encoder.shared_features(x)).argmax(1).cpu()
+        assert isinstance(self.adapter, TaskModel)
+        return self.adapter.task_logits(x).argmax(1).cpu()
 
     def _letterbox_logits(self, chunk: list[np.ndarray], prompt_sets: list[list[np.ndarray | None] | None],
                           tasks: torch.Tensor | None = None) -> tuple[list[list[torch.Tensor]], torch.Tensor | None]:
         """(H, W) logits in each image's own frame, one per prompt set, for a chunk of images; and for a task model
         the (B,) tasks used (``tasks`` given: those, else the classifier's)."""
         x, geos = self._canvas(chunk)
-        if self.is_sam:
-            emb = self.model.image_encoder(x)
+        if isinstance(self.adapter, BoxPrompted):
+            emb = self.adapter.encode(x)
             per_set = [self.decode_boxes(x.shape[-1], emb, geos, [None] * len(chunk) if b is None else b)
                        for b in prompt_sets]
-        elif self.tasks is not None:  # prompt-free task model: one pass, the task chosen or given
-            res = self.model.forward_all(x, None if tasks is None else tasks.to(self.device))
+        elif isinstance(self.adapter, TaskModel):  # prompt-free task model: one pass, the task chosen or given
+            res = self.adapter.forward_all(x, None if tasks is None else tasks.to(self.device))
             tasks = res.task.cpu()
             per_set = [list(res.logits)] * len(prompt_sets)
         else:  # U-Nets ignore boxes: one forward pass serves every prompt set
-            per_set = [list(self.model(x)[:, self.channel:self.channel + 1])] * len(prompt_sets)
+            per_set = [list(self.adapter.logits(x, channel=self.channel))] * len(prompt_sets)
         return [[unletterbox_logits(logits[i][None].float(), geo)[0, 0] for logits in per_set]
                 for i, geo in enumerate(geos)], tasks
 
@@ -210,7 +213,7 @@ class Predictor:
             bt = torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4), device=self.device)
             merged = None
             for chunk in bt.split(self.max_boxes_per_pass):  # bounds memory: the decoder copies the embedding per box
-                low, _ = self.model.decode(emb[i:i + 1], chunk)
+                low = self.adapter.decode(emb[i:i + 1], chunk)  # type: ignore[attr-defined]
                 low = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False).amax(dim=0)
                 merged = low if merged is None else torch.maximum(merged, low)
             result.append(merged)

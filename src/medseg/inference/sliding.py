@@ -8,17 +8,14 @@ and cropped back — never upscaled.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from torch import nn
 
-from medseg.data.geometry import minmax_unit, prompt_free_boxes, square_geometry
-from medseg.models.parts import accepts_boxes, is_task_model
-
-Logits = Callable[[torch.Tensor], torch.Tensor]
+from medseg.data.geometry import minmax_unit
+from medseg.models.adapters import Logits
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 """The TTA set: identity, horizontal, vertical, both (a flip is its own inverse)."""
@@ -29,27 +26,6 @@ def native_tensor(image: np.ndarray) -> torch.Tensor:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
     return torch.from_numpy(np.ascontiguousarray(minmax_unit(image).transpose(2, 0, 1)))[None]
-
-
-def model_logits(model: nn.Module, tile: int | None = None, channel: int = 0, task: int | None = None) -> Logits:
-    """``x → (B, 1, h, w) logits`` for any medseg model: output ``channel`` of a model with one output per target;
-    SAM-family models get the prompt-free box of a full ``tile``; a task model (ESP-MedSAM) segments every window as
-    ``task`` (an index; ``None``: its classifier decides per window)."""
-    if is_task_model(model) and task is not None:
-        return lambda x: model(x, torch.full((x.shape[0],), task, dtype=torch.int64, device=x.device))
-    if not accepts_boxes(model):
-        return lambda x: model(x)[:, channel:channel + 1]
-    if channel:
-        raise ValueError("SAM-family models have one output")
-    size = int(getattr(model, "img_size", tile or 0))
-    if tile is not None and tile != size:
-        raise ValueError(f"a SAM-family model takes {size}² inputs; use tile={size}")
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        boxes = torch.from_numpy(prompt_free_boxes([square_geometry(size)] * x.shape[0])).to(x.device)
-        return model(x, boxes)
-
-    return run
 
 
 def flip_tta(fn: Logits, flips: Sequence[tuple[int, ...]] = FLIPS) -> Logits:

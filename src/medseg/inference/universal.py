@@ -17,6 +17,7 @@ import torch
 
 from medseg.data.geometry import letterbox_image, unletterbox_logits
 from medseg.inference.predictor import Prediction, Predictor
+from medseg.models.adapters import EmbeddingHead
 from medseg.models.universal import UniversalModel
 
 
@@ -54,7 +55,8 @@ class UniversalPredictor:
         sam = model.student if fast and model.student is not None else model.sam
         self._boxes = Predictor(sam, img_size=self.img_size, device=device, threshold=threshold, batch_size=1,
                                 engine=engine)
-        self._sam = self._boxes.model
+        self._encoder = self._boxes.adapter  # BoxPrompted: encode once, the head and any boxes decode
+        self._head = EmbeddingHead(self.model.head)
         self.engines = {t: "head" for t in model.tasks} if fast else dict(model.engines)
         self._specialists = {
             t: Predictor(m, device=device, threshold=threshold, engine="optimized", **model.specialist_options[t])
@@ -107,20 +109,20 @@ class UniversalPredictor:
     def classify(self, images: Sequence[np.ndarray]) -> list[tuple[str, float]]:
         """(task, probability) of each image by the classifier (no segmentation)."""
         emb, _ = self._encode(list(images))
-        probs = torch.softmax(self.model.head.classify(emb).float(), dim=1)
+        probs = torch.softmax(self._head.task_logits(emb).float(), dim=1)
         p, i = probs.max(dim=1)
         return [(self.tasks[int(k)], float(v)) for k, v in zip(i, p, strict=True)]
 
     def _encode(self, chunk: list[np.ndarray]) -> tuple[torch.Tensor, list]:
         prepped = [letterbox_image(img, self.img_size) for img in chunk]
         x = torch.from_numpy(np.stack([p[0] for p in prepped])).to(self.device)
-        return self._sam.image_encoder(x).float(), [p[1] for p in prepped]
+        return self._encoder.encode(x).float(), [p[1] for p in prepped]  # type: ignore[attr-defined]
 
     @torch.inference_mode()
     def _predict_chunk(self, chunk: list[np.ndarray], boxes: list[np.ndarray | None]) -> list[Prediction]:
         emb, geos = self._encode(chunk)
-        head = self.model.head
-        probs = torch.softmax(head.classify(emb).float(), dim=1)
+        head = self._head
+        probs = torch.softmax(head.task_logits(emb).float(), dim=1)
         if self.task is not None:
             task = torch.full((len(chunk),), self.tasks.index(self.task), dtype=torch.int64, device=emb.device)
         else:

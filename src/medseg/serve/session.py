@@ -28,7 +28,7 @@ from medseg.data.readers import get_reader
 from medseg.data.readers.base import file_extension, supported_extensions
 from medseg.data.sample import ImageVolume
 from medseg.errors import InputWarning, InvalidInputError
-from medseg.models.parts import accepts_boxes, model_tasks
+from medseg.models.adapters import adapter_for
 
 #: DICOM keywords never written into a mask the server returns
 PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "PatientAddress",
@@ -181,11 +181,11 @@ class Segmenter:
             self.boxes: Any = self.predictor
         else:
             self.predictor = Predictor.for_model(loaded, device=device)
-            self.boxes = self.predictor if accepts_boxes(loaded.model) and not loaded.tile else None
+            self.boxes = self.predictor if adapter_for(loaded.model).accepts_boxes and not loaded.tile else None
 
     @property
     def tasks(self) -> list[str]:
-        return model_tasks(self.loaded.model) or []
+        return adapter_for(self.loaded.model).tasks or []
 
     def read(self, path: Path, name: str) -> tuple[ImageVolume, np.ndarray, str]:
         """(volume, (S, H, W, 3) uint8 slices, reader name) of an upload.

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 
 from medseg.data.geometry import Letterbox, unletterbox_logits
-from medseg.inference.sliding import model_logits, sliding_window_logits
+from medseg.inference.sliding import sliding_window_logits
 from medseg.losses import CompositeLoss
 from medseg.metrics.overlap import dice_iou_torch
-from medseg.models.parts import accepts_boxes
+from medseg.models.adapters import adapter_for
 from medseg.training.base_module import BaseModule
 
 
@@ -31,7 +31,8 @@ class SegmentationModule(BaseModule):
 
     def __init__(self, config: dict[str, Any], targets: list[str] | None = None) -> None:
         super().__init__(config, targets)
-        self.is_sam = accepts_boxes(self.model)
+        self.adapter = adapter_for(self.model)  # how the model is called (its family)
+        self.is_sam = self.adapter.accepts_boxes
         self.tile = self.cfg.data.patch_size
         if self.is_sam and self.tile is not None and self.tile != self.cfg.data.img_size:
             raise ValueError(f"{self.cfg.model.name} takes {self.cfg.data.img_size}² inputs: set data.patch_size to "
@@ -40,13 +41,11 @@ class SegmentationModule(BaseModule):
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> tuple[torch.Tensor,
                                                                                        torch.Tensor | None]:
-        if self.is_sam:
-            return self.model(images, boxes=boxes, return_iou=True)
-        return self.model(images), None
+        return self.adapter.train_forward(images, boxes)
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         if self.is_task_model:  # segmented as its own task; the classifier and SPPG get their own terms
-            out = self.model.forward_all(batch["image"], batch["target"])
+            out = self.adapter.forward_all(batch["image"], batch["target"])  # type: ignore[attr-defined]
             aux = {"patch_logits": out.patch_logits, "task_logits": out.task_logits, "task": batch["target"]}
             loss, parts = self.loss_fn(out.logits, batch["mask"], out.iou, aux)
             if not self.training:
@@ -65,7 +64,7 @@ class SegmentationModule(BaseModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         bs = batch["image"].shape[0]
         if self.tile is not None:  # whole native image, sliding windows (batch of one)
-            fn = model_logits(self.model, self.tile, int(batch["target"][0]))
+            fn = self.adapter.window_logits(self.tile, channel=int(batch["target"][0]))
             logits = sliding_window_logits(fn, batch["image"], tile=self.tile,
                                            overlap=self.cfg.data.val_overlap, batch_size=self.cfg.trainer.batch_size)
             loss, _ = self.loss_fn(logits, batch["mask"], None)
