@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from medseg.models import build_model
 from medseg.training.task_classifier import ClassifierFitConfig, fit_task_classifier, pooled_features
@@ -81,3 +83,24 @@ def test_a_balanced_fit_weighs_a_rare_task_like_a_common_one() -> None:
         with torch.no_grad():
             p_rare[balanced] = float(model.classifier.head(fresh).softmax(1)[:, 1].mean())
     assert p_rare[False] < 0.2 and p_rare[True] > 1.5 * p_rare[False]
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), steps=st.integers(1, 6))
+def test_keep_before_never_lowers_validation_accuracy(seed: int, steps: int) -> None:
+    """Law: with ``keep_before`` the weights the fit started from compete as step 0, so the chosen head's validation
+    accuracy is never below theirs; when no step beats them the head is left exactly as it was (step 0)."""
+    gen = torch.Generator().manual_seed(seed)
+    model = _model()
+    dim = model.classifier.head[0].normalized_shape[0]
+    x, y = torch.randn(30, dim, generator=gen), torch.randint(0, 3, (30,), generator=gen)
+    vx, vy = torch.randn(12, dim, generator=gen), torch.randint(0, 3, (12,), generator=gen)
+    start = {k: v.clone() for k, v in model.classifier.head.state_dict().items()}
+    fit = fit_task_classifier(model, x, y, vx, vy, ClassifierFitConfig(steps=steps, lr=1e-2, keep_before=True,
+                                                                         seed=seed))
+    with torch.no_grad():
+        now = float((model.classifier.head(vx).argmax(1) == vy).float().mean())
+    assert fit.val_accuracy_before is not None and now >= fit.val_accuracy_before
+    assert fit.val_accuracy == now
+    if fit.chosen_step == 0:
+        assert all(torch.equal(v, start[k]) for k, v in model.classifier.head.state_dict().items())

@@ -82,12 +82,13 @@ class CachedRefitConfig(ClassifierFitConfig):
     photometric change, :func:`medseg.data.augment.colour_jitter`, so that a new camera, stain or scanner of a
     known task is still recognised), full-batch AdamW (:class:`ClassifierFitConfig`; here class-balanced by
     default), the step chosen on the validation images (accuracy, then loss;
-    :func:`medseg.training.task_classifier.fit_task_classifier`). Segmentation is unchanged: only the classifier's
+    :func:`medseg.training.task_classifier.fit_task_classifier`); the jointly trained classifier competes as step
+    0, so the refit is kept only if it beats it on validation. Segmentation is unchanged: only the classifier's
     weights differ from the head's."""
 
-    views: list[EmbeddingView] = Field(default_factory=lambda: ["none", "hflip", "jitter1", "jitter2"],
-                                       min_length=1)
+    views: list[EmbeddingView] = Field(default_factory=lambda: ["none", "jitter1", "jitter2"], min_length=1)
     balanced: bool = True
+    keep_before: bool = True
 
 
 class FastConfig(StageConfig):

@@ -44,6 +44,9 @@ class ClassifierFitConfig(Strict):
     #: weight each task's training loss by the inverse of its share of the training rows (a task with few images,
     #: e.g. 48 vessel images against 280 nuclei ones, counts as much as any other); validation is unweighted
     balanced: bool = False
+    #: the weights the fit started from (the jointly trained ones) compete as step 0: kept unless a step beats them
+    #: on validation (accuracy, then loss), so a refit never lowers validation accuracy
+    keep_before: bool = False
 
 
 class EncoderRefitConfig(ClassifierFitConfig):
@@ -138,7 +141,8 @@ def fit_task_classifier(model: nn.Module, features: torch.Tensor, labels: torch.
             logits = head(f)
             return float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
 
-    before = evaluate(val_features, val_labels)[1] if has_val else None  # type: ignore[arg-type]
+    before_loss, before = evaluate(val_features, val_labels) if has_val else (None, None)  # type: ignore[arg-type]
+    initial = copy.deepcopy(head.state_dict())
     if cfg.reinit:
         gen = torch.Generator().manual_seed(cfg.seed)
         for m in head.modules():
@@ -158,7 +162,9 @@ def fit_task_classifier(model: nn.Module, features: torch.Tensor, labels: torch.
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
     best: tuple[float, float] | None = None
-    best_state, chosen, history = copy.deepcopy(head.state_dict()), 0, []
+    best_state, chosen, history = initial, 0, []
+    if cfg.keep_before and has_val:
+        best = (before, -before_loss)  # type: ignore[operator]
     for step in range(1, cfg.steps + 1):
         with torch.enable_grad():
             loss = F.cross_entropy(head(features), labels, weight=weight)
@@ -178,6 +184,7 @@ def fit_task_classifier(model: nn.Module, features: torch.Tensor, labels: torch.
             best, best_state, chosen = key, copy.deepcopy(head.state_dict()), step
     head.load_state_dict(best_state)
     head.eval()
-    pick = history[chosen - 1]
+    pick = history[chosen - 1] if chosen else {"train_accuracy": evaluate(features, labels)[1],
+                                                "val_accuracy": before}
     return ClassifierFit(chosen_step=chosen, train_accuracy=pick["train_accuracy"],
                          val_accuracy=pick.get("val_accuracy"), val_accuracy_before=before, history=history)
