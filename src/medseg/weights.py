@@ -94,7 +94,7 @@ register_weights(WeightSpec(
 
 #: models trained by medseg and shipped inside the package (``medseg/assets/<name>/``): the sha256 of the folder's
 #: ``model.json``, which pins the sha256 of every part's weights (:mod:`medseg.models.universal`)
-SHIPPED_MODELS: dict[str, str] = {"universal": "59d469f3ec3b79970b1485cd9dfe46c6022a63a80b97e5ec497e073725b98cfd"}
+SHIPPED_MODELS: dict[str, str] = {"universal": "dd5df573cd323817ef6e15d01604467f7bd2e9777340e76a41a413417505addc"}
 
 
 def shipped_model_folder(name: str) -> Path:

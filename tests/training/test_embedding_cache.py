@@ -130,3 +130,19 @@ def test_image_cache_keys_follow_the_files_content_not_their_mtimes(tmp_path: Pa
     with open(entries[0].image, "ab") as f:
         f.write(b"\0")  # PNG readers ignore trailing bytes: same pixels, other content
     assert build_cache(entries, tmp_path / "cache", img_size=64) != first
+
+
+def test_pooled_embeddings_are_the_classifiers_pool_of_the_cached_rows(setup) -> None:
+    """The refit's input from a cache equals :meth:`TaskClassifier.pool` of the cached tokens, row by row (any
+    row subset, any read batch)."""
+    from medseg.models.task_classifier import TaskClassifier
+    from medseg.training.task_classifier import pooled_embeddings
+
+    images, teacher, root = setup
+    folder = build_embedding_cache(images, teacher, root, batch_size=4)
+    emb = torch.from_numpy(np.asarray(open_embeddings(folder), dtype=np.float32))
+    ref = TaskClassifier.pool(emb.flatten(2).transpose(1, 2))
+    assert torch.equal(pooled_embeddings(folder), ref)
+    rows = [4, 0, 3]
+    assert torch.equal(pooled_embeddings(folder, rows, batch_size=2), ref[rows])
+    assert pooled_embeddings(folder, []).shape == (0, ref.shape[1])

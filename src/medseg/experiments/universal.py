@@ -207,7 +207,7 @@ class UniversalExperiment(StagedExperiment):
         out = self.out / "embeddings"
         self._claim(out / "settings.json", "embeddings")
         # validation scores the images as they are
-        built = self._embedding_caches({"train": self.cfg.embeddings.views, "val": ["none"]})
+        built = self.embedding_caches({"train": self.cfg.embeddings.views, "val": ["none"]})
         manifest = {part: {view: p.name for view, p in views.items()} for part, views in built.items()}
         path = out / "manifest.json"
         if path.is_file():
@@ -218,12 +218,12 @@ class UniversalExperiment(StagedExperiment):
         atomic_write_text(path, json.dumps(manifest, indent=1))
         return built
 
-    def _embedding_caches(self, views: dict[str, list[str]]) -> dict[str, dict[str, Path]]:
+    def embedding_caches(self, views: dict[str, list[str]]) -> dict[str, dict[str, Path]]:
         """split → view → the embedding cache of that split's images seen through that view (built, resumed or
         reused; content-addressed under ``cache_dir``)."""
         from medseg.training.embedding_cache import build_embedding_cache, cache_progress
 
-        images = self.image_caches()
+        images = self.image_caches(tuple(views))
         encoder = self._lite_medsam().image_encoder
         opts = self.cfg.embeddings
         device = _embedding_device(self.cfg.trainer.accelerator)
@@ -310,14 +310,12 @@ class UniversalExperiment(StagedExperiment):
         training embeddings (:class:`CachedRefitConfig`); ``classifier/history.csv`` (loss and accuracies per step)
         and ``summary.json`` (the chosen step, validation accuracy before and after, per dataset). Without
         ``classifier``: the head as trained."""
-        import numpy as np
         import torch
 
         from medseg.evaluation import write_csv
         from medseg.models.io import load_model, save_model_folder
         from medseg.training.dataset import open_cache
-        from medseg.training.embedding_cache import open_embeddings
-        from medseg.training.task_classifier import fit_task_classifier
+        from medseg.training.task_classifier import fit_task_classifier, pooled_embeddings
 
         head = self.stage_head()
         cc = self.cfg.classifier
@@ -329,7 +327,7 @@ class UniversalExperiment(StagedExperiment):
             return out / "model"
         self.say(f"classifier: the task classifier refitted on the views {', '.join(cc.views)} of the training "
                  "images' cached embeddings")
-        caches = self._embedding_caches({"train": cc.views, "val": ["none"]})
+        caches = self.embedding_caches({"train": cc.views, "val": ["none"]})
         loaded = load_model(head)
         model = loaded.model
         tasks = list(model.tasks)
@@ -339,13 +337,7 @@ class UniversalExperiment(StagedExperiment):
             info = open_cache(self.image_caches()[part]).info
             rows = [i for i, r in enumerate(info) if r["dataset"] not in held]
             datasets = [info[i]["dataset"] for i in rows]
-            feats = []
-            for folder in caches[part].values():
-                emb = open_embeddings(folder)
-                for start in range(0, len(rows), 32):
-                    x = torch.from_numpy(np.asarray(emb[rows[start:start + 32]], dtype=np.float32))
-                    with torch.no_grad():
-                        feats.append(model.classifier.pool(x.flatten(2).transpose(1, 2)))
+            feats = [pooled_embeddings(folder, rows) for folder in caches[part].values()]
             labels = torch.tensor([tasks.index(self.task_of(d)) for d in datasets] * len(caches[part]))
             return torch.cat(feats), labels, datasets
 
@@ -631,15 +623,16 @@ class UniversalExperiment(StagedExperiment):
         atomic_write_text(path, text)
         return path
 
-    def image_caches(self) -> dict[str, Path]:
-        """split → letterboxed image cache of its training / validation images (``medseg.training.dataset``)."""
+    def image_caches(self, parts: tuple[str, ...] = ("train", "val")) -> dict[str, Path]:
+        """split → letterboxed image cache of that split's images, held-out datasets included
+        (``medseg.training.dataset``; the stages train on ``train`` and choose on ``val``)."""
         from medseg.training.dataset import build_cache
 
         entries = self.entries()
         c = self.cfg.data
         return {part: build_cache([e for e in entries if e.split == part], self.cache, img_size=c.img_size,
                                   color=c.color)
-                for part in ("train", "val")}
+                for part in parts}
 
     def run(self) -> Path:
         """Every stage in order (each skipped when done)."""

@@ -9,6 +9,7 @@ seconds. The step is chosen on the validation split (highest accuracy, then lowe
 seen. Everything but the head stays as it was, so segmentation with a given task is unchanged.
 
     feats = pooled_features(model, images, img_size=256)       # (N·F, 2C), F flips per image
+    feats = pooled_embeddings(cache_folder, rows)               # or from cached encoder embeddings
     result = fit_task_classifier(model, feats, labels, val_feats, val_labels, ClassifierFitConfig())
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +28,9 @@ from pydantic import Field
 from torch import nn
 
 from medseg.data.geometry import letterbox_image
+from medseg.models.task_classifier import TaskClassifier
 from medseg.training.config import Strict
+from medseg.training.embedding_cache import open_embeddings
 
 #: flips of the image in its own frame (numpy axes of an (H, W, C) image): none, horizontal, vertical
 FLIP_AXES: tuple[tuple[int, ...], ...] = ((), (1,), (0,))
@@ -56,6 +60,23 @@ class EncoderRefitConfig(ClassifierFitConfig):
     #: add the horizontally and vertically flipped training images (features of three views per image)
     flips: bool = True
     batch_size: int = Field(8, ge=1)  # images per encoder pass when computing features
+
+
+def pooled_embeddings(folder: str | Path, rows: list[int] | None = None, *, batch_size: int = 32) -> torch.Tensor:
+    """The classifier's input read from a finished embedding cache (:mod:`medseg.training.embedding_cache`): the
+    cached (C, h, w) embeddings of ``rows`` (all when ``None``) pooled as the classifier pools its tokens
+    (:meth:`TaskClassifier.pool`, parameter-free).
+
+    Returns:
+        (len(rows), 2C) float32.
+    """
+    emb = open_embeddings(folder)
+    rows = list(range(len(emb))) if rows is None else rows
+    out = [torch.zeros(0, 2 * emb.shape[1])]
+    for start in range(0, len(rows), batch_size):
+        x = torch.from_numpy(np.asarray(emb[rows[start:start + batch_size]], dtype=np.float32))
+        out.append(TaskClassifier.pool(x.flatten(2).transpose(1, 2)))
+    return torch.cat(out)
 
 
 @dataclass
