@@ -201,15 +201,57 @@ def test_colour_jitter_keeps_range_padding_and_greyness(seed: int, grey: bool, h
 
 
 def test_the_jitter_views_recolour_images_reproducibly_and_leave_masks_alone() -> None:
-    from medseg.training.embedding_cache import apply_view
+    from medseg.training.embedding_cache import JITTER_SEED, apply_view
 
     rng = np.random.default_rng(0)
-    img = (rng.random((3, 16, 16)) * 255).astype(np.float32)
+    img = rng.random((3, 16, 16)).astype(np.float32)  # the image cache's [0, 1] images
     img[:, 10:] = 0
     a = apply_view(img, (10, 16), "jitter1", row=3)
     assert np.array_equal(a, apply_view(img, (10, 16), "jitter1", row=3))
     assert not np.array_equal(a, apply_view(img, (10, 16), "jitter1", row=4))
     assert not np.array_equal(a, apply_view(img, (10, 16), "jitter2", row=3))
-    assert a.max() <= 255 and not a[:, 10:].any()
+    assert a.max() <= 1 and not a[:, 10:].any()
+    # the view is colour_jitter of the image as it is (not rescaled), drawn from (view, row)
+    np.testing.assert_array_equal(a, colour_jitter(img, np.random.default_rng((JITTER_SEED, 1, 3)), (10, 16)))
     mask = (rng.random((16, 16)) > 0.5).astype(np.uint8)
     assert np.array_equal(apply_view(mask, (10, 16), "jitter1", row=3), mask)
+
+
+@settings(max_examples=30, deadline=None)
+@given(row=st.integers(0, 100_000), view=st.sampled_from(["jitter1", "jitter2"]))
+def test_a_jitter_view_keeps_a_cache_image_in_range_and_its_brightness_within_bounds(row: int, view: str) -> None:
+    """Regression: the jitters once treated the cache's [0, 1] images as [0, 255], so gamma scaled brightness by up
+    to ×5 and pushed values above 1. Brightness, contrast and gamma within their ranges move the mean of a mid-grey
+    image by well under ×2.5 either way."""
+    from medseg.training.embedding_cache import apply_view
+
+    img = np.full((3, 12, 12), 0.5, np.float32)
+    img[0] = np.linspace(0.2, 0.8, 12, dtype=np.float32)
+    out = apply_view(img, (12, 12), view, row)
+    assert 0 <= out.min() and out.max() <= 1
+    assert 0.4 <= out.mean() / img.mean() <= 2.5
+
+
+@settings(max_examples=50, deadline=None)
+@given(h=st.integers(2, 300), w=st.integers(2, 300), seed=st.integers(0, 10_000))
+def test_zoom_crop_box_lies_inside_the_region_with_the_asked_share(h: int, w: int, seed: int) -> None:
+    from medseg.data.augment import zoom_crop_box
+
+    top, left, ch, cw = zoom_crop_box(np.random.default_rng(seed), (h, w))
+    assert 0 <= top and top + ch <= h and 0 <= left and left + cw <= w and ch >= 1 and cw >= 1
+    if min(h, w) >= 50:  # rounding aside: 45–90 % of the pixels (clipped at the region's sides)
+        assert 0.3 <= ch * cw / (h * w) <= 0.92
+
+
+def test_zoom_crop_of_a_constant_region_is_constant_and_keeps_shape_dtype_and_padding() -> None:
+    from medseg.data.augment import zoom_crop
+
+    img = np.zeros((3, 16, 16), np.float32)
+    img[:, :10, :12] = 0.5
+    out = zoom_crop(img, (2, 3, 5, 6), (10, 12))
+    assert out.shape == img.shape and out.dtype == img.dtype
+    np.testing.assert_allclose(out[:, :10, :12], 0.5)
+    assert (out[:, 10:] == 0).all() and (out[:, :, 12:] == 0).all()
+    mask = np.zeros((16, 16), np.uint8)
+    mask[2:7, 3:9] = 2  # the crop box exactly: the whole region becomes that label
+    assert (zoom_crop(mask, (2, 3, 5, 6), (10, 12))[:10, :12] == 2).all()

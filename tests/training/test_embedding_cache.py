@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medseg.data import discover, generate_dataset
 from medseg.models import build_model
 from medseg.training.dataset import build_cache, open_cache
 from medseg.training.embedding_cache import (
-    VIEWS,
     apply_view,
     build_embedding_cache,
     embedding_cache_dir,
@@ -85,7 +84,7 @@ def test_unfinished_cache_is_not_opened(tmp_path: Path) -> None:
 
 
 @given(h=st.integers(1, 8), w=st.integers(1, 8), seed=st.integers(0, 1000),
-       view=st.sampled_from([v for v in VIEWS if not v.startswith("jitter")]))  # the flips (jitters: test_augment)
+       view=st.sampled_from(["none", "hflip", "vflip"]))  # the flips (jitters and zooms: test_augment, below)
 def test_a_view_twice_is_the_identity_and_the_padding_stays(h: int, w: int, seed: int, view: str) -> None:
     canvas = np.random.default_rng(seed).random((3, 8, 8))
     once = apply_view(canvas, (h, w), view)
@@ -146,3 +145,30 @@ def test_pooled_embeddings_are_the_classifiers_pool_of_the_cached_rows(setup) ->
     rows = [4, 0, 3]
     assert torch.equal(pooled_embeddings(folder, rows, batch_size=2), ref[rows])
     assert pooled_embeddings(folder, []).shape == (0, ref.shape[1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(8, 40), w=st.integers(8, 40), row=st.integers(0, 10_000))
+def test_a_zoom_view_moves_image_and_mask_alike_and_keeps_the_padding(h: int, w: int, row: int) -> None:
+    """``zoom1`` of an image and of its mask (same row) are the same crop: the zoomed mask is the zoomed image's
+    object up to the interpolation at its border; labels stay labels, the padding stays, and the same row always
+    gives the same view."""
+    yy, xx = np.mgrid[:40, :40]
+    mask = (((yy - h / 2) / (h / 3)) ** 2 + ((xx - w / 2) / (w / 3)) ** 2 <= 1).astype(np.uint8)
+    mask[h:, :] = 0
+    mask[:, w:] = 0
+    image = np.repeat(mask[None].astype(np.float32) * 200 + 20, 3, axis=0)
+    image[:, h:, :] = 0
+    image[:, :, w:] = 0
+    zi, zm = apply_view(image, (h, w), "zoom1", row), apply_view(mask, (h, w), "zoom1", row)
+    assert zm.dtype == mask.dtype and set(np.unique(zm)) <= {0, 1}
+    np.testing.assert_array_equal(apply_view(image, (h, w), "zoom1", row), zi)
+    assert (zi[:, h:, :] == 0).all() and (zi[:, :, w:] == 0).all() and (zm[h:, :] == 0).all()
+    disagree = (zm.astype(bool) != (zi[0] > 120))[:h, :w]
+    edge = np.zeros_like(disagree)  # where the zoomed object has a border (one pixel either side)
+    zb = zm[:h, :w].astype(bool)
+    for axis in (0, 1):
+        d = np.diff(zb, axis=axis)
+        edge[:-1 if axis == 0 else None, :-1 if axis == 1 else None] |= d
+        edge[1 if axis == 0 else None:, 1 if axis == 1 else None:] |= d
+    assert not (disagree & ~edge).any()

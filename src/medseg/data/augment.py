@@ -190,3 +190,34 @@ def colour_jitter(image: np.ndarray, rng: np.random.Generator, region: tuple[int
         view[:] = np.stack([ndimage.gaussian_filter(ch, sigma) for ch in view])
     np.clip(view, 0.0, 1.0, out=view)
     return out
+
+
+def zoom_crop_box(rng: np.random.Generator, region: tuple[int, int], area: tuple[float, float] = (0.45, 0.9),
+                  ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """A seeded crop of an (h, w) region, ``(top, left, height, width)``: a share ``area`` of its pixels with an
+    aspect change in ``ratio`` (log-uniform), anywhere inside it — the field-of-view change of a different camera
+    or framing. Image and mask drawn from the same ``rng`` state get the same box."""
+    h, w = region
+    share = float(rng.uniform(*area))
+    r = float(np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1]))))
+    ch = int(np.rint(min(h, max(1.0, np.sqrt(share * h * w / r)))))
+    cw = int(np.rint(min(w, max(1.0, np.sqrt(share * h * w * r)))))
+    top = int(rng.integers(0, h - ch + 1))
+    left = int(rng.integers(0, w - cw + 1))
+    return top, left, ch, cw
+
+
+def zoom_crop(array: np.ndarray, box: tuple[int, int, int, int], region: tuple[int, int]) -> np.ndarray:
+    """``array`` (…, H, W) with its (h, w) region (top-left; the rest is padding, kept) replaced by ``box``
+    (:func:`zoom_crop_box`) of it resized back to (h, w): bilinear for float images, nearest neighbour for integer
+    and boolean arrays (masks keep their labels). Returns a new array of the same shape and dtype."""
+    top, left, ch, cw = box
+    h, w = region
+    out = np.array(array, copy=True)
+    crop = np.asarray(array[..., top:top + ch, left:left + cw])
+    order = 1 if np.issubdtype(array.dtype, np.floating) else 0
+    lead = (1.0,) * (array.ndim - 2)
+    zoomed = ndimage.zoom(crop.astype(np.float32) if order else crop, (*lead, h / ch, w / cw), order=order,
+                          mode="nearest", grid_mode=True)
+    out[..., :h, :w] = zoomed[..., :h, :w].astype(array.dtype, copy=False)
+    return out

@@ -22,7 +22,7 @@ class Strict(BaseModel):
 
 
 #: a fixed view of the cached training images (:data:`medseg.training.embedding_cache.VIEWS`)
-EmbeddingView = Literal["none", "hflip", "vflip", "jitter1", "jitter2"]
+EmbeddingView = Literal["none", "hflip", "vflip", "jitter1", "jitter2", "zoom1"]
 
 
 class EmbeddingOptions(Strict):

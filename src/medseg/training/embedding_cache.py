@@ -11,7 +11,8 @@ image cache (:func:`medseg.training.dataset.build_cache`), computed once, stored
   and weight digest, the view, the dtype).
 * **Views**: a fixed augmentation of every image (:data:`VIEWS`: the flips of the image region, the padding staying
   bottom/right as at inference; ``jitter1``, ``jitter2``: a seeded strong photometric change of each image,
-  :func:`medseg.data.augment.colour_jitter`, drawn from the view and the row) is one more cache, named by the view,
+  :func:`medseg.data.augment.colour_jitter`, drawn from the view and the row; ``zoom1``: a seeded crop of 45–90 %
+  of the image region resized back over it, :func:`medseg.data.augment.zoom_crop`) is one more cache, named by the view,
   so a head trained on a frozen encoder sees flipped or recoloured images without a single encoder pass per epoch.
   :func:`apply_view` gives the matching mask.
 
@@ -37,26 +38,38 @@ from medseg.utils.atomic import atomic_write_text
 
 EMBEDDING_VERSION = 1
 #: fixed views of a letterboxed image: ``none``, the horizontal and the vertical flip of the image region, and two
-#: seeded photometric changes of it (:func:`medseg.data.augment.colour_jitter`; masks unchanged)
-VIEWS = ("none", "hflip", "vflip", "jitter1", "jitter2")
+#: seeded photometric changes of it (:func:`medseg.data.augment.colour_jitter`; masks unchanged), and a seeded zoom
+#: into part of it (:func:`medseg.data.augment.zoom_crop`; masks zoomed alike)
+VIEWS = ("none", "hflip", "vflip", "jitter1", "jitter2", "zoom1")
 JITTER_SEED = 20261205
+#: views whose pixels were corrected after caches of them existed (the jitters were first applied to the cache's
+#: [0, 1] images as if they were [0, 255], which made gamma a brightness change of up to ×5): their caches are named
+#: anew, so an old cache is rebuilt, not reused
+VIEW_REVISIONS = {"jitter1": 2, "jitter2": 2}
 
 
 def apply_view(array: np.ndarray, valid_hw: tuple[int, int], view: str, row: int = 0) -> np.ndarray:
-    """``array`` (…, S, S) — a letterboxed image (C, S, S) with values in [0, 255] or a mask (S, S) — seen through
-    ``view``: the valid region ``[:h, :w]`` flipped, or (``jitter<k>``, images only) recoloured by a jitter drawn
-    from ``(k, row)`` — the same for the same cache row in every run; the padding left where it is. Returns a new
+    """``array`` (…, S, S) — a letterboxed image (C, S, S) with values in [0, 1], as the image cache stores it, or a
+    mask (S, S) — seen through
+    ``view``: the valid region ``[:h, :w]`` flipped, (``jitter<k>``, images only) recoloured by a jitter drawn
+    from ``(k, row)``, or (``zoom<k>``) a crop of it drawn from ``(k, row)`` resized back over it (images bilinear,
+    masks nearest) — the same for the same cache row in every run; the padding left where it is. Returns a new
     array (``none``: a copy)."""
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; choose from {', '.join(VIEWS)}")
     out = np.array(array, copy=True)
     h, w = valid_hw
+    if view.startswith("zoom"):
+        from medseg.data.augment import zoom_crop, zoom_crop_box
+
+        rng = np.random.default_rng((JITTER_SEED, 100 + int(view[len("zoom"):]), int(row)))
+        return zoom_crop(out, zoom_crop_box(rng, (h, w)), (h, w))
     if view.startswith("jitter"):
         if out.ndim == 3:
             from medseg.data.augment import colour_jitter
 
             rng = np.random.default_rng((JITTER_SEED, int(view[len("jitter"):]), int(row)))
-            out = colour_jitter(out.astype(np.float32) / 255.0, rng, (h, w)) * np.float32(255.0)
+            out = colour_jitter(out.astype(np.float32), rng, (h, w))
         return out
     if view == "hflip":
         out[..., :h, :w] = out[..., :h, :w][..., ::-1]
@@ -68,6 +81,8 @@ def apply_view(array: np.ndarray, valid_hw: tuple[int, int], view: str, row: int
 def embedding_cache_dir(image_cache: str | Path, teacher: nn.Module, root: str | Path, view: str = "none") -> Path:
     """Where the embeddings of ``image_cache`` by ``teacher`` (seen through ``view``) live under ``root``."""
     suffix = "" if view == "none" else f"-{view}"  # unflipped caches keep the names they had before views
+    if view in VIEW_REVISIONS:  # a view whose pixels changed since: its old caches are not reused
+        suffix += f"-r{VIEW_REVISIONS[view]}"
     name = f"{Path(image_cache).name}-{type(teacher).__name__}-{model_digest(teacher)}-v{EMBEDDING_VERSION}{suffix}"
     return Path(root) / name
 

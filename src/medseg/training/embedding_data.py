@@ -63,7 +63,7 @@ class CachedEmbeddingDataset(Dataset):
         if len(self.views) > 1:
             view = self.views[int(np.random.default_rng((self.seed, int(draw))).integers(len(self.views)))]
         h, w = (int(v) for v in self.split.valid[row])
-        mask = apply_view(np.asarray(self.split.masks[row]), (h, w), view)
+        mask = apply_view(np.asarray(self.split.masks[row]), (h, w), view, row)  # the image row's own view
         target = 0 if self.target_index is None else self.target_index[self.split.info[row]["dataset"]]
         return {
             "image": torch.from_numpy(np.asarray(self.embeddings[view][row], dtype=np.float32)),
