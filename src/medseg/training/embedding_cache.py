@@ -48,6 +48,13 @@ JITTER_SEED = 20261205
 VIEW_REVISIONS = {"jitter1": 2, "jitter2": 2}
 
 
+def _view_rng(view: str, row: int) -> np.random.Generator:
+    """The random draw of a seeded view (``jitter<k>``, ``zoom<k>``) for one cache row: the same in every run."""
+    family = "zoom" if view.startswith("zoom") else "jitter"
+    k = int(view[len(family):])
+    return np.random.default_rng((JITTER_SEED, 100 + k if family == "zoom" else k, int(row)))
+
+
 def apply_view(array: np.ndarray, valid_hw: tuple[int, int], view: str, row: int = 0) -> np.ndarray:
     """``array`` (…, S, S) — a letterboxed image (C, S, S) with values in [0, 1], as the image cache stores it, or a
     mask (S, S) — seen through
@@ -62,14 +69,12 @@ def apply_view(array: np.ndarray, valid_hw: tuple[int, int], view: str, row: int
     if view.startswith("zoom"):
         from medseg.data.augment import zoom_crop, zoom_crop_box
 
-        rng = np.random.default_rng((JITTER_SEED, 100 + int(view[len("zoom"):]), int(row)))
-        return zoom_crop(out, zoom_crop_box(rng, (h, w)), (h, w))
+        return zoom_crop(out, zoom_crop_box(_view_rng(view, row), (h, w)), (h, w))
     if view.startswith("jitter"):
         if out.ndim == 3:
             from medseg.data.augment import colour_jitter
 
-            rng = np.random.default_rng((JITTER_SEED, int(view[len("jitter"):]), int(row)))
-            out = colour_jitter(out.astype(np.float32), rng, (h, w))
+            out = colour_jitter(out.astype(np.float32), _view_rng(view, row), (h, w))
         return out
     if view == "hflip":
         out[..., :h, :w] = out[..., :h, :w][..., ::-1]
