@@ -390,7 +390,7 @@ class UniversalExperiment(StagedExperiment):
         specialists = self.stage_specialists()
         val = [e for e in self.trained_entries() if e.split == "val"]
         self.say(f"selection: the engines' validation Dice per task ({len(val)} validation images)")
-        rows = self._score_engines(val, head, specialists, out, prefix="val")
+        rows = self.score_engines(val, head, specialists, out, prefix="val")
         table, engines = [], {}
         for task in sorted({self.task_of(e.dataset) for e in self.trained_entries() if e.split == "train"}):
             dice = {eng: _mean([float(r["dice"]) for r in rs if r["true_task"] == task])
@@ -404,7 +404,7 @@ class UniversalExperiment(StagedExperiment):
         atomic_write_text(path, json.dumps({"engines": engines, "margin": self.cfg.margin}, indent=1))
         return engines
 
-    def _score_engines(self, entries: list, head: Path, specialists: dict[str, Path], out: Path,
+    def score_engines(self, entries: list, head: Path, specialists: dict[str, Path], out: Path,
                        prefix: str) -> dict[str, list[dict[str, str]]]:
         """Per-image scores of each engine on ``entries`` with the true task: ``head`` (every task) and
         ``specialist`` (the tasks that have one), cached as ``out/<prefix>_<engine>.csv``."""
@@ -508,7 +508,7 @@ class UniversalExperiment(StagedExperiment):
             scores["fast"] = score_entries(test, fast_for, csv_path=out / "fast.csv", columns=cols)
         if not (out / "test_head.csv").is_file():
             self.say("scores: each engine on the test images, the true task given")
-        for eng, rows in self._score_engines(test, self.stage_head(), self.stage_specialists(), out,
+        for eng, rows in self.score_engines(test, self.stage_head(), self.stage_specialists(), out,
                                              prefix="test").items():
             scores[eng] = rows
         if isinstance(self.cfg.baseline, Path):
