@@ -308,9 +308,10 @@ def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[di
            "(no specialists): faster, less accurate (see the Dice columns).", ""]
           if any("dice_fast" in r for r in by_dataset) else []),
         *(["## Datasets never trained on (held-out pairs)", "",
-           "The same recipe trained without the held-out datasets (not in any training or selection stage), "
-           "scored on their test images beside this model (which trained on them): how the model does on "
-           "unseen data of a known target.", "",
+           "A held-out run, trained without the held-out datasets (not in any training or selection stage; "
+           "its config names any other difference from this model's recipe), scored on their test images "
+           "beside this model (which trained on them): how the model does on unseen data of a known target.",
+           "",
            format_markdown_table(list(held_out), digits=3), ""] if held_out else []),
         "## Known failure cases", "",
         "Weakest datasets (universal Dice): " + ", ".join(f"{r['dataset']} {r.get('dice_universal', 0.0):.3f}"
