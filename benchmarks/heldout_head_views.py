@@ -31,6 +31,7 @@ from typing import Any
 
 from _common import emit
 from medseg.experiments.universal import UniversalExperiment, load_universal_config
+from medseg.metrics.segmentation import group_means
 from medseg.training.embedding_cache import VIEWS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,22 +69,17 @@ def main() -> None:
         entries = [e for e in exp.entries()
                    if e.split == "val" or (e.split == "test" and e.dataset in held)]
         scores = exp.score_engines(entries, head, {}, exp.out / "head_views", prefix="true_task")["head"]
-        groups: dict[tuple[str, str, bool], list[float]] = {}
         tested = {(e.dataset, e.case_id) for e in entries if e.split == "test"}
-        for r in scores:
-            split = "test" if (r["dataset"], r["case"]) in tested else "val"
-            groups.setdefault((split, r["dataset"], r["dataset"] in held), []).append(float(r["dice"]))
-        for (split, d, is_held), dice in sorted(groups.items()):
-            rows.append({"views": v, "split": split, "dataset": d, "held_out": is_held, "n": len(dice),
-                         "dice_true_task": sum(dice) / len(dice)})
-
-        def mean_of(split: str, is_held: bool, v: str = v) -> float:
-            means = [r["dice_true_task"] for r in rows
-                     if r["views"] == v and r["split"] == split and r["held_out"] == is_held]
-            return sum(means) / len(means) if means else float("nan")
-
-        summary.append({"views": v, "val_trained": mean_of("val", False), "val_held_out": mean_of("val", True),
-                        "test_held_out": mean_of("test", True), "head": str(head)})
+        scored = [{**r, "split": "test" if (r["dataset"], r["case"]) in tested else "val",
+                   "held_out": r["dataset"] in held} for r in scores]
+        by = ("split", "dataset", "held_out")
+        n = group_means(scored, by, agg=len)
+        rows += [{"views": v, "split": split, "dataset": d, "held_out": is_held, "n": int(n[split, d, is_held]),
+                  "dice_true_task": dice} for (split, d, is_held), dice in group_means(scored, by).items()]
+        means = group_means(scored, ("split", "held_out"), within="dataset")  # every dataset weighs the same
+        summary.append({"views": v, "val_trained": means.get(("val", False), float("nan")),
+                        "val_held_out": means.get(("val", True), float("nan")),
+                        "test_held_out": means.get(("test", True), float("nan")), "head": str(head)})
     if BASELINE in variants:
         ref = next(s for s in summary if s["views"] == BASELINE)
         for s in summary:

@@ -405,7 +405,7 @@ class UniversalExperiment(StagedExperiment):
         return engines
 
     def score_engines(self, entries: list, head: Path, specialists: dict[str, Path], out: Path,
-                       prefix: str) -> dict[str, list[dict[str, str]]]:
+                      prefix: str) -> dict[str, list[dict[str, str]]]:
         """Per-image scores of each engine on ``entries`` with the true task: ``head`` (every task) and
         ``specialist`` (the tasks that have one), cached as ``out/<prefix>_<engine>.csv``."""
         from medseg.evaluation import score_entries
@@ -509,7 +509,7 @@ class UniversalExperiment(StagedExperiment):
         if not (out / "test_head.csv").is_file():
             self.say("scores: each engine on the test images, the true task given")
         for eng, rows in self.score_engines(test, self.stage_head(), self.stage_specialists(), out,
-                                             prefix="test").items():
+                                            prefix="test").items():
             scores[eng] = rows
         if isinstance(self.cfg.baseline, Path):
             from medseg.experiments.universal_report import baseline_scores
