@@ -209,3 +209,43 @@ def test_a_section_tracked_since_a_stage_was_built_is_a_change_only_off_its_defa
     held = load_universal_config(config, ["held_out=[synthetic_lungs]"])
     with pytest.raises(MedsegError, match="held_out"):
         UniversalExperiment(held, progress=lambda m: None).stage_head()
+
+
+def test_the_resized_fast_encoder_gets_a_fine_tuned_head_and_ships_no_encoder_weights(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    """``fast.encoder_input_size``: LiteMedSAM's own encoder at a smaller side; the refitted head is fine-tuned on
+    its embeddings (and refitted again); the model folder stores that head and names the encoder, and ``--fast``
+    runs them."""
+    import json
+
+    import numpy as np
+
+    from medseg.inference.universal import UniversalPredictor
+    from medseg.models.io import load_model
+    from medseg.models.resized_encoder import ResizedEncoder
+
+    monkeypatch.setattr("medseg.weights.fetch_weights", tiny_lite_medsam_state)
+    root = generate_dataset(tmp_path / "d", per_modality=6, size=48, seed=0, modalities=("dermoscopy", "xray"))
+    fast = {"encoder_input_size": 32, "steps": 3, "batch_size": 3, "validations": 1, "views": ["none", "jitter1"]}
+    said: list[str] = []
+    exp = UniversalExperiment(load_universal_config(_held_out_config(
+        tmp_path, root, "fast", classifier={"views": ["none"], "steps": 5}, fast=fast)), progress=said.append)
+    exp.run()
+    run = tmp_path / "fast"
+    assert (run / "fast" / "head" / "model" / "model.json").is_file()
+    assert (run / "fast" / "classifier" / "summary.json").is_file()
+    meta = json.loads((run / "model" / "model.json").read_text())
+    assert set(meta["parts"]) == {"head", "fast_head"}
+    assert meta["fast_encoder"]["options"]["encoder_input_size"] == 32
+    assert any(m.startswith("fast: the head fine-tuned") for m in said)
+    model = load_model(run / "model").model
+    assert isinstance(model.student.image_encoder, ResizedEncoder) and model.fast_head is not model.head
+    images = [np.random.default_rng(i).integers(0, 255, (40, 52, 3), dtype=np.uint8) for i in range(2)]
+    preds = UniversalPredictor(model, engine="eager", fast=True).predict(images)
+    assert [p.mask.shape for p in preds] == [(40, 52)] * 2 and {p.engine for p in preds} == {"head"}
+    with open(run / "scores" / "fast.csv", newline="") as f:
+        assert {r["engine"] for r in csv.DictReader(f)} == {"head"}
+    said.clear()
+    UniversalExperiment(load_universal_config(_held_out_config(
+        tmp_path, root, "fast", classifier={"views": ["none"], "steps": 5}, fast=fast)), progress=said.append).run()
+    assert not said  # every stage reused

@@ -92,11 +92,22 @@ class CachedRefitConfig(ClassifierFitConfig):
 
 
 class FastConfig(StageConfig):
-    """``--fast``: ``lite_medsam_student``'s lighter encoder (started by weight selection from LiteMedSAM's)
-    distilled from LiteMedSAM's cached embeddings (MSE, :mod:`medseg.distill`); it then feeds the head for every
-    task. ``student``: its builder options."""
+    """``--fast``: a cheaper encoder feeding a head for every task. Two kinds:
+
+    - ``encoder_input_size`` unset: ``lite_medsam_student``'s lighter encoder (started by weight selection from
+      LiteMedSAM's) distilled from LiteMedSAM's cached embeddings (MSE, :mod:`medseg.distill`); it then feeds the
+      head as trained. ``student``: its builder options. Needs tens of passes over the images (a GPU).
+    - ``encoder_input_size: N``: LiteMedSAM's own encoder at input side N instead of the canvas
+      (:class:`medseg.models.resized_encoder.ResizedEncoder`; the same weights, nothing of it trained, about
+      (N / canvas)² of its work), and the head (classifier refit included) fine-tuned for ``steps`` on that
+      encoder's cached embeddings of ``views`` (``null``: ``embeddings.views``), with the head's loss; then the
+      classifier refitted on them as ``classifier:`` says. Costs one encoder pass per image and view at the small
+      side, and head steps: CPU-sized.
+    """
 
     student: dict[str, Any] = Field(default_factory=dict)
+    encoder_input_size: int | None = Field(None, ge=16)
+    views: list[EmbeddingView] | None = None
 
 
 class UniversalConfig(Strict):
@@ -153,6 +164,7 @@ STAGE_INPUTS["head"] = (*STAGE_INPUTS["embeddings"], "head", "held_out")
 STAGE_INPUTS["selection"] = (*STAGE_INPUTS["head"], "specialists", "margin")
 STAGE_INPUTS["classifier"] = (*STAGE_INPUTS["head"], "classifier")
 STAGE_INPUTS["fast"] = (*STAGE_INPUTS["embeddings"], "fast")
+STAGE_INPUTS["fast_head"] = (*STAGE_INPUTS["classifier"], "fast")  # fine-tuned from the refitted head
 STAGE_INPUTS["model"] = (*STAGE_INPUTS["selection"], "classifier", "fast", "min_confidence")
 STAGE_INPUTS["universal_scores"] = STAGE_INPUTS["model"]
 
@@ -218,13 +230,15 @@ class UniversalExperiment(StagedExperiment):
         atomic_write_text(path, json.dumps(manifest, indent=1))
         return built
 
-    def embedding_caches(self, views: dict[str, list[str]]) -> dict[str, dict[str, Path]]:
+    def embedding_caches(self, views: dict[str, list[str]], encoder_options: dict[str, Any] | None = None
+                         ) -> dict[str, dict[str, Path]]:
         """split → view → the embedding cache of that split's images seen through that view (built, resumed or
-        reused; content-addressed under ``cache_dir``)."""
+        reused; content-addressed under ``cache_dir``); ``encoder_options``: LiteMedSAM built with these on top of
+        ``encoder`` (the fast encoder's ``encoder_input_size``)."""
         from medseg.training.embedding_cache import build_embedding_cache, cache_progress
 
         images = self.image_caches(tuple(views))
-        encoder = self._lite_medsam().image_encoder
+        encoder = self._lite_medsam(encoder_options).image_encoder
         opts = self.cfg.embeddings
         device = _embedding_device(self.cfg.trainer.accelerator)
         built: dict[str, dict[str, Path]] = {}
@@ -281,12 +295,14 @@ class UniversalExperiment(StagedExperiment):
                                                     **({"held_out": held} if held else {})})
         return out
 
-    def embedding_source(self) -> dict[str, Any]:
-        """``data.embeddings`` of the head's training: the cache :meth:`stage_embeddings` builds."""
+    def embedding_source(self, encoder_options: dict[str, Any] | None = None,
+                         views: list[str] | None = None) -> dict[str, Any]:
+        """``data.embeddings`` of the head's training: the cache :meth:`stage_embeddings` builds (or, with
+        ``encoder_options`` / ``views``, that of the fast encoder)."""
         e = self.cfg.embeddings
         held = {"exclude_datasets": list(self.cfg.held_out)} if self.cfg.held_out else {}
-        return {"encoder": "lite_medsam", "options": self.cfg.encoder, "views": e.views,
-                "engine": e.engine, "batch_size": e.batch_size, **held}
+        return {"encoder": "lite_medsam", "options": {**self.cfg.encoder, **(encoder_options or {})},
+                "views": list(views or e.views), "engine": e.engine, "batch_size": e.batch_size, **held}
 
     def stage_head(self) -> Path:
         """``head/model``: the prompt-free head trained on the embedding cache (Lightning, resumable)."""
@@ -310,6 +326,18 @@ class UniversalExperiment(StagedExperiment):
         training embeddings (:class:`CachedRefitConfig`); ``classifier/history.csv`` (loss and accuracies per step)
         and ``summary.json`` (the chosen step, validation accuracy before and after, per dataset). Without
         ``classifier``: the head as trained."""
+        head = self.stage_head()
+        if self.cfg.classifier is None:
+            return head
+        out = self.out / "classifier"
+        self._claim(out / "settings.json", "classifier")
+        if is_model_folder(out / "model"):
+            return out / "model"
+        return self.refit_classifier(head, out)
+
+    def refit_classifier(self, head: Path, out: Path, encoder_options: dict[str, Any] | None = None) -> Path:
+        """``out/model``: ``head`` with its task classifier refitted as ``classifier:`` says on the cached
+        embeddings of LiteMedSAM (with ``encoder_options``: the encoder ``head`` was trained on)."""
         import torch
 
         from medseg.evaluation import write_csv
@@ -317,17 +345,11 @@ class UniversalExperiment(StagedExperiment):
         from medseg.training.dataset import open_cache
         from medseg.training.task_classifier import fit_task_classifier, pooled_embeddings
 
-        head = self.stage_head()
         cc = self.cfg.classifier
-        if cc is None:
-            return head
-        out = self.out / "classifier"
-        self._claim(out / "settings.json", "classifier")
-        if is_model_folder(out / "model"):
-            return out / "model"
+        assert cc is not None
         self.say(f"classifier: the task classifier refitted on the views {', '.join(cc.views)} of the training "
                  "images' cached embeddings")
-        caches = self.embedding_caches({"train": cc.views, "val": ["none"]})
+        caches = self.embedding_caches({"train": cc.views, "val": ["none"]}, encoder_options)
         loaded = load_model(head)
         model = loaded.model
         tasks = list(model.tasks)
@@ -358,13 +380,24 @@ class UniversalExperiment(StagedExperiment):
         return save_model_folder(model, out / "model", name=loaded.name, options=loaded.meta["options"],
                                  img_size=loaded.img_size, extra={**keep, "classifier_refit": summary})
 
+    def fast_encoder_options(self) -> dict[str, Any] | None:
+        """LiteMedSAM's builder options on top of ``encoder`` for the resized fast encoder (``None``: no such)."""
+        fc = self.cfg.fast
+        if fc is None or fc.encoder_input_size is None:
+            return None
+        return {"encoder_input_size": fc.encoder_input_size}
+
     def stage_fast(self) -> Path | None:
-        """``fast/model``: the student for ``--fast`` (``None`` without ``fast``)."""
+        """``fast/model``: the student for ``--fast``, or with ``fast.encoder_input_size`` the head fine-tuned on the
+        resized encoder's embeddings (``fast/head/model``, then ``fast/classifier/model`` with ``classifier:``);
+        ``None`` without ``fast``."""
         from medseg.distill import DistillConfig, distill
 
         fc = self.cfg.fast
         if fc is None:
             return None
+        if fc.encoder_input_size is not None:
+            return self._fast_head(fc)
         out = self.out / "fast"
         if not is_model_folder(out / "model"):
             self.stage_embeddings()
@@ -374,6 +407,29 @@ class UniversalExperiment(StagedExperiment):
                  "trainer.final_weights": "best"}
         return self._engine_stage(out, "fast", lambda resume: distill(stage_config(DistillConfig, patch),
                                                                          resume=resume))
+
+    def _fast_head(self, fc: FastConfig) -> Path:
+        from medseg.training import TrainConfig, train
+
+        out = self.out / "fast"
+        start = self.stage_classifier()
+        enc = self.fast_encoder_options()
+        if not is_model_folder(out / "head" / "model"):
+            self.say(f"fast: the head fine-tuned on LiteMedSAM's encoder at {fc.encoder_input_size}² input, "
+                     f"{fc.steps} steps of batch {fc.batch_size}")
+        hc = self.cfg.head
+        patch = {**self.common_patch(fc, out / "head", self.stage_split()), "model.name": "prompt_free_head",
+                 "model.options": {**self._decoder_init(), **hc.model}, "model.init": start,
+                 "data.heads": "per_target", "data.target_of": self.cfg.data.target_of, "data.box_prompt": "whole",
+                 "data.box_shift": 0, "data.embeddings": self.embedding_source(enc, fc.views),
+                 "loss.weights": hc.loss, "trainer.monitor": "val/dice"}
+        head = self._engine_stage(out / "head", "fast_head", lambda resume: train(stage_config(TrainConfig, patch),
+                                                                             resume=resume))
+        if self.cfg.classifier is None:
+            return head
+        if is_model_folder(out / "classifier" / "model"):
+            return out / "classifier" / "model"
+        return self.refit_classifier(head, out / "classifier", enc)
 
     def stage_selection(self) -> dict[str, str]:
         """task → engine: per task, the validation Dice of the head (the true task given) and of the task's
@@ -443,10 +499,10 @@ class UniversalExperiment(StagedExperiment):
                                                columns=cols)
         return rows
 
-    def _lite_medsam(self):  # type: ignore[no-untyped-def]
+    def _lite_medsam(self, extra: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
         from medseg.models import build_model
 
-        return build_model("lite_medsam", **{**self.cfg.encoder, "img_size": self.cfg.data.img_size})
+        return build_model("lite_medsam", **{**self.cfg.encoder, **(extra or {}), "img_size": self.cfg.data.img_size})
 
     def stage_model(self) -> Path:
         """``model/``: the ``universal`` model folder (head + the specialists some task runs + routing table)."""
@@ -460,8 +516,12 @@ class UniversalExperiment(StagedExperiment):
         used = {t for t, e in engines.items() if e == "specialist"}
         specialists = {t: p for t, p in self.stage_specialists().items() if t in used}
         self.say(f"model: universal, engines {engines}")
+        fast, enc = self.stage_fast(), self.fast_encoder_options()
+        fast_parts: dict[str, Any] = ({"student": fast} if enc is None else
+                                      {"fast_head": fast, "fast_encoder": {"name": "lite_medsam",
+                                                                           "options": {**self.cfg.encoder, **enc}}})
         return save_universal(out, head=self.stage_classifier(), specialists=specialists, engines=engines,
-                              student=self.stage_fast(),
+                              **fast_parts,
                               extra={"min_confidence": self.cfg.min_confidence, "target_of": self.cfg.data.target_of,
                                      "trained_on": {"split": "reference split (seed "
                                                              f"{self.cfg.seed}, test {self.cfg.split.test}, val "

@@ -34,8 +34,8 @@ class UniversalPredictor:
         min_confidence: a task probability below this marks the prediction as unsure (``confident=False``); the
             image is still segmented as the most probable task, and the caller lists it.
         task: segment every image as this task (``None``: the classifier's choice).
-        fast: the model's distilled student encoder instead of LiteMedSAM's, and the head for every task (no
-            specialist); boxes then go through LiteMedSAM's decoder on the student's embedding.
+        fast: the model's fast encoder (its ``student``) instead of LiteMedSAM's, and its head (``fast_head``, or
+            the head) for every task, no specialist; boxes then go through LiteMedSAM's decoder on that embedding.
     """
 
     def __init__(self, model: UniversalModel, *, device: str | torch.device = "cpu", threshold: float = 0.5,
@@ -56,7 +56,8 @@ class UniversalPredictor:
         self._boxes = Predictor(sam, img_size=self.img_size, device=device, threshold=threshold, batch_size=1,
                                 engine=engine)
         self._encoder = self._boxes.adapter  # BoxPrompted: encode once, the head and any boxes decode
-        self._head = EmbeddingHead(self.model.head)
+        self._head = EmbeddingHead(self.model.fast_head if fast and self.model.fast_head is not None
+                                   else self.model.head)
         self.engines = {t: "head" for t in model.tasks} if fast else dict(model.engines)
         self._specialists = {
             t: Predictor(m, device=device, threshold=threshold, engine="optimized", **model.specialist_options[t])

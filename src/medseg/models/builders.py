@@ -13,6 +13,7 @@ from medseg.errors import MedsegError
 from medseg.models.mask_decoder import MaskDecoder
 from medseg.models.prompt_encoder import PromptEncoder
 from medseg.models.registry import register_model
+from medseg.models.resized_encoder import ResizedEncoder
 from medseg.models.resnet_unet import ResNetUNet
 from medseg.models.sam import Sam
 from medseg.models.tiny_vit import TinyViT
@@ -40,22 +41,31 @@ def lite_medsam(*, pretrained: bool | str | Path = False, img_size: int = 256,
                 num_heads: Sequence[int] = (2, 4, 5, 10), window_sizes: Sequence[int] = (7, 7, 14, 7),
                 prompt_embed_dim: int = 256, decoder_mlp_dim: int = 2048, decoder_heads: int = 8,
                 drop_path_rate: float = 0.0, weights: str = "lite_medsam", cache_dir: str | None = None,
-                weights_sha256: str | None = None) -> Sam:
+                weights_sha256: str | None = None, encoder_input_size: int | None = None) -> Sam:
     """LiteMedSAM (TinyViT-5M + SAM decoder); ``pretrained=True`` loads the registered weights named ``weights``
     (:func:`medseg.weights.fetch_weights`: local file, ``$MEDSEG_WEIGHTS``, cache or pip), a path loads that file
     (hash-checked against the published weights, or against ``weights_sha256`` for your own checkpoint). Smaller
-    sizes give test-scale models of the same design."""
-    encoder = TinyViT(img_size=img_size, embed_dims=embed_dims, depths=depths, num_heads=num_heads,
+    sizes give test-scale models of the same design.
+
+    ``encoder_input_size``: run the TinyViT at this smaller side (same weights) behind the ``img_size`` canvas and
+    resize its embedding up to the decoder's grid (:class:`medseg.models.resized_encoder.ResizedEncoder`): about
+    (``encoder_input_size`` / ``img_size``)² of the encoder's work; ``None``: at ``img_size``."""
+    side = img_size if encoder_input_size is None else int(encoder_input_size)
+    if not 0 < side <= img_size or side % 4:
+        raise MedsegError(f"lite_medsam: encoder_input_size must be a multiple of 4 in (0, {img_size}], got {side}")
+    encoder = TinyViT(img_size=side, embed_dims=embed_dims, depths=depths, num_heads=num_heads,
                       window_sizes=window_sizes, drop_path_rate=drop_path_rate, out_chans=prompt_embed_dim)
-    prompt, decoder = _sam_prompt_and_decoder(img_size, encoder.out_resolution, prompt_embed_dim, decoder_mlp_dim,
-                                              decoder_heads)
+    grid = encoder.out_resolution if side == img_size else ((img_size - 1) // 2) // 2 + 1  # stride 4, as TinyViT
+    prompt, decoder = _sam_prompt_and_decoder(img_size, grid, prompt_embed_dim, decoder_mlp_dim, decoder_heads)
     model = Sam(image_encoder=encoder, prompt_encoder=prompt, mask_decoder=decoder)
     if pretrained:
         from medseg.weights import fetch_weights
 
         path = None if pretrained is True else pretrained
         state = fetch_weights(weights, path=path, cache_dir=cache_dir, sha256=weights_sha256)
-        load_state_strict(model, state, str(path or weights))
+        load_state_strict(model, state, str(path or weights))  # the TinyViT's tensors do not depend on its side
+    if side != img_size:
+        model.image_encoder = ResizedEncoder(encoder, img_size=img_size, grid=grid)
     return model
 
 

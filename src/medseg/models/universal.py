@@ -12,6 +12,8 @@ Which engine each task runs was chosen on the validation split (``medseg experim
     head/                      a model folder (``prompt_free_head``)
     specialists/<target>/      model folders (patch-trained U-Nets)
     student/                   optional: ``lite_medsam_student`` (distilled encoder) for ``--fast``
+    fast_head/                 optional: the head fine-tuned on the ``--fast`` encoder's embeddings (``model.json``'s
+                               ``fast_encoder`` then names that encoder: LiteMedSAM's own at a smaller input side)
 
 Each part is a normal model folder, loaded hash-checked; ``model.json`` pins their digests too, so a part swapped
 for another is refused. LiteMedSAM's weights are not in the folder: they come from the registered, hash-checked
@@ -44,15 +46,17 @@ class UniversalModel(nn.Module):
         specialist_options: target → how it was trained to be fed (``tile``, ``overlap``, ``img_size``,
             ``color``, ``edge``).
         engines: task → ``head`` or ``specialist`` (every task of the head; a ``specialist`` task must have one).
-        student: a lighter LiteMedSAM (``lite_medsam_student``: a distilled encoder with LiteMedSAM's decoder) whose
-            embedding feeds the head for every task in ``--fast`` mode; ``None``: no fast mode.
+        student: a lighter LiteMedSAM whose embedding feeds a head for every task in ``--fast`` mode
+            (``lite_medsam_student``: a distilled encoder; or ``lite_medsam`` with ``encoder_input_size``: LiteMedSAM's
+            encoder at a smaller input side); ``None``: no fast mode.
+        fast_head: the head ``--fast`` runs on ``student``'s embedding (fine-tuned on it); ``None``: ``head``.
     """
 
     accepts_boxes = False
 
     def __init__(self, *, sam: Sam, head: PromptFreeHead, specialists: dict[str, nn.Module],
                  specialist_options: dict[str, dict[str, Any]], engines: dict[str, str],
-                 student: Sam | None = None) -> None:
+                 student: Sam | None = None, fast_head: PromptFreeHead | None = None) -> None:
         super().__init__()
         missing = sorted(set(head.tasks) - set(engines))
         bad = sorted(t for t, e in engines.items() if e not in ENGINE_NAMES)
@@ -60,7 +64,9 @@ class UniversalModel(nn.Module):
         if missing or bad or orphans:
             raise ValueError(f"engines: tasks without an engine {missing}, unknown engines {bad}, specialist tasks "
                              f"without a specialist {orphans}")
-        self.sam, self.head, self.student = sam, head, student
+        if fast_head is not None and (student is None or fast_head.tasks != head.tasks):
+            raise ValueError("fast_head needs a student encoder and the head's tasks, in the head's order")
+        self.sam, self.head, self.student, self.fast_head = sam, head, student, fast_head
         self.specialists = nn.ModuleDict(specialists)
         self.specialist_options, self.engines = specialist_options, dict(engines)
 
@@ -74,14 +80,18 @@ class UniversalModel(nn.Module):
 
 
 def save_universal(folder: str | Path, *, head: str | Path, specialists: dict[str, str | Path],
-                   engines: dict[str, str], student: str | Path | None = None, half: bool = True,
-                   extra: dict[str, Any] | None = None) -> Path:
+                   engines: dict[str, str], student: str | Path | None = None,
+                   fast_head: str | Path | None = None, fast_encoder: dict[str, Any] | None = None,
+                   half: bool = True, extra: dict[str, Any] | None = None) -> Path:
     """Assemble a ``universal`` model folder from trained model folders; returns the folder (written beside it
     and renamed into place).
 
     Args:
         head, specialists, student: the parts' model folders (``student``: a ``lite_medsam_student`` whose encoder
             serves ``--fast``).
+        fast_head, fast_encoder: ``--fast`` without a student folder: the head fine-tuned for it (a model folder)
+            and the encoder it was fine-tuned on, ``{"name": "lite_medsam", "options": {...}}`` (built from the
+            registered LiteMedSAM weights, so nothing of it is stored).
         half: store the parts' floating-point tensors as float16 (half the size; they load back into the float32
             modules, so what is scored from this folder is what ships).
     """
@@ -93,11 +103,14 @@ def save_universal(folder: str | Path, *, head: str | Path, specialists: dict[st
     from medseg.utils.atomic import atomic_write_text
     from medseg.weights import sha256_file
 
+    if (fast_head is None) != (fast_encoder is None) or (fast_head is not None and student is not None):
+        raise ValueError("save_universal: fast_head and fast_encoder go together, instead of a student")
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     parts = {"head": Path(head), **{f"specialists/{t}": Path(p) for t, p in specialists.items()},
-             **({"student": Path(student)} if student is not None else {})}
+             **({"student": Path(student)} if student is not None else {}),
+             **({"fast_head": Path(fast_head)} if fast_head is not None else {})}
     digests = {}
     for rel, src in parts.items():
         (tmp / rel).mkdir(parents=True, exist_ok=True)
@@ -114,7 +127,7 @@ def save_universal(folder: str | Path, *, head: str | Path, specialists: dict[st
     head_meta = read_model_meta(head)
     meta = {"name": "universal", "tasks": head_meta["options"]["tasks"], "engines": engines,
             "img_size": head_meta.get("img_size", 256), "encoder": head_meta.get("encoder"), "parts": digests,
-            **(extra or {})}
+            **({"fast_encoder": fast_encoder} if fast_encoder is not None else {}), **(extra or {})}
     atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=2))
     if folder.exists():
         shutil.rmtree(folder)
@@ -143,9 +156,16 @@ def load_universal(folder: str | Path, meta: dict[str, Any]) -> UniversalModel:
         raise InvalidInputError(folder / META_FILE, "no head part")
     enc = meta.get("encoder") or {"name": "lite_medsam", "options": {"pretrained": True}}
     sam = build_model(enc["name"], **{**enc.get("options", {}), "img_size": parts["head"].img_size})
+    student = parts["student"].model if "student" in parts else None
+    if "fast_head" in parts:
+        fast = meta.get("fast_encoder")
+        if not isinstance(fast, dict) or "name" not in fast:
+            raise InvalidInputError(folder / META_FILE, "a fast_head part but no fast_encoder to feed it")
+        student = build_model(fast["name"], **{**fast.get("options", {}), "img_size": parts["head"].img_size})
     specialists = {rel.split("/", 1)[1]: p for rel, p in parts.items() if rel.startswith("specialists/")}
     return UniversalModel(
-        sam=sam, head=parts["head"].model, student=parts["student"].model if "student" in parts else None,
+        sam=sam, head=parts["head"].model, student=student,
+        fast_head=parts["fast_head"].model if "fast_head" in parts else None,
         specialists={t: p.model for t, p in specialists.items()},
         specialist_options={t: {"tile": p.tile, "overlap": p.overlap, "img_size": p.img_size, "color": p.color,
                                 "edge": p.edge} for t, p in specialists.items()},
