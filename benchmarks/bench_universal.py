@@ -20,7 +20,6 @@ Without ``../shared/data`` it uses synthetic phantoms (the timings then say noth
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import statistics
 import subprocess
@@ -82,8 +81,9 @@ def timing_rows(model: str, entries: list, per_task: int, repeats: int, target_o
     return rows
 
 
-def rss_row(model: str, entries: list, n: int) -> dict:
-    """Peak RSS and wall time of ``medseg predict MODEL`` on ``n`` images (cycled if fewer), in a child process."""
+def rss_row(model: str, entries: list, n: int, fast: bool = False) -> dict:
+    """Peak RSS and wall time of ``medseg predict MODEL [--fast]`` on ``n`` images (cycled if fewer), in a child
+    process (one per call, so each peak is its own)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-universal-"))
     try:
         inputs = tmp / "in"
@@ -92,12 +92,15 @@ def rss_row(model: str, entries: list, n: int) -> dict:
             e = entries[i % len(entries)]
             shutil.copy(e.image, inputs / f"{i:04d}_{Path(e.image).name}")
         cmd = [sys.executable, "-c", "import sys; from medseg.cli.main import main; sys.exit(main(sys.argv[1:]))",
-               "predict", model, str(inputs), "-o", str(tmp / "out")]
+               "predict", model, str(inputs), "-o", str(tmp / "out"), *(["--fast"] if fast else [])]
+        probe = [sys.executable, "-c", "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)", *cmd]
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
+        done = subprocess.run(probe, check=True, capture_output=True, text=True)
         wall = time.perf_counter() - t0
-        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        return {"command": f"medseg predict {model} <{n} images>", "images": n, "wall_s": wall,
+        peak_kb = int(done.stdout.strip().splitlines()[-1])
+        return {"command": f"medseg predict {model}{' --fast' if fast else ''} <{n} images>", "images": n,
+                "wall_s": wall,
                 "s_per_image": wall / n, "peak_rss_mb": peak_kb / 1024}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -127,8 +130,10 @@ def main() -> None:
     emit("universal vs LiteMedSAM (image-region box), CPU, end to end per image",
          timing_rows(args.model, entries, args.per_task, args.repeats, meta_target), args.out)
     np.random.default_rng(0).shuffle(entries)
-    emit(f"medseg predict {args.model}: peak RSS over {args.rss_images} images",
-         [rss_row(args.model, entries, args.rss_images)], args.out)
+    rows = [rss_row(args.model, entries, args.rss_images)]
+    if load_model(args.model).model.student is not None:
+        rows.append(rss_row(args.model, entries, args.rss_images, fast=True))
+    emit(f"medseg predict {args.model}: peak RSS over {args.rss_images} images", rows, args.out)
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ class UniversalConfig(Strict):
     specialists: dict[str, SpecialistConfig] = Field(default_factory=dict)
     #: refit the head's task classifier on more views (``null``: the classifier as trained with the head)
     classifier: CachedRefitConfig | None = None
-    #: the ``--fast`` student (``null``: the model has no fast mode)
+    #: the ``--fast`` encoder and head (:class:`FastConfig`; ``null``: the model has no fast mode)
     fast: FastConfig | None = None
     #: a task runs its specialist only if the specialist's validation Dice beats the head's by at least this
     margin: float = Field(0.0, ge=0)
@@ -556,7 +556,7 @@ class UniversalExperiment(StagedExperiment):
         scores["universal"] = score_entries(test, universal_for, csv_path=out / "universal.csv", columns=cols)
         if self.cfg.fast is not None:
             if not (out / "fast.csv").is_file():
-                self.say("scores: universal --fast (the student encoder, the head for every task)")
+                self.say("scores: universal --fast (the fast encoder, its head for every task)")
             fast: list[UniversalPredictor] = []
 
             def fast_for(e: Any) -> UniversalPredictor:

@@ -304,8 +304,9 @@ def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[di
         format_markdown_table(by_modality, digits=3), "",
         "Engine per task (chosen on the validation split): "
         + ", ".join(f"{t}: {e}" for t, e in sorted(engines.items())) + ".", "",
-        *(["`fast`: `medseg predict universal --fast`, a distilled lighter encoder feeding the head for every task "
-           "(no specialists): faster, less accurate (see the Dice columns).", ""]
+        *(["`fast`: `medseg predict universal --fast`, a cheaper encoder (LiteMedSAM's at a smaller input side, or a "
+           "distilled student) feeding its head for every task (no specialists): faster, less accurate (see the "
+           "Dice columns).", ""]
           if any("dice_fast" in r for r in by_dataset) else []),
         *(["## Datasets never trained on (held-out pairs)", "",
            "A held-out run, trained without the held-out datasets (not in any training or selection stage; "
