@@ -85,6 +85,14 @@ def test_universal_experiment_runs_every_stage_and_reuses_them(config: Path, tmp
     assert main(["predict", str(run / "model"), str(images), "-o", str(tmp_path / "p3"), "--fast"]) == 0
     with open(tmp_path / "p3" / "tasks.csv", newline="") as f:
         assert {r["engine"] for r in csv.DictReader(f)} == {"head"}
+    assert main(["predict", str(run / "model"), str(images), "-o", str(tmp_path / "p5"), "--fast",
+                 "--keep-specialists", "--task", "synthetic_vessels"]) == 0
+    with open(tmp_path / "p5" / "tasks.csv", newline="") as f:
+        vessels = yaml.safe_load((run / "model" / "model.json").read_text())["engines"]["synthetic_vessels"]
+        assert {r["engine"] for r in csv.DictReader(f)} == {vessels}  # its engine kept under --fast
+    assert (run / "scores" / "fast_specialists.csv").is_file() == (vessels == "specialist")
+    assert main(["predict", str(run / "model"), str(images), "-o", str(tmp_path / "p6"), "--keep-specialists"]) == 2
+    assert "fast mode only" in capsys.readouterr().err
     assert main(["predict", str(run / "specialists" / "synthetic_vessels" / "model"), str(images), "-o",
                  str(tmp_path / "p4"), "--fast"]) == 2
     assert "universal model only" in capsys.readouterr().err

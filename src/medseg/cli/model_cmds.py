@@ -154,6 +154,9 @@ def predict(
     fast: bool = typer.Option(False, "--fast", help="The universal model: its fast encoder (LiteMedSAM at a "
                                                     "quarter of the work, or a distilled student) and its head for "
                                                     "every task, no specialist."),
+    keep_specialists: bool = typer.Option(False, "--keep-specialists",
+                                          help="With --fast: the tasks run by a native-resolution specialist keep "
+                                               "it (slower on those tasks, far better on thin structures)."),
     min_confidence: float | None = typer.Option(None, "--min-confidence", min=0.0, max=1.0,
                                                 help="The universal model: images whose task probability is below "
                                                      "this are listed as unsure (default: the model's, 0.5)."),
@@ -198,7 +201,8 @@ def predict(
         raise InvalidInputError(prompt_masks, "--box-from-masks cannot be combined with tiling (box prompts are "
                                               "not tiled): add --tile 0")
     opts = dict(device=device, threshold=threshold, batch_size=batch_size, engine=engine.value, tile=tile,
-                overlap=overlap, tta=tta, target=target, task=task_name, min_confidence=min_confidence, fast=fast)
+                overlap=overlap, tta=tta, target=target, task=task_name, min_confidence=min_confidence, fast=fast,
+                keep_specialists=keep_specialists)
     if routed:
         predictor = RoutedPredictor(rule, *(_predictor(spec, m, **opts) for spec, m in (sides["a"], sides["b"])),
                                     features)
@@ -239,7 +243,7 @@ def predict(
 def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_size: int = 8,
                engine: str = "optimized", tile: int | None = None, overlap: float | None = None, tta: bool = False,
                target: str | None = None, task: str | None = None, min_confidence: float | None = None,
-               fast: bool = False):
+               fast: bool = False, keep_specialists: bool = False):
     """The :class:`Predictor` of a loaded model with the CLI's defaults: the model's own tile/overlap unless given
     (``tile=0``: letterbox); the :class:`UniversalPredictor` of the ``universal`` model."""
     from medseg.inference import Predictor
@@ -253,13 +257,14 @@ def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_
                                           f"{', '.join(unused + (['--tta'] if tta else []))} do not apply")
         try:
             return UniversalPredictor(loaded.model, device=device, threshold=threshold, batch_size=batch_size,
-                                      engine=engine, task=task, fast=fast,
+                                      engine=engine, task=task, fast=fast, keep_specialists=keep_specialists,
                                       min_confidence=(loaded.meta.get("min_confidence", 0.5) if min_confidence is None
                                                       else min_confidence))
         except ValueError as exc:
             raise InvalidInputError(spec, str(exc)) from exc
-    if min_confidence is not None or fast:
-        raise InvalidInputError(spec, f"{'--fast' if fast else '--min-confidence'} applies to the universal model only")
+    if min_confidence is not None or fast or keep_specialists:
+        flag = "--fast" if fast else "--keep-specialists" if keep_specialists else "--min-confidence"
+        raise InvalidInputError(spec, f"{flag} applies to the universal model only")
 
     given = {**({} if tile is None else {"tile": tile or None}), **({} if overlap is None else {"overlap": overlap})}
     try:

@@ -555,17 +555,22 @@ class UniversalExperiment(StagedExperiment):
 
         scores["universal"] = score_entries(test, universal_for, csv_path=out / "universal.csv", columns=cols)
         if self.cfg.fast is not None:
-            if not (out / "fast.csv").is_file():
-                self.say("scores: universal --fast (the fast encoder, its head for every task)")
-            fast: list[UniversalPredictor] = []
+            # --fast (the fast head for every task) and, when some task runs a specialist, --fast --keep-specialists
+            kinds = {"fast": False, **({"fast_specialists": True}
+                                      if "specialist" in read_model_meta(model)["engines"].values() else {})}
+            for name, keep in kinds.items():
+                if not (out / f"{name}.csv").is_file():
+                    self.say(f"scores: universal --fast{' --keep-specialists' if keep else ''} (the fast encoder, "
+                             f"its head for {'the head tasks' if keep else 'every task'})")
+                fast: list[UniversalPredictor] = []
 
-            def fast_for(e: Any) -> UniversalPredictor:
-                if not fast:
-                    fast.append(UniversalPredictor(load_model(model).model, engine=self.cfg.embeddings.engine,
-                                                   fast=True))
-                return fast[0]
+                def fast_for(e: Any, keep: bool = keep, fast: list[UniversalPredictor] = fast) -> UniversalPredictor:
+                    if not fast:
+                        fast.append(UniversalPredictor(load_model(model).model, engine=self.cfg.embeddings.engine,
+                                                       fast=True, keep_specialists=keep))
+                    return fast[0]
 
-            scores["fast"] = score_entries(test, fast_for, csv_path=out / "fast.csv", columns=cols)
+                scores[name] = score_entries(test, fast_for, csv_path=out / f"{name}.csv", columns=cols)
         if not (out / "test_head.csv").is_file():
             self.say("scores: each engine on the test images, the true task given")
         for eng, rows in self.score_engines(test, self.stage_head(), self.stage_specialists(), out,

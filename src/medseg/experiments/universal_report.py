@@ -19,7 +19,8 @@ from medseg.data import target_name
 from medseg.metrics import group_means
 
 #: the methods in the order the tables show them (others follow)
-ORDER = ("universal", "head", "specialist", "fast", "lite_medsam_gt_box", "lite_medsam_image_box", "reference_unet")
+ORDER = ("universal", "head", "specialist", "fast", "fast_specialists", "lite_medsam_gt_box", "lite_medsam_image_box",
+         "reference_unet")
 
 
 def _methods(scores: dict[str, list[dict[str, str]]]) -> list[str]:
@@ -127,12 +128,12 @@ def baseline_scores(folder: str | Path, test: Sequence[Any]) -> dict[str, list[d
 
 
 def read_scores(folder: str | Path) -> dict[str, list[dict[str, str]]]:
-    """method → per-image rows of an experiment's ``scores/`` folder: ``universal.csv``, ``fast.csv`` and
-    ``test_<engine>.csv`` (the engines with the true task)."""
+    """method → per-image rows of an experiment's ``scores/`` folder: ``universal.csv``, ``fast.csv``,
+    ``fast_specialists.csv`` and ``test_<engine>.csv`` (the engines with the true task)."""
     out: dict[str, list[dict[str, str]]] = {}
     for path in sorted(Path(folder).glob("*.csv")):
         name = path.stem
-        if name in ("universal", "fast") or name.startswith("test_"):
+        if name in ("universal", "fast", "fast_specialists") or name.startswith("test_"):
             with open(path, newline="") as f:
                 out[name.removeprefix("test_")] = list(csv.DictReader(f))
     if "universal" not in out:
@@ -271,7 +272,8 @@ def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[di
                   "test": c.get("test", 0), "source": licences.get(ds, {}).get("source", ""),
                   "licence / terms": licences.get(ds, {}).get("licence", "see the dataset's own terms")}
                  for ds, c in sorted(split_counts.items())]
-    cols = [c for c in ("modality", "dataset", "n", "dice_universal", "dice_fast", "dice_head", "dice_specialist",
+    cols = [c for c in ("modality", "dataset", "n", "dice_universal", "dice_fast", "dice_fast_specialists",
+                        "dice_head", "dice_specialist",
                         "dice_lite_medsam_gt_box", "dice_lite_medsam_image_box", "dice_reference_unet",
                         "nsd_universal") if c in (by_dataset[0] if by_dataset else {})]
     weak = sorted((r for r in by_dataset if r["dataset"]), key=lambda r: r.get("dice_universal", 0.0))[:4]
@@ -306,7 +308,8 @@ def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[di
         + ", ".join(f"{t}: {e}" for t, e in sorted(engines.items())) + ".", "",
         *(["`fast`: `medseg predict universal --fast`, a cheaper encoder (LiteMedSAM's at a smaller input side, or a "
            "distilled student) feeding its head for every task (no specialists): faster, less accurate (see the "
-           "Dice columns).", ""]
+           "Dice columns); `fast_specialists`: `--fast --keep-specialists`, the tasks run by a specialist keep it.",
+           ""]
           if any("dice_fast" in r for r in by_dataset) else []),
         *(["## Datasets never trained on (held-out pairs)", "",
            "A held-out run, trained without the held-out datasets (not in any training or selection stage; "

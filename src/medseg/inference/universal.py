@@ -36,14 +36,18 @@ class UniversalPredictor:
         task: segment every image as this task (``None``: the classifier's choice).
         fast: the model's fast encoder (its ``student``) instead of LiteMedSAM's, and its head (``fast_head``, or
             the head) for every task, no specialist; boxes then go through LiteMedSAM's decoder on that embedding.
+        keep_specialists: with ``fast``, the tasks whose engine is a specialist keep it (the fast encoder then only
+            names their task); the other tasks run the fast head.
     """
 
     def __init__(self, model: UniversalModel, *, device: str | torch.device = "cpu", threshold: float = 0.5,
                  batch_size: int = 8, engine: str = "optimized", min_confidence: float = 0.0,
-                 task: str | None = None, fast: bool = False) -> None:
+                 task: str | None = None, fast: bool = False, keep_specialists: bool = False) -> None:
         _check_task(model, task)
         if fast and model.student is None:
             raise ValueError("this universal model has no student encoder, so no --fast mode")
+        if keep_specialists and not fast:
+            raise ValueError("keep_specialists applies to the fast mode only (the model's own engines already do)")
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
         self.model = model.eval().to(device)
@@ -58,7 +62,7 @@ class UniversalPredictor:
         self._encoder = self._boxes.adapter  # BoxPrompted: encode once, the head and any boxes decode
         self._head = EmbeddingHead(self.model.fast_head if fast and self.model.fast_head is not None
                                    else self.model.head)
-        self.engines = {t: "head" for t in model.tasks} if fast else dict(model.engines)
+        self.engines = dict(model.engines) if keep_specialists or not fast else {t: "head" for t in model.tasks}
         self._specialists = {
             t: Predictor(m, device=device, threshold=threshold, engine="optimized", **model.specialist_options[t])
             for t, m in model.specialists.items() if self.engines.get(t) == "specialist"}
