@@ -5,8 +5,8 @@
    task's engine). Images: the test split of the reference split whose task runs the frozen-encoder head (the
    issue's "tasks that use the frozen encoder"), and separately those whose task runs a specialist. Medians over
    images of the per-image median over repeats; ratio = universal / LiteMedSAM (target ≤ 1.2 on the head tasks).
-   A model with a student (``--fast``) is timed too, interleaved the same way, over every image (it runs the head
-   everywhere; target: LiteMedSAM / fast ≥ 3).
+   A model with a fast mode is timed too, interleaved the same way: ``--fast`` (its head everywhere; target:
+   LiteMedSAM / fast ≥ 3) and ``--fast --keep-specialists``.
 2. Peak RSS of ``medseg predict MODEL`` over N images (a child process, so the figure is that command's; target
    ≤ 1.5 GB for 200 images), with its wall time.
 
@@ -51,6 +51,9 @@ def timing_rows(model: str, entries: list, per_task: int, repeats: int, target_o
                   "universal": UniversalPredictor(loaded.model)}
     if loaded.model.student is not None:
         predictors["universal_fast"] = UniversalPredictor(loaded.model, fast=True)
+        if "specialist" in loaded.model.engines.values():
+            predictors["universal_fast_keep_specialists"] = UniversalPredictor(loaded.model, fast=True,
+                                                                               keep_specialists=True)
     engines = loaded.model.engines
     by_task: dict[str, list] = {}
     for e in entries:

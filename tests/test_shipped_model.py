@@ -40,3 +40,11 @@ def test_universal_segments_the_examples_without_a_prompt(monkeypatch) -> None:
         (s,) = load_samples(EXAMPLES / name)
         p = pred.predict([s.image])[0]
         assert p.task == task and p.confident and p.mask.shape == s.image.shape[:2] and 0 < np.mean(p.mask) < 0.6
+    fast = UniversalPredictor.from_folder(fast=True)  # LiteMedSAM's encoder at 128², the fine-tuned head
+    for name, task in expected.items():
+        (s,) = load_samples(EXAMPLES / name)
+        p = fast.predict([s.image])[0]
+        assert p.task == task and p.engine == "head" and p.mask.shape == s.image.shape[:2]
+    keep = UniversalPredictor.from_folder(fast=True, keep_specialists=True)
+    (s,) = load_samples(EXAMPLES / "chase_04L.jpg")
+    assert keep.predict([s.image])[0].engine == "specialist"

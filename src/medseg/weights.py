@@ -94,7 +94,7 @@ register_weights(WeightSpec(
 
 #: models trained by medseg and shipped inside the package (``medseg/assets/<name>/``): the sha256 of the folder's
 #: ``model.json``, which pins the sha256 of every part's weights (:mod:`medseg.models.universal`)
-SHIPPED_MODELS: dict[str, str] = {"universal": "6b7d8774478c8c333f79bc52b99994a19ba72bed3bf952d922b2a20eb4efe6a2"}
+SHIPPED_MODELS: dict[str, str] = {"universal": "6c7c62c54dd5a8fbe37a635b9efee9a1a00415444e2aeb892489e55ec6770639"}
 
 
 def shipped_model_folder(name: str) -> Path:

@@ -16,6 +16,9 @@ records the config sections it was built from (``settings.json``). Stages:
 ``classifier/``        optional: the head's task classifier refitted on more views of the cached training images
                        (photometric jitters), class-balanced, chosen on validation (:class:`CachedRefitConfig`)
 ``specialists/<t>/``   native-resolution patch U-Nets for the targets a 256² canvas cannot resolve
+``fast/``              optional (``fast:``): the ``--fast`` mode — LiteMedSAM's encoder at a smaller input side and
+                       the head fine-tuned on its cached embeddings (``fast/head``, ``fast/classifier``), or a
+                       distilled student encoder (:class:`FastConfig`)
 ``selection/``         validation Dice of every engine per task → the engine each task runs (``selection.json``)
 ``model/``             the ``universal`` model folder (head + specialists + routing table)
 ``scores/``            test split at native resolution: ``universal`` and each engine, LiteMedSAM with ground-truth
@@ -346,7 +349,8 @@ class UniversalExperiment(StagedExperiment):
         from medseg.training.task_classifier import fit_task_classifier, pooled_embeddings
 
         cc = self.cfg.classifier
-        assert cc is not None
+        if cc is None:
+            raise MedsegError("refit_classifier: the config has no classifier: section")
         self.say(f"classifier: the task classifier refitted on the views {', '.join(cc.views)} of the training "
                  "images' cached embeddings")
         caches = self.embedding_caches({"train": cc.views, "val": ["none"]}, encoder_options)
