@@ -30,9 +30,10 @@ def folder(tmp_path: Path, monkeypatch) -> Path:
     return make_tiny_universal(tmp_path)
 
 
-def make_tiny_universal(tmp_path: Path) -> Path:
+def make_tiny_universal(tmp_path: Path, fast: bool = False) -> Path:
     """A test-scale ``universal`` model folder: a random head (lungs → head, vessels → a random U-Net specialist)
-    on the tiny LiteMedSAM of :func:`tiny_lite_medsam_state` (patch ``medseg.weights.fetch_weights`` with it)."""
+    on the tiny LiteMedSAM of :func:`tiny_lite_medsam_state` (patch ``medseg.weights.fetch_weights`` with it);
+    ``fast``: with a ``--fast`` mode (the same head as ``fast_head``, the tiny encoder at 32² input)."""
     torch.manual_seed(1)
     head = build_model("prompt_free_head", tasks=["lungs", "vessels"], **HEAD)
     head_dir = save_model_folder(head, tmp_path / "head", name="prompt_free_head",
@@ -41,8 +42,11 @@ def make_tiny_universal(tmp_path: Path) -> Path:
     unet = build_model("resnet_unet", **UNET)
     spec_dir = save_model_folder(unet, tmp_path / "spec", name="resnet_unet", options=UNET, img_size=32,
                                  extra={"tile": 32, "overlap": 0.25})
+    fast_parts = {"fast_head": head_dir, "fast_encoder": {"name": "lite_medsam", "options": {
+        "pretrained": True, **LITE, "encoder_input_size": 32}}} if fast else {}
     return save_universal(tmp_path / "universal", head=head_dir, specialists={"vessels": spec_dir},
-                          engines={"lungs": "head", "vessels": "specialist"}, extra={"min_confidence": 0.5})
+                          engines={"lungs": "head", "vessels": "specialist"}, extra={"min_confidence": 0.5},
+                          **fast_parts)
 
 
 def _images() -> list[np.ndarray]:
@@ -148,3 +152,20 @@ def test_grey_colour_and_corrupt_inputs_in_one_folder(folder: Path, tmp_path: Pa
         assert mask.shape == shape, name
     assert main(["predict", str(folder), str(inputs), "-o", str(tmp_path / "stop")]) == 2
     assert "broken.png" in capsys.readouterr().err
+
+
+def test_the_fast_mode_runs_the_fast_head_everywhere_or_keeps_the_specialists(tmp_path: Path, monkeypatch) -> None:
+    from medseg.models.resized_encoder import ResizedEncoder
+
+    monkeypatch.setattr("medseg.weights.fetch_weights", tiny_lite_medsam_state)
+    model = load_model(make_tiny_universal(tmp_path, fast=True)).model
+    assert isinstance(model.student.image_encoder, ResizedEncoder) and model.fast_head is not None
+    images = _images()
+    for keep, engine in ((False, "head"), (True, "specialist")):
+        pred = UniversalPredictor(model, task="vessels", engine="eager", fast=True, keep_specialists=keep)
+        assert [p.engine for p in pred.predict(images)] == [engine] * 2
+    with pytest.raises(ValueError, match="fast mode only"):
+        UniversalPredictor(model, keep_specialists=True)
+    plain = load_model(make_tiny_universal(tmp_path / "plain")).model
+    with pytest.raises(ValueError, match="no student encoder"):
+        UniversalPredictor(plain, fast=True)

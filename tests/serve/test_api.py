@@ -234,3 +234,13 @@ def test_serve_binds_this_machine_unless_told_and_then_warns(tmp_path: Path, mon
     assert not any("warning" in s for s in said)
     serve(str(folder), host="0.0.0.0", say=said.append)
     assert calls[-1]["host"] == "0.0.0.0" and any(s.startswith("warning: listening on 0.0.0.0") for s in said)
+
+
+def test_the_fast_mode_is_served_only_for_a_universal_model_that_has_one(tmp_path: Path, monkeypatch) -> None:
+    from medseg.errors import InvalidInputError
+
+    monkeypatch.setattr("medseg.weights.fetch_weights", tiny_lite_medsam_state)
+    fast = Segmenter(load_model(make_tiny_universal(tmp_path / "f", fast=True)), fast=True, keep_specialists=True)
+    assert fast.predictor.engines == {"lungs": "head", "vessels": "specialist"}
+    with pytest.raises(InvalidInputError, match="no student encoder"):
+        Segmenter(load_model(make_tiny_universal(tmp_path / "p")), fast=True)

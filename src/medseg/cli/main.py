@@ -87,6 +87,9 @@ def serve(
     max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", min=0.001, help="Larger uploads are refused (413)."),
     max_queue: int = typer.Option(64, "--max-queue", min=0, help="Images that may wait for the model (then 503)."),
     max_wait: float = typer.Option(120.0, "--max-wait", min=1.0, help="Seconds an image may wait for the model."),
+    fast: bool = typer.Option(False, "--fast", help="The universal model's fast mode (its fast encoder and head)."),
+    keep_specialists: bool = typer.Option(False, "--keep-specialists",
+                                          help="With --fast: the specialist tasks keep their specialist."),
 ) -> None:
     """Segment in the browser: open the printed address, drop images, correct with a box, download (needs the
     serve extra: pip install 'medseg[serve]')."""
@@ -99,7 +102,8 @@ def serve(
         raise MedsegError(f"medseg serve needs the serve extra ({exc.name} is missing): "
                           "pip install 'medseg[serve]'") from exc
     run_server(model, host=host, port=port, device=device, max_upload_mb=max_upload_mb, max_queue=max_queue,
-               max_wait_s=max_wait, say=lambda m: err.print(m, highlight=False, soft_wrap=True))
+               max_wait_s=max_wait, fast=fast, keep_specialists=keep_specialists,
+               say=lambda m: err.print(m, highlight=False, soft_wrap=True))
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -167,19 +167,31 @@ class Segmenter:
         loaded: the model (``medseg.models.io.load_model``): ``universal``, a model folder or ``lite_medsam``.
         device: torch device.
         max_pixels: larger images are refused (decompression bombs; Pillow's own limit is 89 Mpx).
+        fast, keep_specialists: the universal model's ``--fast`` mode (its fast encoder and head; with
+            ``keep_specialists`` the specialist tasks keep their specialist).
+
+    Raises:
+        InvalidInputError: ``fast`` for a model other than ``universal``, or a universal model without a fast mode.
     """
 
-    def __init__(self, loaded: Any, *, device: str = "cpu", max_pixels: int = 64_000_000) -> None:
+    def __init__(self, loaded: Any, *, device: str = "cpu", max_pixels: int = 64_000_000, fast: bool = False,
+                 keep_specialists: bool = False) -> None:
         from medseg.inference import Predictor
 
         self.loaded, self.max_pixels = loaded, max_pixels
         if loaded.name == "universal":
             from medseg.inference.universal import UniversalPredictor
 
-            self.predictor: Any = UniversalPredictor(loaded.model, device=device,
-                                                     min_confidence=float(loaded.meta.get("min_confidence", 0.5)))
+            try:
+                self.predictor: Any = UniversalPredictor(
+                    loaded.model, device=device, fast=fast, keep_specialists=keep_specialists,
+                    min_confidence=float(loaded.meta.get("min_confidence", 0.5)))
+            except ValueError as exc:
+                raise InvalidInputError(loaded.name, str(exc)) from exc
             self.boxes: Any = self.predictor
         else:
+            if fast or keep_specialists:
+                raise InvalidInputError(loaded.name, "--fast and --keep-specialists apply to the universal model only")
             self.predictor = Predictor.for_model(loaded, device=device)
             self.boxes = self.predictor if adapter_for(loaded.model).accepts_boxes and not loaded.tile else None
 
