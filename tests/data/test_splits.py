@@ -115,3 +115,23 @@ def test_cap_per_dataset_is_one_seeded_sample_in_catalogue_order() -> None:
     assert capped == cap_per_dataset(entries, 4, seed=0) != cap_per_dataset(entries, 4, seed=1)
     assert [entries.index(e) for e in capped] == sorted(entries.index(e) for e in capped)
     assert cap_per_dataset(entries, None, seed=0) == entries
+
+
+def test_capping_after_the_split_keeps_each_part_a_subset_of_the_uncapped_one() -> None:
+    from medseg.data import cap_split_parts
+
+    entries = [CatalogEntry(Path(f"{d}{i}.png"), None, m, d, f"{d}{i:03d}")
+               for m, d, n in (("xray", "a", 40), ("oct", "b", 13)) for i in range(n)]
+    split = stratified_split(entries, test=0.2, val=0.1, seed=3)
+    capped = cap_split_parts(split, {"train": 5, "test": 2}, seed=3)
+    key = {(e.dataset, e.case_id): e.split for e in split}
+    assert all(key[(e.dataset, e.case_id)] == e.split for e in capped)  # nobody changes part
+    counts = Counter((e.dataset, e.split) for e in capped)
+    assert counts[("a", "train")] == 5 and counts[("a", "test")] == 2 and counts[("b", "test")] <= 2
+    assert counts[("a", "val")] == sum(e.split == "val" and e.dataset == "a" for e in split)  # not named: all kept
+    assert capped == cap_split_parts(split, {"train": 5, "test": 2}, seed=3)  # seeded
+    order = [(e.dataset, e.case_id) for e in split]
+    assert [(e.dataset, e.case_id) for e in capped] == [k for k in order if k in {(e.dataset, e.case_id)
+                                                                                    for e in capped}]
+    with pytest.raises(ValueError, match="keep"):
+        cap_split_parts(split, {"holdout": 3}, seed=0)

@@ -132,3 +132,42 @@ def test_ablation_table_is_the_mean_over_modalities_and_the_change_from_the_full
     same = ablation_table(full, {"same": full})[1]
     assert same["dice_change"] == 0 and same["change_ci_low"] == same["change_ci_high"] == 0
     assert same["p_wilcoxon"] == 1.0
+
+
+def test_from_head_starts_the_students_decoder_from_a_trained_head(tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    from medseg.models import build_model
+    from medseg.models.io import load_model, save_model_folder
+    from tests.conftest import tiny_model_config
+
+    monkeypatch.setattr("medseg.weights.fetch_weights", _tiny_lite_medsam_state)
+    path = _config(tmp_path, ablations=["from_head"], head=str(tmp_path / "head"), train={"steps": 4, "batch_size": 2},
+                   baseline=False, classifier=None)
+    cfg = load_esp_config(path)
+    exp = EspExperiment(cfg, progress=lambda m: None)
+    tasks = sorted({exp.task_of(e) for e in exp.entries() if e.split != "test"})
+    torch.manual_seed(1)
+    head = build_model("prompt_free_head", **{**tiny_model_config("prompt_free_head"), "tasks": tasks})
+    save_model_folder(head, tmp_path / "head", name="prompt_free_head",
+                      options={**tiny_model_config("prompt_free_head"), "tasks": tasks}, img_size=64)
+    text = exp.run().read_text()
+    assert "| from_head |" in text
+    run = tmp_path / "run"
+    start = load_model(run / "ablation-from_head" / "head_init" / "model")
+    theirs, mmdkd = head.state_dict(), load_model(run / "mmdkd" / "model").model.state_dict()
+    grafted = start.model.state_dict()
+    assert all(torch.equal(grafted[k], theirs[k]) for k in start.meta["decoder_from"]["copied"])
+    assert all(torch.equal(grafted[k], v) for k, v in mmdkd.items() if k.startswith("image_encoder."))
+    assert start.meta["decoder_from"]["sha256"] == load_model(tmp_path / "head").meta["sha256"]
+    # a head for other tasks: one line naming both task lists, before anything trains
+    other = tmp_path / "other"
+    opts = {**tiny_model_config("prompt_free_head"), "tasks": ["a", "b"]}
+    save_model_folder(build_model("prompt_free_head", **opts), other, name="prompt_free_head", options=opts,
+                      img_size=64)
+    import shutil
+
+    shutil.rmtree(run / "ablation-from_head")
+    cfg2 = load_esp_config(path, [f"head={other}"])
+    with pytest.raises(ValueError, match="tasks"):
+        EspExperiment(cfg2, progress=lambda m: None).run()

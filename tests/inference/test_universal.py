@@ -160,6 +160,16 @@ def test_the_fast_mode_runs_the_fast_head_everywhere_or_keeps_the_specialists(tm
     monkeypatch.setattr("medseg.weights.fetch_weights", tiny_lite_medsam_state)
     model = load_model(make_tiny_universal(tmp_path, fast=True)).model
     assert isinstance(model.student.image_encoder, ResizedEncoder) and model.fast_head is not None
+    # the fast encoder is LiteMedSAM's own at another side: its weights are sam's tensors (one copy in memory), and
+    # it computes what the same encoder built from the weights on its own computes
+    from medseg.models import build_model
+
+    ptrs = {p.data_ptr() for p in model.sam.parameters()}
+    assert all(p.data_ptr() in ptrs for p in model.student.parameters())
+    alone = build_model("lite_medsam", pretrained=True, img_size=64, encoder_input_size=32, **LITE).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(model.student.image_encoder(x), alone.image_encoder(x))
     images = _images()
     for keep, engine in ((False, "head"), (True, "specialist")):
         pred = UniversalPredictor(model, task="vessels", engine="eager", fast=True, keep_specialists=keep)

@@ -53,3 +53,23 @@ def test_pretrained_head_starts_from_litemedsams_decoder() -> None:
         torch.testing.assert_close(head.mask_decoder.queries[t], sam.mask_decoder.mask_tokens.weight[0])
     torch.testing.assert_close(head.prompt_encoder.state_dict()["pe_layer.positional_encoding_gaussian_matrix"],
                                sam.prompt_encoder.state_dict()["pe_layer.positional_encoding_gaussian_matrix"])
+
+
+def test_graft_head_starts_a_students_decoder_from_the_head() -> None:
+    from medseg.models.prompt_free_head import graft_head
+
+    head = _head()
+    opts = tiny_model_config("esp_medsam")
+    student = build_model("esp_medsam", **{**opts, "tasks": head.tasks})
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    left = graft_head(head, student)
+    after, theirs = student.state_dict(), head.state_dict()
+    copied = [k for k in theirs if k not in left]
+    assert any(k.startswith("mask_decoder.queries") for k in copied)
+    assert any(k.startswith("patch_prompt") for k in copied)
+    assert all(torch.equal(after[k], theirs[k]) for k in copied)
+    # the encoder (and bags) stay the student's own
+    assert all(torch.equal(after[k], before[k]) for k in after if k.startswith("image_encoder."))
+    assert all(not k.startswith("image_encoder.") for k in copied)
+    with pytest.raises(ValueError, match="tasks"):
+        graft_head(head, build_model("esp_medsam", **{**opts, "tasks": list(reversed(head.tasks))}))

@@ -8,7 +8,7 @@ from medseg.data.normalize import to_label_map, to_uint8_rgb
 from medseg.data.readers import get_reader, read_volume, supported_extensions
 from medseg.data.sample import ImageVolume, Sample
 from medseg.data.scan import ScanReport, scan
-from medseg.data.splits import cap_per_dataset, cmmc_split, labelled_subset, stratified_split
+from medseg.data.splits import cap_per_dataset, cap_split_parts, cmmc_split, labelled_subset, stratified_split
 from medseg.data.synthetic import PHANTOMS, generate_dataset, phantom
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "ScanReport",
     "canonical_modality",
     "cap_per_dataset",
+    "cap_split_parts",
     "cmmc_split",
     "discover",
     "expand_labels",

@@ -173,6 +173,24 @@ def cap_per_dataset(entries: Iterable[CatalogEntry], limit: int | None, seed: in
     return [g[i] for g in by.values() for i in sorted(rng.permutation(len(g))[:limit].tolist())]
 
 
+def cap_split_parts(entries: Iterable[CatalogEntry], keep: Mapping[str, int], seed: int) -> list[CatalogEntry]:
+    """At most ``keep[part]`` entries per (modality, dataset) of each split part (``train``/``val``/``test``; a
+    part not named is kept whole): :func:`cap_per_dataset` of each part, in the input order. Capping after the split
+    keeps every part a subset of the uncapped split's."""
+    entries = list(entries)
+    bad = sorted(set(keep) - {"train", "val", "test"})
+    if bad or any(v < 1 for v in keep.values()):
+        raise ValueError(f"keep: parts are train/val/test with a count ≥ 1, got {dict(keep)}")
+    kept: set[int] = set()
+    for part in {e.split for e in entries}:
+        members = [i for i, e in enumerate(entries) if e.split == part]
+        limit = keep.get(part)
+        chosen = cap_per_dataset([entries[i] for i in members], limit, seed) if limit else None
+        ids = {id(e) for e in chosen} if chosen is not None else None
+        kept.update(i for i in members if ids is None or id(entries[i]) in ids)
+    return [e for i, e in enumerate(entries) if i in kept]
+
+
 def stratified_split(entries: Iterable[CatalogEntry], *, test: float = 0.2, val: float = 0.0,
                      seed: int = 0, group_rules: Mapping[str, str] | None = None) -> list[CatalogEntry]:
     """Split each (modality, dataset) group into train/val/test by the given fractions, never separating a

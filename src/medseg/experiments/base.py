@@ -17,7 +17,15 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError
 
-from medseg.data import CatalogEntry, cap_per_dataset, discover, read_manifest, stratified_split, write_manifest
+from medseg.data import (
+    CatalogEntry,
+    cap_per_dataset,
+    cap_split_parts,
+    discover,
+    read_manifest,
+    stratified_split,
+    write_manifest,
+)
 from medseg.errors import MedsegError
 from medseg.models.io import is_model_folder
 from medseg.training.config import HardwareConfig, Strict
@@ -38,8 +46,14 @@ class ExperimentData(Strict):
 
 
 class ExperimentSplit(Strict):
+    """Fractions of each dataset for test and validation, and optionally (``keep``) at most so many images per
+    dataset of each part, a seeded sample taken *after* the split: the parts stay subsets of the uncapped split's,
+    so a model trained on the uncapped split's training part (e.g. the ``universal`` head) has seen none of the
+    capped test images."""
+
     test: float = Field(0.2, gt=0, lt=1)
     val: float = Field(0.1, ge=0, lt=1)
+    keep: dict[Literal["train", "val", "test"], int] = Field(default_factory=dict)
 
 
 class StageConfig(Strict):
@@ -100,6 +114,8 @@ class StagedExperiment:
                                   c.data.max_per_dataset, c.seed)
         split = stratified_split(entries, test=c.split.test, val=c.split.val, seed=c.seed,
                                  group_rules=c.data.group_rules)
+        if c.split.keep:
+            split = cap_split_parts(split, c.split.keep, c.seed)
         self.say(f"split: {sum(e.split == 'train' for e in split)} train / {sum(e.split == 'val' for e in split)} "
                  f"val / {sum(e.split == 'test' for e in split)} test")
         return write_manifest(split, path)

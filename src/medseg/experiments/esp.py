@@ -23,6 +23,8 @@ from its ``last.ckpt``; each stage records the config sections it was built from
                        and validation images, scored on their test images and (the control) on the other datasets'
 ``ablation-<v>/``      with ``ablations``: ESP-MedSAM trained and scored with one part switched off, reusing the
                        full model's teacher and MMDKD (``no_teacher_adaptation`` distils its own bags)
+``ablation-from_head/``  ``head_init/`` (the MMDKD student with the decoder of a trained prompt-free head, ``head``)
+                       and ESP-MedSAM trained from it: does the ``universal`` head lift ESP-MedSAM?
 ``report/``            source-domain table, task-classification accuracy per dataset and what a wrong task costs,
                        the unseen-domain table and its control, the ablation (paired bootstrap interval and Wilcoxon
                        p of each change), wall time per stage, ``report.md``
@@ -45,6 +47,7 @@ import numpy as np
 from pydantic import Field
 
 from medseg.data import CatalogEntry, target_name
+from medseg.errors import MedsegError
 from medseg.evaluation import format_markdown_table, write_csv
 from medseg.experiments.base import (
     ExperimentData,
@@ -95,8 +98,16 @@ class EspConfig(Strict):
     #: start): how much one training varies, the yardstick for the other rows' changes; ``sppg_sam_mask``: the
     #: SPPG's dense prompt encoded by SAM's pretrained mask prompt encoder instead of a fresh DP encoder
     #: (``dense_prompt`` of :func:`medseg.models.builders.esp_medsam`)
+    #: ``from_head``: the full model's ESP-MedSAM training again, its decoder (prompt encoder, SPPG, QDMD and the
+    #: matching classifier parts) started from the trained prompt-free head ``head`` instead of LiteMedSAM's decoder
+    #: and fresh SPPG / queries (encoder and bags from the same MMDKD model)
     ablations: list[Literal["no_teacher_adaptation", "no_bags", "no_sppg", "no_qdmd", "seed_replicate",
-                            "sppg_sam_mask"]] = Field(default_factory=list)
+                            "sppg_sam_mask", "from_head"]] = Field(default_factory=list)
+    #: the trained head of ``from_head``: ``universal`` (the model shipped with medseg), a ``universal`` model folder
+    #: (its ``head/`` part, checked against the folder's pins) or a ``prompt_free_head`` model folder. Its tasks
+    #: must be this experiment's, and its training images none of this split's test images (``split.keep`` caps a
+    #: split after splitting, so the ``universal`` split's parts stay apart)
+    head: str | None = None
 
 
 STAGE_INPUTS: dict[str, tuple[str, ...]] = dict(StagedExperiment.STAGE_INPUTS)
@@ -107,6 +118,8 @@ STAGE_INPUTS["esp"] = (*STAGE_INPUTS["mmdkd"], "train")
 STAGE_INPUTS["classifier"] = (*STAGE_INPUTS["esp"], "classifier")
 STAGE_INPUTS["scores-esp"] = STAGE_INPUTS["classifier"]  # esp.csv: the task the classifier chooses
 STAGE_INPUTS["split-unseen"] = (*STAGE_INPUTS["split"], "unseen")
+STAGE_INPUTS["head_init"] = (*STAGE_INPUTS["mmdkd"], "head")  # the MMDKD student with the head's decoder
+STAGE_INPUTS["esp-head"] = (*STAGE_INPUTS["esp"], "head")
 #: ablation variants that change the ESP-MedSAM model: its option changes, and the parameter-name prefix of the part
 #: it removes (``None``: none). Such a variant starts from the MMDKD model's matching tensors (``init_mode: shared``).
 MODEL_VARIANTS: dict[str, tuple[dict[str, Any], str | None]] = {
@@ -144,6 +157,8 @@ class Pipeline:
     removes: str | None = None
     #: added to the experiment's seed for the ESP-MedSAM training
     seed_offset: int = 0
+    #: the ESP-MedSAM training starts from the MMDKD model with the trained head's decoder grafted in (``head``)
+    decoder_from_head: bool = False
     #: score files: ``esp`` (as it predicts), ``esp_true_task``, ``esp_true_task_source`` (the held-out control),
     #: ``baselines`` (LiteMedSAM with GT and image-region boxes)
     scores: frozenset[str] = frozenset({"esp", "esp_true_task", "baselines"})
@@ -168,7 +183,8 @@ def pipelines(cfg: EspConfig) -> dict[str, Pipeline]:
         table[f"ablation-{v}"] = Pipeline(
             folder=f"ablation-{v}", trains=frozenset({"esp", "classifier", *(["mmdkd"] if plain else [])}),
             variant=v, specific_teacher="plain" if plain else "adapted", model_changes=tuple(changes.items()),
-            removes=gone, seed_offset=1 if v == "seed_replicate" else 0, scores=frozenset({"esp"}))
+            removes=gone, seed_offset=1 if v == "seed_replicate" else 0, decoder_from_head=v == "from_head",
+            scores=frozenset({"esp"}))
     return table
 
 
@@ -244,7 +260,8 @@ class EspExperiment(StagedExperiment):
                init: Path | None, init_mode: str = "strict", seed: int | None = None) -> Path:
         from medseg.training import TrainConfig, train
 
-        return self._engine_stage(out, stage + self.pipeline.suffix, lambda resume: train(stage_config(TrainConfig, {
+        record = stage + ("-head" if self.pipeline.decoder_from_head else "") + self.pipeline.suffix
+        return self._engine_stage(out, record, lambda resume: train(stage_config(TrainConfig, {
             **self.common_patch(sc, out, self.stage_split()), "model.name": name, "model.options": options,
             **self._task_patch(),
             **({"model.init": init, "model.init_mode": init_mode} if init is not None else {}),
@@ -300,8 +317,35 @@ class EspExperiment(StagedExperiment):
             sc = sc.model_copy(update={"lr_multipliers": {k: v for k, v in sc.lr_multipliers.items()
                                                           if k != gone and not k.startswith(gone + ".")}})
         seed = self.cfg.seed + self.pipeline.seed_offset if self.pipeline.seed_offset else None
+        if self.pipeline.decoder_from_head:
+            init = self.stage_head_init()
         return self._train("esp", out, sc, "esp_medsam", {**self.cfg.student, **changes}, init,
                            "shared" if changes else "strict", seed)
+
+    def stage_head_init(self) -> Path:
+        """``head_init/model``: the MMDKD student (shared encoder and bags) with the trained head's decoder grafted in
+        (:func:`medseg.models.prompt_free_head.graft_head`), where the ``from_head`` variant's training starts."""
+        from medseg.models.io import load_model, save_model_folder
+        from medseg.models.prompt_free_head import graft_head
+
+        out = self.out / "head_init"
+        self._claim(out / "settings.json", "head_init")
+        if is_model_folder(out / "model"):
+            return out / "model"
+        if self.cfg.head is None:
+            raise MedsegError("the from_head variant needs `head:` (universal, a universal model folder or a "
+                              "prompt_free_head model folder)")
+        head = load_head(self.cfg.head)
+        student = load_model(self.stage_mmdkd())
+        left = graft_head(head.model, student.model)
+        self.say(f"head_init: the MMDKD student with the decoder of {self.cfg.head} "
+                 f"({len(head.model.state_dict()) - len(left)} tensors; not copied: {', '.join(left) or 'none'})")
+        meta = {k: v for k, v in student.meta.items() if k not in ("name", "options", "img_size", "sha256", "versions")}
+        return save_model_folder(student.model, out / "model", name=student.name, options=student.meta["options"],
+                                 img_size=student.img_size,
+                                 extra={**meta, "decoder_from": {
+                                     "head": self.cfg.head, "sha256": head.meta["sha256"], "not_copied": left,
+                                     "copied": sorted(set(head.model.state_dict()) - set(left))}})
 
     def stage_classifier(self) -> Path:
         """The model that is scored and shipped: ``esp/`` with its classifier's head refitted (``classifier/model``),
@@ -465,6 +509,30 @@ class EspExperiment(StagedExperiment):
         for name, sub in self.sub_pipelines().items():  # unseen domains, then the ablations
             self._timed(name, sub.stage_scores)
         return self._timed("report", self.stage_report)
+
+
+def load_head(spec: str) -> Any:
+    """The trained prompt-free head that ``spec`` names (see :attr:`EspConfig.head`), loaded and hash-checked (a
+    ``universal`` folder's head also against the sha256 its ``model.json`` pins).
+
+    Raises:
+        MedsegError / InvalidInputError: not a head, or not the pinned one (naming the folder).
+    """
+    from medseg.models.io import META_FILE, load_model
+    from medseg.weights import shipped_model_folder
+
+    folder = shipped_model_folder("universal") if spec == "universal" else Path(spec)
+    pinned = None
+    if (folder / "head" / META_FILE).is_file() and (folder / META_FILE).is_file():
+        pinned = json.loads((folder / META_FILE).read_text()).get("parts", {}).get("head")
+        folder = folder / "head"
+    loaded = load_model(folder)
+    if loaded.name != "prompt_free_head":
+        raise MedsegError(f"{folder}: a {loaded.name} model, not a prompt_free_head (head: {spec})")
+    if pinned is not None and loaded.meta.get("sha256") != pinned:
+        raise MedsegError(f"{folder}: its weights ({loaded.meta.get('sha256')}) are not the ones "
+                          f"{folder.parent / META_FILE} pins")
+    return loaded
 
 
 def source_domain_table(scores: dict[str, list[dict[str, str]]], by: str = "modality") -> list[dict[str, Any]]:

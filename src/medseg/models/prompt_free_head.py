@@ -77,3 +77,31 @@ class PromptFreeHead(nn.Module):
                 return_iou: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         out = self.forward_all(embedding, task)
         return (out.logits, out.iou) if return_iou else out.logits
+
+
+def graft_head(head: PromptFreeHead, student: nn.Module) -> list[str]:
+    """Start an ESP-MedSAM student's decoder from a trained head: copy every tensor of ``head`` whose name and shape
+    the student shares (prompt encoder, SPPG, QDMD with its per-task queries; the task classifier's parts that match)
+    into ``student`` in place.
+
+    Args:
+        head: a trained :class:`PromptFreeHead`.
+        student: an :class:`~medseg.models.esp_medsam.EspMedSam` with the same tasks in the same order (the per-task
+            queries are indexed by task).
+
+    Returns:
+        The names of the head's tensors the student has no place for (e.g. a classifier reading another width).
+
+    Raises:
+        ValueError: the task lists differ (both are named).
+    """
+    tasks = list(getattr(student, "tasks", []))
+    if tasks != head.tasks:
+        raise ValueError(f"the head's tasks {head.tasks} are not the student's {tasks} (same names, same order)")
+    own = student.state_dict()
+    state = head.state_dict()
+    common = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not common:
+        raise ValueError(f"no tensor of the head fits {type(student).__name__}")
+    student.load_state_dict(common, strict=False)
+    return sorted(set(state) - set(common))

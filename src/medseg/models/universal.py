@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from medseg.errors import InvalidInputError
@@ -161,7 +162,15 @@ def load_universal(folder: str | Path, meta: dict[str, Any]) -> UniversalModel:
         fast = meta.get("fast_encoder")
         if not isinstance(fast, dict) or "name" not in fast:
             raise InvalidInputError(folder / META_FILE, "a fast_head part but no fast_encoder to feed it")
-        student = build_model(fast["name"], **{**fast.get("options", {}), "img_size": parts["head"].img_size})
+        options = {**fast.get("options", {}), "img_size": parts["head"].img_size}
+        same = fast["name"] == enc["name"] and {k: v for k, v in options.items() if k != "encoder_input_size"} == \
+            {**enc.get("options", {}), "img_size": parts["head"].img_size}
+        if same:  # LiteMedSAM's own weights at another input side: built empty, then sharing ``sam``'s tensors
+            student = build_model(fast["name"], **{**options, "pretrained": False})
+            share_weights(student, sam)
+            share_weights(getattr(student.image_encoder, "encoder", student.image_encoder), sam.image_encoder)
+        else:
+            student = build_model(fast["name"], **options)
     specialists = {rel.split("/", 1)[1]: p for rel, p in parts.items() if rel.startswith("specialists/")}
     return UniversalModel(
         sam=sam, head=parts["head"].model, student=student,
@@ -170,3 +179,26 @@ def load_universal(folder: str | Path, meta: dict[str, Any]) -> UniversalModel:
         specialist_options={t: {"tile": p.tile, "overlap": p.overlap, "img_size": p.img_size, "color": p.color,
                                 "edge": p.edge} for t, p in specialists.items()},
         engines=meta["engines"]).eval()
+
+
+def share_weights(dst: nn.Module, src: nn.Module) -> int:
+    """Make ``dst`` use ``src``'s weights wherever both have a tensor of the same name and shape: parameters become
+    the same tensor objects (one copy in memory; e.g. LiteMedSAM's encoder at two input sides, whose weights do not
+    depend on the side) and persistent buffers (normalisation statistics) are copied. Non-persistent buffers stay
+    ``dst``'s own (some depend on the side). Returns how many tensors were shared or copied."""
+    params = dict(src.named_parameters())
+    done = 0
+    for name, own in list(dst.named_parameters()):
+        other = params.get(name)
+        if other is not None and other.shape == own.shape and other.dtype == own.dtype:
+            owner_name, _, attr = name.rpartition(".")
+            dst.get_submodule(owner_name).register_parameter(attr, other)
+            done += 1
+    theirs, mine = src.state_dict(), dst.state_dict()
+    buffers = {k for k, _ in dst.named_buffers()}
+    with torch.no_grad():
+        for name in buffers & set(mine) & set(theirs):
+            if mine[name].shape == theirs[name].shape:
+                mine[name].copy_(theirs[name])
+                done += 1
+    return done
