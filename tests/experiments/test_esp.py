@@ -160,6 +160,11 @@ def test_from_head_starts_the_students_decoder_from_a_trained_head(tmp_path: Pat
     assert all(torch.equal(grafted[k], theirs[k]) for k in start.meta["decoder_from"]["copied"])
     assert all(torch.equal(grafted[k], v) for k, v in mmdkd.items() if k.startswith("image_encoder."))
     assert start.meta["decoder_from"]["sha256"] == load_model(tmp_path / "head").meta["sha256"]
+    # the student decodes as the head does: SAM's mask prompt encoder takes the patch prompt, in head_init and in
+    # the training started from it
+    assert start.meta["options"]["dense_prompt"] == "sam_mask" and start.model.patch_prompt.dense is None
+    trained = yaml.safe_load((run / "ablation-from_head" / "esp" / "config.yaml").read_text())["model"]
+    assert trained["options"]["dense_prompt"] == "sam_mask" and trained["init_mode"] == "strict"
     # a head for other tasks: one line naming both task lists, before anything trains
     other = tmp_path / "other"
     opts = {**tiny_model_config("prompt_free_head"), "tasks": ["a", "b"]}

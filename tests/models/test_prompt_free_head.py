@@ -56,10 +56,12 @@ def test_pretrained_head_starts_from_litemedsams_decoder() -> None:
 
 
 def test_graft_head_starts_a_students_decoder_from_the_head() -> None:
-    from medseg.models.prompt_free_head import graft_head
+    from medseg.models.prompt_free_head import graft_head, student_options
 
     head = _head()
-    opts = tiny_model_config("esp_medsam")
+    opts = {**tiny_model_config("esp_medsam"), **student_options(head)}
+    with pytest.raises(ValueError, match="SPPG"):  # ESP-MedSAM's own DP encoder cannot take the head's SAM-mask prompt
+        graft_head(head, build_model("esp_medsam", **{**opts, "dense_prompt": "conv", "tasks": head.tasks}))
     student = build_model("esp_medsam", **{**opts, "tasks": head.tasks})
     before = {k: v.clone() for k, v in student.state_dict().items()}
     left = graft_head(head, student)

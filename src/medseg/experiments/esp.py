@@ -100,7 +100,8 @@ class EspConfig(Strict):
     #: (``dense_prompt`` of :func:`medseg.models.builders.esp_medsam`)
     #: ``from_head``: the full model's ESP-MedSAM training again, its decoder (prompt encoder, SPPG, QDMD and the
     #: matching classifier parts) started from the trained prompt-free head ``head`` instead of LiteMedSAM's decoder
-    #: and fresh SPPG / queries (encoder and bags from the same MMDKD model)
+    #: and fresh SPPG / queries (encoder and bags from the same MMDKD model); the student takes the head's SPPG
+    #: design too (``dense_prompt: sam_mask``, the head's default)
     ablations: list[Literal["no_teacher_adaptation", "no_bags", "no_sppg", "no_qdmd", "seed_replicate",
                             "sppg_sam_mask", "from_head"]] = Field(default_factory=list)
     #: the trained head of ``from_head``: ``universal`` (the model shipped with medseg), a ``universal`` model folder
@@ -317,16 +318,21 @@ class EspExperiment(StagedExperiment):
             sc = sc.model_copy(update={"lr_multipliers": {k: v for k, v in sc.lr_multipliers.items()
                                                           if k != gone and not k.startswith(gone + ".")}})
         seed = self.cfg.seed + self.pipeline.seed_offset if self.pipeline.seed_offset else None
-        if self.pipeline.decoder_from_head:
+        options = {**self.cfg.student, **changes}
+        if self.pipeline.decoder_from_head:  # the head's SPPG too (its dense prompt), as head_init was built
             init = self.stage_head_init()
-        return self._train("esp", out, sc, "esp_medsam", {**self.cfg.student, **changes}, init,
+            head_options = read_model_meta(init)["options"]
+            options.update({k: head_options[k] for k in ("use_sppg", "dense_prompt") if k in head_options})
+        return self._train("esp", out, sc, "esp_medsam", options, init,
                            "shared" if changes else "strict", seed)
 
     def stage_head_init(self) -> Path:
         """``head_init/model``: the MMDKD student (shared encoder and bags) with the trained head's decoder grafted in
         (:func:`medseg.models.prompt_free_head.graft_head`), where the ``from_head`` variant's training starts."""
+        from medseg.models import build_model
         from medseg.models.io import load_model, save_model_folder
-        from medseg.models.prompt_free_head import graft_head
+        from medseg.models.prompt_free_head import graft_head, student_options
+        from medseg.training.base_module import init_from_folder
 
         out = self.out / "head_init"
         self._claim(out / "settings.json", "head_init")
@@ -336,12 +342,17 @@ class EspExperiment(StagedExperiment):
             raise MedsegError("the from_head variant needs `head:` (universal, a universal model folder or a "
                               "prompt_free_head model folder)")
         head = load_head(self.cfg.head)
-        student = load_model(self.stage_mmdkd())
-        left = graft_head(head.model, student.model)
+        mmdkd = self.stage_mmdkd()
+        student = load_model(mmdkd)
+        # the student decodes as the head does (its SPPG's dense prompt), its encoder and bags are MMDKD's
+        options = {**student.meta["options"], **student_options(head.model)}
+        model = build_model(student.name, **options)
+        init_from_folder(model, mmdkd, "shared")
+        left = graft_head(head.model, model)
         self.say(f"head_init: the MMDKD student with the decoder of {self.cfg.head} "
                  f"({len(head.model.state_dict()) - len(left)} tensors; not copied: {', '.join(left) or 'none'})")
         meta = {k: v for k, v in student.meta.items() if k not in ("name", "options", "img_size", "sha256", "versions")}
-        return save_model_folder(student.model, out / "model", name=student.name, options=student.meta["options"],
+        return save_model_folder(model, out / "model", name=student.name, options=options,
                                  img_size=student.img_size,
                                  extra={**meta, "decoder_from": {
                                      "head": self.cfg.head, "sha256": head.meta["sha256"], "not_copied": left,

@@ -79,6 +79,16 @@ class PromptFreeHead(nn.Module):
         return (out.logits, out.iou) if return_iou else out.logits
 
 
+def student_options(model: nn.Module) -> dict[str, object]:
+    """The builder options of an ESP-MedSAM student that decodes as ``model`` (a head or a student) does:
+    ``use_sppg`` and SPPG's ``dense_prompt`` (``sam_mask``: the patch logits go through SAM's mask prompt encoder,
+    the head's default; ``conv``: ESP-MedSAM's own DP encoder, the student's default)."""
+    sppg = getattr(model, "patch_prompt", None)
+    if sppg is None:
+        return {"use_sppg": False}
+    return {"use_sppg": True, "dense_prompt": "sam_mask" if sppg.dense is None else "conv"}
+
+
 def graft_head(head: PromptFreeHead, student: nn.Module) -> list[str]:
     """Start an ESP-MedSAM student's decoder from a trained head: copy every tensor of ``head`` whose name and shape
     the student shares (prompt encoder, SPPG, QDMD with its per-task queries; the task classifier's parts that match)
@@ -87,17 +97,21 @@ def graft_head(head: PromptFreeHead, student: nn.Module) -> list[str]:
     Args:
         head: a trained :class:`PromptFreeHead`.
         student: an :class:`~medseg.models.esp_medsam.EspMedSam` with the same tasks in the same order (the per-task
-            queries are indexed by task).
+            queries are indexed by task) and the head's SPPG (:func:`student_options`).
 
     Returns:
         The names of the head's tensors the student has no place for (e.g. a classifier reading another width).
 
     Raises:
-        ValueError: the task lists differ (both are named).
+        ValueError: the task lists or the SPPGs differ (both are named).
     """
     tasks = list(getattr(student, "tasks", []))
     if tasks != head.tasks:
         raise ValueError(f"the head's tasks {head.tasks} are not the student's {tasks} (same names, same order)")
+    theirs = student_options(student)  # type: ignore[arg-type]
+    if theirs != student_options(head):
+        raise ValueError(f"the head's SPPG ({student_options(head)}) is not the student's ({theirs}): build the "
+                         "student with the head's options")
     own = student.state_dict()
     state = head.state_dict()
     common = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
