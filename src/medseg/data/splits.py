@@ -181,14 +181,9 @@ def cap_split_parts(entries: Iterable[CatalogEntry], keep: Mapping[str, int], se
     bad = sorted(set(keep) - {"train", "val", "test"})
     if bad or any(v < 1 for v in keep.values()):
         raise ValueError(f"keep: parts are train/val/test with a count ≥ 1, got {dict(keep)}")
-    kept: set[int] = set()
-    for part in {e.split for e in entries}:
-        members = [i for i, e in enumerate(entries) if e.split == part]
-        limit = keep.get(part)
-        chosen = cap_per_dataset([entries[i] for i in members], limit, seed) if limit else None
-        ids = {id(e) for e in chosen} if chosen is not None else None
-        kept.update(i for i in members if ids is None or id(entries[i]) in ids)
-    return [e for i, e in enumerate(entries) if i in kept]
+    kept = {id(e) for part in {e.split for e in entries}
+            for e in cap_per_dataset([e for e in entries if e.split == part], keep.get(part), seed)}
+    return [e for e in entries if id(e) in kept]
 
 
 def stratified_split(entries: Iterable[CatalogEntry], *, test: float = 0.2, val: float = 0.0,

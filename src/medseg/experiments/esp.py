@@ -329,10 +329,9 @@ class EspExperiment(StagedExperiment):
     def stage_head_init(self) -> Path:
         """``head_init/model``: the MMDKD student (shared encoder and bags) with the trained head's decoder grafted in
         (:func:`medseg.models.prompt_free_head.graft_head`), where the ``from_head`` variant's training starts."""
-        from medseg.models import build_model
+        from medseg.models import build_model, load_state_matching
         from medseg.models.io import load_model, save_model_folder
         from medseg.models.prompt_free_head import graft_head, student_options
-        from medseg.training.base_module import init_from_folder
 
         out = self.out / "head_init"
         self._claim(out / "settings.json", "head_init")
@@ -347,7 +346,7 @@ class EspExperiment(StagedExperiment):
         # the student decodes as the head does (its SPPG's dense prompt), its encoder and bags are MMDKD's
         options = {**student.meta["options"], **student_options(head.model)}
         model = build_model(student.name, **options)
-        init_from_folder(model, mmdkd, "shared")
+        load_state_matching(model, student.model.state_dict())
         left = graft_head(head.model, model)
         self.say(f"head_init: the MMDKD student with the decoder of {self.cfg.head} "
                  f"({len(head.model.state_dict()) - len(left)} tensors; not copied: {', '.join(left) or 'none'})")

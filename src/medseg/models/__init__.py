@@ -5,7 +5,7 @@ optional (B, 4) boxes and can return their IoU prediction. Build them by name wi
 """
 
 from medseg.models import builders as _builders  # noqa: F401  (registers the models)
-from medseg.models.builders import load_state_strict
+from medseg.models.builders import load_state_matching, load_state_strict
 from medseg.models.mask_decoder import MaskDecoder
 from medseg.models.prompt_encoder import PromptEncoder
 from medseg.models.registry import (
@@ -25,6 +25,7 @@ from medseg.models.vit_unet import ViTUNet
 
 __all__ = [
     "BasicUNet", "MaskDecoder", "ModelEntry", "PromptEncoder", "ResNetUNet", "Sam", "TinyViT",
-    "TwoWayTransformer", "ViTUNet", "build_model", "builder_options", "list_models", "load_state_strict",
+    "TwoWayTransformer", "ViTUNet", "build_model", "builder_options", "list_models", "load_state_matching",
+    "load_state_strict",
     "register_model", "sized_options",
 ]

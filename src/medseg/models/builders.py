@@ -35,6 +35,15 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
     return model
 
 
+def load_state_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Load every tensor of ``state`` whose name and shape ``model`` shares (the others keep their initialisation);
+    returns the names of ``state``'s tensors that were not loaded. Loading nothing is not checked here."""
+    own = model.state_dict()
+    common = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(common, strict=False)
+    return sorted(set(state) - set(common))
+
+
 @register_model("lite_medsam", "LiteMedSAM: TinyViT-5M encoder + SAM prompt encoder and mask decoder (256²)")
 def lite_medsam(*, pretrained: bool | str | Path = False, img_size: int = 256,
                 embed_dims: Sequence[int] = (64, 128, 160, 320), depths: Sequence[int] = (2, 2, 6, 2),

@@ -112,10 +112,10 @@ def graft_head(head: PromptFreeHead, student: nn.Module) -> list[str]:
     if theirs != student_options(head):
         raise ValueError(f"the head's SPPG ({student_options(head)}) is not the student's ({theirs}): build the "
                          "student with the head's options")
-    own = student.state_dict()
+    from medseg.models.builders import load_state_matching
+
     state = head.state_dict()
-    common = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not common:
+    left = load_state_matching(student, state)
+    if len(left) == len(state):
         raise ValueError(f"no tensor of the head fits {type(student).__name__}")
-    student.load_state_dict(common, strict=False)
-    return sorted(set(state) - set(common))
+    return left

@@ -209,11 +209,13 @@ def init_from_folder(model: torch.nn.Module, folder: str | Path, mode: str = "st
                               f"(missing or differently shaped: {bad[:3]}, extra: {sorted(set(theirs) - mine)[:3]})")
         model.load_state_dict(theirs, strict=False)
         return sorted(set(own) - mine)
-    common = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not common:
+    from medseg.models import load_state_matching
+
+    left_out = set(load_state_matching(model, state))
+    loaded = set(state) - left_out
+    if not loaded:
         raise MedsegError(f"{folder}: no weights in common with {type(model).__name__}")
-    model.load_state_dict(common, strict=False)
-    return sorted(set(own) - set(common))
+    return sorted(set(own) - loaded)
 
 
 def freeze_modules(model: torch.nn.Module, names: list[str]) -> list[torch.nn.Module]:
