@@ -55,6 +55,16 @@ def versions_line() -> str:
     return "; " + ", ".join(f"{k} {v}" for k, v in versions().items())
 
 
+def mark_adopted(summary: list[dict[str, Any]], key: str, baseline: str, margin: float = 0.01) -> None:
+    """The leave-datasets-out adoption rule of the held-out studies, written into each row as ``adopt``: a variant
+    (row ``key`` ≠ ``baseline``) is adopted only if its held-out validation Dice (``val_held_out``) beats the
+    baseline's and its trained datasets' validation Dice (``val_trained``) is at most ``margin`` lower."""
+    ref = next(s for s in summary if s[key] == baseline)
+    for s in summary:
+        s["adopt"] = (s[key] != baseline and s["val_held_out"] > ref["val_held_out"]
+                      and s["val_trained"] >= ref["val_trained"] - margin)
+
+
 def emit(title: str, rows: list[dict[str, Any]], out: Path | None) -> str:
     from medseg.evaluation import format_markdown_table, write_csv
 

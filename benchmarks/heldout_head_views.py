@@ -29,7 +29,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from _common import emit
+from _common import emit, mark_adopted
 from medseg.experiments.universal import UniversalExperiment, load_universal_config
 from medseg.metrics.segmentation import group_means
 from medseg.training.embedding_cache import VIEWS
@@ -81,10 +81,7 @@ def main() -> None:
                         "val_held_out": means.get(("val", True), float("nan")),
                         "test_held_out": means.get(("test", True), float("nan")), "head": str(head)})
     if BASELINE in variants:
-        ref = next(s for s in summary if s["views"] == BASELINE)
-        for s in summary:
-            s["adopt"] = (s["views"] != BASELINE and s["val_held_out"] > ref["val_held_out"]
-                          and s["val_trained"] >= ref["val_trained"] - 0.01)
+        mark_adopted(summary, "views", BASELINE)
     print(f"heads trained without {', '.join(sorted(held))}; Dice with the true task, native resolution; "
           "means over datasets")
     emit("Held-out head views", rows, args.out / "universal-heldout-cpu")

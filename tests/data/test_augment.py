@@ -143,6 +143,25 @@ def test_options_are_validated() -> None:
         AugmentOptions(affine_p=1.5)
     with pytest.raises(ValueError, match="gamma"):
         AugmentOptions(gamma=(1.5, 0.7))
+    with pytest.raises(ValueError, match="colour_p"):
+        AugmentOptions(colour_p=-0.1)
+
+
+def test_colour_p_recolours_patches_only_where_asked_and_leaves_masks_and_geometry_alone(split) -> None:
+    """``colour_p`` = 0 replays the patches of a run without it (no extra draw); = 1 recolours every patch, with
+    the same mask and, as a photometric change, the same patch position (the mask is drawn before the colours)."""
+    base = PatchDataset(split, patch_size=32, augment=ALL, seed=5)
+    off = PatchDataset(split, patch_size=32, augment=AugmentOptions(**{**ALL.__dict__, "colour_p": 0.0}), seed=5)
+    on = PatchDataset(split, patch_size=32, augment=AugmentOptions(**{**ALL.__dict__, "colour_p": 1.0}), seed=5)
+    changed = 0
+    for draw in range(12):
+        a, b, c = base[draw], off[draw], on[draw]
+        assert np.array_equal(a["image"].numpy(), b["image"].numpy())
+        assert np.array_equal(a["mask"].numpy(), c["mask"].numpy())
+        img = c["image"].numpy()
+        assert img.dtype == np.float32 and 0.0 <= img.min() and img.max() <= 1.0
+        changed += not np.allclose(a["image"].numpy(), img)
+    assert changed >= 10
 
 
 def test_native_dataset_serves_whole_images(split) -> None:

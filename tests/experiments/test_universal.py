@@ -107,6 +107,15 @@ def test_a_changed_specialist_is_not_reused(config: Path, tmp_path: Path) -> Non
         UniversalExperiment(changed, progress=lambda m: None).stage_specialists()
 
 
+def test_a_specialist_trains_with_its_own_augmentation(config: Path, tmp_path: Path) -> None:
+    augment = {"flips": True, "affine_p": 1.0, "scale": [0.7, 1.4], "colour_p": 1.0}
+    cfg = load_universal_config(config, [f"specialists.synthetic_vessels.augment={augment}"])
+    UniversalExperiment(cfg, progress=lambda m: None).stage_specialists()
+    trained = yaml.safe_load((tmp_path / "run" / "specialists" / "synthetic_vessels" / "config.yaml").read_text())
+    assert trained["data"]["augment"]["colour_p"] == 1.0 and trained["data"]["augment"]["scale"] == [0.7, 1.4]
+    assert (tmp_path / "run" / "specialists" / "synthetic_vessels" / "model").is_dir()
+
+
 def test_the_headline_number_is_the_mean_over_modalities_of_dataset_means() -> None:
     """LiteMedSAM with ground-truth boxes on the reference test split: 0.694 in the issue's form (mean over the 8
     modalities of each modality's dataset means), 0.786 as the mean over the 340 images."""

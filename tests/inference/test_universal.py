@@ -16,7 +16,7 @@ from medseg.inference import Predictor
 from medseg.inference.universal import UniversalPredictor
 from medseg.models import build_model
 from medseg.models.io import load_model, save_model_folder
-from medseg.models.universal import save_universal
+from medseg.models.universal import replace_parts, save_universal
 from tests.conftest import tiny_model_config
 from tests.training.test_embedding_data import LITE, tiny_lite_medsam_state
 
@@ -111,6 +111,26 @@ def test_a_swapped_or_corrupt_part_is_refused(folder: Path, tmp_path: Path) -> N
     weights.write_bytes(weights.read_bytes()[:-8] + b"12345678")
     with pytest.raises(InvalidInputError, match="does not match"):
         load_model(folder)
+
+
+def test_replace_parts_swaps_one_part_and_keeps_the_rest(folder: Path, tmp_path: Path) -> None:
+    """A retrained specialist goes in as the folder pins it; replacing a part by itself rewrites the same folder."""
+    same = replace_parts(folder, tmp_path / "same", {"specialists/vessels": folder / "specialists" / "vessels"})
+    assert (same / "model.json").read_bytes() == (folder / "model.json").read_bytes()
+    torch.manual_seed(5)
+    other = save_model_folder(build_model("resnet_unet", **UNET), tmp_path / "other", name="resnet_unet",
+                              options=UNET, img_size=32, extra={"tile": 32})
+    swapped = replace_parts(folder, tmp_path / "swapped", {"specialists/vessels": other})
+    before, after = json.loads((folder / "model.json").read_text()), json.loads((swapped / "model.json").read_text())
+    assert after["parts"]["head"] == before["parts"]["head"]
+    assert after["parts"]["specialists/vessels"] != before["parts"]["specialists/vessels"]
+    assert {k: v for k, v in after.items() if k != "parts"} == {k: v for k, v in before.items() if k != "parts"}
+    loaded = load_model(swapped).model  # hash-checked; the new specialist's weights
+    want = load_model(other).model.state_dict()
+    got = loaded.specialists["vessels"].state_dict()
+    assert all(torch.equal(got[k], want[k].half().float()) for k in want if want[k].is_floating_point())
+    with pytest.raises(InvalidInputError, match="no part specialists/lungs"):
+        replace_parts(folder, tmp_path / "bad", {"specialists/lungs": other})
 
 
 def test_engines_must_cover_every_task(folder: Path) -> None:

@@ -9,8 +9,8 @@ Shapes: images (C, H, W) float32 in [0, 1]; masks (H, W) uint8 {0, 1}.
 Patch sampling follows nnU-Net: a share ``foreground_oversample`` of the patches is centred on a random foreground
 pixel, the others lie uniformly in the image; an image smaller than the patch is zero-padded (never upscaled). The
 spatial augmentations (flips, 90° rotations, a small affine) and the intensity ones (brightness, contrast, gamma) are
-each optional (:class:`AugmentOptions`). The affine is applied while the patch is cut out of the whole image, so its
-corners hold real pixels rather than padding.
+each optional (:class:`AugmentOptions`), as is a strong photometric change (:func:`colour_jitter`). The affine is
+applied while the patch is cut out of the whole image, so its corners hold real pixels rather than padding.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ class AugmentOptions:
         intensity_p: probability of a multiplicative brightness change and, independently, of a contrast change
             (factors drawn from ``brightness`` / ``contrast``; contrast keeps the patch mean).
         gamma_p: probability of a gamma change ``x ** g`` with g drawn log-uniformly from ``gamma``.
+        colour_p: probability of :func:`colour_jitter` after the intensity changes — what another camera, stain or
+            scanner does (white balance, saturation, grey, blur, strong brightness/contrast/gamma); for models meant
+            to hold up on datasets they never saw.
     """
 
     flips: bool = True
@@ -45,9 +48,10 @@ class AugmentOptions:
     contrast: tuple[float, float] = (0.75, 1.25)
     gamma_p: float = 0.0
     gamma: tuple[float, float] = (0.7, 1.5)
+    colour_p: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("affine_p", "intensity_p", "gamma_p"):
+        for name in ("affine_p", "intensity_p", "gamma_p", "colour_p"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p}")

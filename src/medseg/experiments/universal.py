@@ -68,6 +68,10 @@ class SpecialistConfig(Strict):
     patches_per_epoch: int = Field(400, ge=8)
     model: dict[str, Any] = Field(default_factory=lambda: {"arch": "resnet18", "base_width": 32,
                                                             "decoder_channels": [128, 64, 32, 16, 16]})
+    #: the patches' augmentation (:class:`medseg.data.augment.AugmentOptions`; the reference recipe's by default).
+    #: ``colour_p`` and a wider affine ``scale`` make a specialist hold up better on other cameras and stains.
+    augment: dict[str, Any] = Field(default_factory=lambda: {"flips": True, "rot90": True, "affine_p": 0.2,
+                                                              "intensity_p": 0.15, "gamma_p": 0.3})
 
 
 class HeadConfig(StageConfig):
@@ -282,7 +286,7 @@ class UniversalExperiment(StagedExperiment):
                 **self.engine_patch(folder, manifest),
                 "data.patch_size": sc.patch_size, "data.foreground_oversample": 0.33, "data.val_overlap": 0.25,
                 "data.patches_per_epoch": sc.patches_per_epoch,
-                "data.augment": {"flips": True, "rot90": True, "affine_p": 0.2, "intensity_p": 0.15, "gamma_p": 0.3},
+                "data.augment": sc.augment,
                 "model.name": "resnet_unet", "model.options": sc.model, "loss.weights": {"dice": 1.0, "bce": 1.0},
                 "optim.lr": sc.lr, "optim.weight_decay": 0.0001, "optim.scheduler": "plateau",
                 "optim.plateau_monitor": "val/dice", "optim.plateau_factor": 0.5, "optim.plateau_patience": 4,

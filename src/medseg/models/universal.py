@@ -136,6 +136,31 @@ def save_universal(folder: str | Path, *, head: str | Path, specialists: dict[st
     return folder
 
 
+def replace_parts(folder: str | Path, out: str | Path, parts: dict[str, str | Path],
+                  extra: dict[str, Any] | None = None) -> Path:
+    """A copy of the ``universal`` model folder ``folder`` at ``out`` with some parts replaced by other model folders
+    (e.g. ``{"specialists/retinal-vessel": "runs/…/model"}``: a retrained specialist), everything else — engines,
+    tasks, routing settings, the other parts — kept; ``model.json`` pins the new digests. Returns ``out``.
+
+    Raises:
+        InvalidInputError: a replaced part is not one of ``folder``'s (naming them).
+    """
+    folder = Path(folder)
+    meta = read_model_meta(folder)
+    unknown = sorted(set(parts) - set(meta.get("parts", {})))
+    if unknown:
+        raise InvalidInputError(folder / META_FILE, f"no part {', '.join(unknown)} to replace "
+                                                    f"(parts: {', '.join(meta.get('parts', {}))})")
+    now = {rel: Path(parts.get(rel, folder / rel)) for rel in meta["parts"]}
+    own = ("name", "tasks", "engines", "img_size", "encoder", "parts", "fast_encoder")
+    kept = {k: v for k, v in meta.items() if k not in own}
+    return save_universal(out, head=now["head"], engines=meta["engines"], student=now.get("student"),
+                          specialists={rel.split("/", 1)[1]: p for rel, p in now.items()
+                                       if rel.startswith("specialists/")},
+                          fast_head=now.get("fast_head"), fast_encoder=meta.get("fast_encoder"),
+                          extra={**kept, **(extra or {})})
+
+
 def load_universal(folder: str | Path, meta: dict[str, Any]) -> UniversalModel:
     """Build a :class:`UniversalModel` from its folder (every part hash-checked; see the module docstring).
 

@@ -24,7 +24,15 @@ import torch
 from torch.utils.data import Dataset
 
 from medseg.data import CatalogEntry, load_samples
-from medseg.data.augment import AugmentOptions, extract_patch, flip_rotate, intensity, patch_centre, random_affine
+from medseg.data.augment import (
+    AugmentOptions,
+    colour_jitter,
+    extract_patch,
+    flip_rotate,
+    intensity,
+    patch_centre,
+    random_affine,
+)
 from medseg.data.geometry import boxes_from_mask, letterbox_image, letterbox_mask, minmax_unit, region_box
 from medseg.ops.model_input import ModelInput
 
@@ -211,6 +219,8 @@ class SegmentationDataset(Dataset):
             flipped = flip_rotate(image[:, :h, :w], mask[:h, :w], rng, AugmentOptions(flips=self.augment.flips))
             image[:, :h, :w], mask[:h, :w] = flipped
             image = intensity(image, rng, self.augment, region=(h, w))
+            if self.augment.colour_p > 0 and rng.random() < self.augment.colour_p:
+                image = colour_jitter(image, rng, region=(h, w))
         return _item(image, mask, (h, w), row, self.box_prompt, self.box_shift, rng,
                      _target(self.split, row, self.target_index))
 
@@ -303,6 +313,8 @@ class PatchDataset(Dataset):
         if opts is not None:
             image, mask = flip_rotate(image, mask, rng, opts)
             image = intensity(image, rng, opts)
+            if opts.colour_p > 0 and rng.random() < opts.colour_p:  # no draw when off: older runs replay unchanged
+                image = colour_jitter(image, rng)
         return _item(image, mask, (self.patch_size, self.patch_size), row, self.box_prompt, self.box_shift, rng,
                      _target(self.split, row, self.target_index))
 
