@@ -543,42 +543,13 @@ class UniversalExperiment(StagedExperiment):
         LiteMedSAM with ground-truth boxes and with the image-region box (``scores/*.csv``)."""
         from medseg.evaluation import score_entries
         from medseg.inference import Predictor
-        from medseg.inference.universal import UniversalPredictor
-        from medseg.models.io import load_model
 
         out = self.out / "scores"
         test = [e for e in self.entries() if e.split == "test"]
         cols = lambda e: {"true_task": self.task_of(e.dataset)}  # noqa: E731
-        scores: dict[str, list[dict[str, str]]] = {}
         model = self.stage_model()
         self._claim(out / "universal.settings.json", "universal_scores")  # universal.csv is this model's
-        if not (out / "universal.csv").is_file():
-            self.say(f"scores: universal on the {len(test)} test images (no prompt, no task)")
-        predictor: list[UniversalPredictor] = []
-
-        def universal_for(e: Any) -> UniversalPredictor:
-            if not predictor:
-                predictor.append(UniversalPredictor(load_model(model).model, engine=self.cfg.embeddings.engine))
-            return predictor[0]
-
-        scores["universal"] = score_entries(test, universal_for, csv_path=out / "universal.csv", columns=cols)
-        if self.cfg.fast is not None:
-            # --fast (the fast head for every task) and, when some task runs a specialist, --fast --keep-specialists
-            kinds = {"fast": False, **({"fast_specialists": True}
-                                      if "specialist" in read_model_meta(model)["engines"].values() else {})}
-            for name, keep in kinds.items():
-                if not (out / f"{name}.csv").is_file():
-                    self.say(f"scores: universal --fast{' --keep-specialists' if keep else ''} (the fast encoder, "
-                             f"its head for {'the head tasks' if keep else 'every task'})")
-                fast: list[UniversalPredictor] = []
-
-                def fast_for(e: Any, keep: bool = keep, fast: list[UniversalPredictor] = fast) -> UniversalPredictor:
-                    if not fast:
-                        fast.append(UniversalPredictor(load_model(model).model, engine=self.cfg.embeddings.engine,
-                                                       fast=True, keep_specialists=keep))
-                    return fast[0]
-
-                scores[name] = score_entries(test, fast_for, csv_path=out / f"{name}.csv", columns=cols)
+        scores = self.score_model(model, test, out)
         if not (out / "test_head.csv").is_file():
             self.say("scores: each engine on the test images, the true task given")
         for eng, rows in self.score_engines(test, self.stage_head(), self.stage_specialists(), out,
@@ -602,6 +573,37 @@ class UniversalExperiment(StagedExperiment):
                                                          columns=cols, gt_boxes=True)
             scores["lite_medsam_image_box"] = score_entries(test, lite_for,
                                                             csv_path=out / "lite_medsam_image_box.csv", columns=cols)
+        return scores
+
+    def score_model(self, model: Path, entries: list, out: Path) -> dict[str, list[dict[str, str]]]:
+        """Per-image scores of a ``universal`` model folder on ``entries`` (native resolution, no prompt, no task):
+        ``universal``, and with a ``--fast`` mode ``fast`` (the fast head everywhere) and, when some task runs a
+        specialist, ``fast_specialists`` (``--fast --keep-specialists``); cached as ``out/<name>.csv``."""
+        from medseg.evaluation import score_entries
+        from medseg.inference.universal import UniversalPredictor
+        from medseg.models.io import load_model
+
+        cols = lambda e: {"true_task": self.task_of(e.dataset)}  # noqa: E731
+        meta = read_model_meta(model)
+        kinds = {"universal": None}
+        if "fast_encoder" in meta or "student" in meta.get("parts", {}):
+            kinds |= {"fast": False, **({"fast_specialists": True} if "specialist" in meta["engines"].values()
+                                        else {})}
+        scores: dict[str, list[dict[str, str]]] = {}
+        for name, keep in kinds.items():
+            if not (out / f"{name}.csv").is_file():
+                self.say(f"scores: universal{' --fast' if keep is not None else ''}"
+                         f"{' --keep-specialists' if keep else ''} on the {len(entries)} images (no prompt, no task)")
+            built: list[UniversalPredictor] = []  # built on first use: cached CSVs need no model
+
+            def predictor_for(e: Any, keep: bool | None = keep, built: list = built) -> UniversalPredictor:
+                if not built:
+                    fast = {} if keep is None else {"fast": True, "keep_specialists": keep}
+                    built.append(UniversalPredictor(load_model(model).model, engine=self.cfg.embeddings.engine,
+                                                    **fast))
+                return built[0]
+
+            scores[name] = score_entries(entries, predictor_for, csv_path=out / f"{name}.csv", columns=cols)
         return scores
 
     def stage_report(self) -> Path:
@@ -648,7 +650,7 @@ class UniversalExperiment(StagedExperiment):
             sections += self._held_out_section(scores, rep)
         if curve is not None:
             sections += ["## The head's training", "", f"![learning curve]({curve.name})", ""]
-        self._model_card(rep, by_dataset, by_modality, accuracy, scores["universal"])
+        self.write_model_card(self.stage_model(), rep, by_dataset, by_modality, accuracy, scores["universal"])
         sections += ["The model card (`MODEL_CARD.md`, with the failure gallery) is in this folder.", ""]
         return self.write_report(rep / "report.md", sections)
 
@@ -668,14 +670,15 @@ class UniversalExperiment(StagedExperiment):
                 "Target: the held-out Dice within 0.10 of the in-domain one (`gap` = in-domain − held-out).", "",
                 format_markdown_table(table, digits=3), ""]
 
-    def _model_card(self, rep: Path, by_dataset: list[dict[str, Any]], by_modality: list[dict[str, Any]],
-                    accuracy: list[dict[str, Any]], universal_rows: list[dict[str, str]]) -> Path:
-        """``report/MODEL_CARD.md`` and ``report/failure_gallery.png`` (the worst test image of every dataset)."""
+    def write_model_card(self, model: Path, rep: Path, by_dataset: list[dict[str, Any]],
+                         by_modality: list[dict[str, Any]], accuracy: list[dict[str, Any]],
+                         universal_rows: list[dict[str, str]]) -> Path:
+        """``rep/MODEL_CARD.md`` and ``rep/failure_gallery.png`` (the worst test image of every dataset) of the
+        ``universal`` model folder ``model`` scored as ``universal_rows``."""
         from medseg.experiments.universal_report import data_licences, gallery, model_card, read_table
         from medseg.inference.universal import UniversalPredictor
         from medseg.models.io import load_model
 
-        model = self.stage_model()
         picture = rep / "failure_gallery.png"
         if not picture.is_file():
             predictor = UniversalPredictor(load_model(model).model, engine=self.cfg.embeddings.engine)
