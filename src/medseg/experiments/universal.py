@@ -298,7 +298,11 @@ class UniversalExperiment(StagedExperiment):
             held = [d for d in self.cfg.held_out if self.task_of(d) == target]
             out[target] = self._engine_stage(folder, "specialist",
                                              lambda resume, p=patch: train(stage_config(TrainConfig, p), resume=resume),
-                                             extra={"specialist": sc.model_dump(mode="json"),
+                                             # the reference augmentation is left out of the settings, so
+                                             # that runs from before ``augment`` existed resume
+                                             extra={"specialist": sc.model_dump(
+                                                 mode="json", exclude={"augment"} if sc.augment == SpecialistConfig(
+                                                 ).augment else None),
                                                     **({"held_out": held} if held else {})})
         return out
 
