@@ -77,10 +77,7 @@ def main() -> None:
     tasks = read_model_meta(args.model)["engines"]
     specialists = {t: args.model / "specialists" / t for t, e in tasks.items() if e == "specialist"}
     scores |= exp.score_engines(test, args.model / "head", specialists, scores_dir, prefix="test")
-    if isinstance(exp.cfg.baseline, Path):
-        from medseg.experiments.universal_report import baseline_scores
-
-        scores |= baseline_scores(exp.cfg.baseline, test)
+    scores |= exp.score_baselines(test, scores_dir)
     if exp.cfg.reference_dir is not None:
         scores |= reference_scores(exp.cfg.reference_dir, test)
     by_dataset, by_modality = dataset_table(scores), modality_table(scores)

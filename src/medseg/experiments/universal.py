@@ -545,12 +545,8 @@ class UniversalExperiment(StagedExperiment):
     def stage_scores(self) -> dict[str, list[dict[str, str]]]:
         """Test split, native resolution: ``universal`` (no prompt, no task), each engine with the true task, and
         LiteMedSAM with ground-truth boxes and with the image-region box (``scores/*.csv``)."""
-        from medseg.evaluation import score_entries
-        from medseg.inference import Predictor
-
         out = self.out / "scores"
         test = [e for e in self.entries() if e.split == "test"]
-        cols = lambda e: {"true_task": self.task_of(e.dataset)}  # noqa: E731
         model = self.stage_model()
         self._claim(out / "universal.settings.json", "universal_scores")  # universal.csv is this model's
         scores = self.score_model(model, test, out)
@@ -559,11 +555,21 @@ class UniversalExperiment(StagedExperiment):
         for eng, rows in self.score_engines(test, self.stage_head(), self.stage_specialists(), out,
                                             prefix="test").items():
             scores[eng] = rows
+        scores.update(self.score_baselines(test, out))
+        return scores
+
+    def score_baselines(self, test: list, out: Path) -> dict[str, list[dict[str, str]]]:
+        """LiteMedSAM with ground-truth boxes and with the image-region box on ``test``: the committed per-image
+        CSVs of ``baseline`` (a folder), or scored now (``baseline: score``, cached in ``out``); none otherwise."""
+        from medseg.evaluation import score_entries
+        from medseg.inference import Predictor
+
+        cols = lambda e: {"true_task": self.task_of(e.dataset)}  # noqa: E731
         if isinstance(self.cfg.baseline, Path):
             from medseg.experiments.universal_report import baseline_scores
 
-            scores.update(baseline_scores(self.cfg.baseline, test))
-        elif self.cfg.baseline == "score":
+            return baseline_scores(self.cfg.baseline, test)
+        if self.cfg.baseline == "score":
             if not (out / "lite_medsam_gt_box.csv").is_file():
                 self.say("scores: LiteMedSAM with ground-truth boxes and with the image-region box")
             base: list[Predictor] = []
@@ -573,11 +579,11 @@ class UniversalExperiment(StagedExperiment):
                     base.append(Predictor(self._lite_medsam(), img_size=self.cfg.data.img_size))
                 return base[0]
 
-            scores["lite_medsam_gt_box"] = score_entries(test, lite_for, csv_path=out / "lite_medsam_gt_box.csv",
-                                                         columns=cols, gt_boxes=True)
-            scores["lite_medsam_image_box"] = score_entries(test, lite_for,
-                                                            csv_path=out / "lite_medsam_image_box.csv", columns=cols)
-        return scores
+            return {"lite_medsam_gt_box": score_entries(test, lite_for, csv_path=out / "lite_medsam_gt_box.csv",
+                                                        columns=cols, gt_boxes=True),
+                    "lite_medsam_image_box": score_entries(test, lite_for,
+                                                           csv_path=out / "lite_medsam_image_box.csv", columns=cols)}
+        return {}
 
     def score_model(self, model: Path, entries: list, out: Path) -> dict[str, list[dict[str, str]]]:
         """Per-image scores of a ``universal`` model folder on ``entries`` (native resolution, no prompt, no task):
