@@ -116,6 +116,25 @@ def test_a_specialist_trains_with_its_own_augmentation(config: Path, tmp_path: P
     assert (tmp_path / "run" / "specialists" / "synthetic_vessels" / "model").is_dir()
 
 
+def test_a_specialist_recorded_before_an_option_existed_resumes_only_at_its_default(config: Path,
+                                                                                    tmp_path: Path) -> None:
+    """A specialist stage recorded before ``augment`` existed is reused with the default augmentation; a
+    non-default one is a change (the option counts as recorded at its default, not at the config's value)."""
+    import json
+
+    UniversalExperiment(load_universal_config(config), progress=lambda m: None).stage_specialists()
+    record = tmp_path / "run" / "specialists" / "synthetic_vessels" / "settings.json"
+    old = json.loads(record.read_text())
+    del old["specialist"]["augment"]
+    record.write_text(json.dumps(old))
+    said: list[str] = []
+    UniversalExperiment(load_universal_config(config), progress=said.append).stage_specialists()
+    assert not any("U-Net" in m for m in said)  # reused, not retrained
+    changed = load_universal_config(config, ["specialists.synthetic_vessels.augment={colour_p: 1.0}"])
+    with pytest.raises(MedsegError, match="specialist settings"):
+        UniversalExperiment(changed, progress=lambda m: None).stage_specialists()
+
+
 def test_the_headline_number_is_the_mean_over_modalities_of_dataset_means() -> None:
     """LiteMedSAM with ground-truth boxes on the reference test split: 0.694 in the issue's form (mean over the 8
     modalities of each modality's dataset means), 0.786 as the mean over the 340 images."""

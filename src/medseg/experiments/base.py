@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from medseg.data import (
     CatalogEntry,
@@ -156,7 +156,10 @@ class StagedExperiment:
         """Record (in ``record``, JSON) the settings a stage's output is built from, or refuse to reuse or resume an
         output built from other ones. A stage folder without a record (older runs) is claimed as it is. ``extra``:
         settings of this output beyond the config sections of ``stage`` (e.g. one entry of a section that maps
-        names to stages, so that adding an entry does not invalidate the others).
+        names to stages, so that adding an entry does not invalidate the others). An option added to medseg since a
+        record was written counts as recorded at its default: for the config's sections through the config's
+        schema, for an ``extra`` entry given as a pydantic model through that model's (an entry given as a plain
+        dict takes the new keys' current values).
 
         Raises:
             MedsegError: the recorded settings differ; the message names the sections.
@@ -164,11 +167,12 @@ class StagedExperiment:
         if record in self._claimed:
             return
         dumped = self.cfg.model_dump(mode="json")
-        now = {**{k: dumped[k] for k in self.STAGE_INPUTS[stage]}, **(extra or {})}
+        schemas = {k: type(v) for k, v in (extra or {}).items() if isinstance(v, BaseModel)}
+        entries = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in (extra or {}).items()}
+        now = {**{k: dumped[k] for k in self.STAGE_INPUTS[stage]}, **entries}
         if record.is_file():
             recorded = json.loads(record.read_text())
-            extra = extra or {}
-            sections = {k: v for k, v in recorded.items() if k not in extra}
+            sections = {k: v for k, v in recorded.items() if k not in entries}
             try:  # through the schema: an option added to medseg since (with its default) is not a change
                 full = type(self.cfg).model_validate({**dumped, **sections}).model_dump(mode="json")
                 before = {k: full[k] for k in sections}
@@ -181,9 +185,8 @@ class StagedExperiment:
             for k in set(now) - set(recorded):
                 if k in defaults:
                     before[k] = defaults[k]
-            for k in set(recorded) & set(extra):  # an option added to an extra entry since is not a change either
-                both = isinstance(recorded[k], dict) and isinstance(extra[k], dict)
-                before[k] = {**extra[k], **recorded[k]} if both else recorded[k]
+            for k in set(recorded) & set(entries):  # an option added to an extra entry since is not a change either
+                before[k] = _recorded_entry(recorded[k], entries[k], schemas.get(k))
             changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             if changed:
                 raise MedsegError(f"{record.parent}: this stage was built with other {', '.join(changed)} settings "
@@ -245,3 +248,17 @@ def _val_interval(steps: int, times: int = 5) -> int:
         if steps % n == 0:
             return n
     return steps
+
+
+def _recorded_entry(recorded: Any, now: Any, schema: type[BaseModel] | None) -> Any:
+    """An ``extra`` entry of a stage record as it compares with ``now``: through ``schema`` (options added since at
+    their defaults), or as a dict, keys added since at their ``now`` values; as recorded where neither applies (an
+    option the schema no longer has: a change)."""
+    if schema is not None and isinstance(recorded, dict):
+        try:
+            return schema.model_validate(recorded).model_dump(mode="json")
+        except ValidationError:
+            return recorded
+    if isinstance(recorded, dict) and isinstance(now, dict):
+        return {**now, **recorded}
+    return recorded

@@ -30,7 +30,7 @@ records the config sections it was built from (``settings.json``). Stages:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -298,12 +298,8 @@ class UniversalExperiment(StagedExperiment):
             held = [d for d in self.cfg.held_out if self.task_of(d) == target]
             out[target] = self._engine_stage(folder, "specialist",
                                              lambda resume, p=patch: train(stage_config(TrainConfig, p), resume=resume),
-                                             # the reference augmentation is left out of the settings, so
-                                             # that runs from before ``augment`` existed resume
-                                             extra={"specialist": sc.model_dump(
-                                                 mode="json", exclude={"augment"} if sc.augment == SpecialistConfig(
-                                                 ).augment else None),
-                                                    **({"held_out": held} if held else {})})
+                                             # a model: options added since (``augment``) compare at defaults
+                                             extra={"specialist": sc, **({"held_out": held} if held else {})})
         return out
 
     def embedding_source(self, encoder_options: dict[str, Any] | None = None,
@@ -585,10 +581,12 @@ class UniversalExperiment(StagedExperiment):
                                                            csv_path=out / "lite_medsam_image_box.csv", columns=cols)}
         return {}
 
-    def score_model(self, model: Path, entries: list, out: Path) -> dict[str, list[dict[str, str]]]:
+    def score_model(self, model: Path, entries: list, out: Path,
+                    only: Sequence[str] | None = None) -> dict[str, list[dict[str, str]]]:
         """Per-image scores of a ``universal`` model folder on ``entries`` (native resolution, no prompt, no task):
         ``universal``, and with a ``--fast`` mode ``fast`` (the fast head everywhere) and, when some task runs a
-        specialist, ``fast_specialists`` (``--fast --keep-specialists``); cached as ``out/<name>.csv``."""
+        specialist, ``fast_specialists`` (``--fast --keep-specialists``); cached as ``out/<name>.csv``. ``only``:
+        just these of them (e.g. ``["fast"]``)."""
         from medseg.evaluation import score_entries
         from medseg.inference.universal import UniversalPredictor
         from medseg.models.io import load_model
@@ -599,6 +597,8 @@ class UniversalExperiment(StagedExperiment):
         if "fast_encoder" in meta or "student" in meta.get("parts", {}):
             kinds |= {"fast": False, **({"fast_specialists": True} if "specialist" in meta["engines"].values()
                                         else {})}
+        if only is not None:
+            kinds = {k: v for k, v in kinds.items() if k in only}
         scores: dict[str, list[dict[str, str]]] = {}
         for name, keep in kinds.items():
             if not (out / f"{name}.csv").is_file():
