@@ -20,9 +20,21 @@ stored as float16) stands in for that run's ``classifier/model``, the start of t
 embeddings of the four training views and of the validation images are cached under ``cache_dir``
 (content-addressed: about 20 min on 2 cores, once).
 
-    python benchmarks/fast_head_budget.py                    # ~50 min on 2 cores, resumable; prints the table
+    python benchmarks/fast_head_budget.py                    # ~45 min on 2 cores, resumable; prints the table
+
+The committed table compared the fast head shipped before (700 steps; its model folder is in git at 203a99a):
+
+    mkdir -p runs/universal-before && git archive 203a99a src/medseg/assets/universal | tar -x -C runs/universal-before
+    python benchmarks/fast_head_budget.py --model runs/universal-before/src/medseg/assets/universal \\
+        --model-label "shipped before (700 steps)"
     python benchmarks/fast_head_budget.py --steps 4 --validations 1 --run runs/fast-budget-smoke \\
         'split.keep={train: 1, val: 1}' --out runs/fast-budget-smoke/results    # a quick look at the plumbing
+
+After the test split was scored (``rescore_universal.py``), ``--test`` compares per-image test scores: the gap of
+each ``--fast`` head to ``universal`` in the issue's form (mean over modalities of dataset means) with a 95 %
+bootstrap interval (images resampled within each dataset, pairs kept), and the paired change between the heads:
+
+    python benchmarks/fast_head_budget.py --test OLD_FAST.csv NEW_SCORES_DIR
 """
 
 from __future__ import annotations
@@ -32,9 +44,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from _common import emit
 from medseg.experiments.universal import UniversalExperiment, load_universal_config
-from medseg.experiments.universal_report import modality_table, task_accuracy
+from medseg.experiments.universal_report import modality_table, read_table, task_accuracy
 from medseg.models.universal import replace_parts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,12 +78,57 @@ def summarise(name: str, scores: dict[str, list[dict[str, str]]]) -> dict[str, A
     return row
 
 
+def modality_form_gap(universal: list[dict[str, str]], fast: list[dict[str, str]], n_boot: int = 2000,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """``universal`` − ``fast`` Dice in the issue's form (mean over modalities of dataset means) on the same images,
+    and its 95 % bootstrap interval (images resampled within each dataset, pairs kept)."""
+    by_case = {r["case"]: float(r["dice"]) for r in fast}
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in universal:
+        groups.setdefault((r["modality"], r["dataset"]), []).append(float(r["dice"]) - by_case[r["case"]])
+    keys = sorted(groups)
+    diffs = [np.asarray(groups[k]) for k in keys]
+    modality_of = np.asarray([k[0] for k in keys])
+
+    def form(dataset_means: np.ndarray) -> np.ndarray:  # (..., datasets) → (...,)
+        return np.stack([dataset_means[..., modality_of == m].mean(axis=-1) for m in np.unique(modality_of)],
+                        axis=-1).mean(axis=-1)
+
+    rng = np.random.default_rng(seed)
+    boots = np.stack([d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1) for d in diffs], axis=-1)
+    point = float(form(np.asarray([d.mean() for d in diffs])))
+    low, high = np.quantile(form(boots), [0.025, 0.975])
+    return point, float(low), float(high)
+
+
+def compare_test(previous_fast: Path, scores: Path, out: Path) -> None:
+    """The ``--test`` table: each fast head's gap to ``universal`` on the test split, and their paired change."""
+    from medseg.stats import paired_test
+
+    universal = read_table(scores / "universal.csv")
+    heads = {"shipped before (700 steps)": read_table(previous_fast),
+             "candidate (1400 steps)": read_table(scores / "fast.csv")}
+    rows = []
+    for name, fast in heads.items():
+        gap, low, high = modality_form_gap(universal, fast)
+        mean = next(r for r in modality_table({"fast": fast}) if r["modality"] == "mean over modalities")
+        rows.append({"fast head": name, "test_fast": mean["dice_fast"], "gap_to_universal": gap,
+                     "gap_ci95_low": low, "gap_ci95_high": high, "within_0.05": gap <= 0.05})
+    old, new = ({r["case"]: float(r["dice"]) for r in rows_} for rows_ in heads.values())
+    cases = sorted(old)
+    test = paired_test([new[c] for c in cases], [old[c] for c in cases])
+    rows[1] |= {"paired_mean_change_per_image": test.mean_diff, "p_wilcoxon": test.p_wilcoxon,
+                "images_up": sum(new[c] > old[c] for c in cases), "images_down": sum(new[c] < old[c] for c in cases)}
+    emit("Fast head training budget, test", rows, out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=REPO / "configs/universal-cpu.yaml")
     ap.add_argument("--model", type=Path, default=REPO / "src/medseg/assets/universal",
                     help="the universal model whose fast head is compared (and whose head the fine-tuning starts "
                          "from)")
+    ap.add_argument("--model-label", default="--model's fast head", help="the --model's row in the table")
     ap.add_argument("--steps", type=int, default=1400)
     ap.add_argument("--validations", type=int, default=7)
     ap.add_argument("--run", type=Path, default=REPO / "runs/universal-fast-budget")
@@ -77,7 +136,12 @@ def main() -> None:
                     help="the image and embedding caches (shared with the in-domain run)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/universal-cpu/fast-budget")
     ap.add_argument("overrides", nargs="*", help="config overrides, key=value")
+    ap.add_argument("--test", nargs=2, type=Path, metavar=("OLD_FAST_CSV", "SCORES_DIR"),
+                    help="compare per-image test scores instead of training (see above)")
     args = ap.parse_intermixed_args()
+    if args.test:
+        compare_test(args.test[0], args.test[1], args.out)
+        return
 
     exp = UniversalExperiment(load_universal_config(args.config, [
         *args.overrides, f"out_dir={args.run}", f"cache_dir={args.cache_dir}", f"fast.steps={args.steps}",
@@ -90,7 +154,7 @@ def main() -> None:
         replace_parts(args.model, candidate, {"fast_head": fast_head})
     val = [e for e in exp.trained_entries() if e.split == "val"]
     rows = []
-    for name, model in (("shipped (700 steps)", args.model), (f"candidate ({args.steps} steps)", candidate)):
+    for name, model in ((args.model_label, args.model), (f"candidate ({args.steps} steps)", candidate)):
         slug = "shipped" if model == args.model else "candidate"
         rows.append(summarise(name, exp.score_model(model, val, args.run / "val" / slug, only=KINDS)))
     base, cand = rows

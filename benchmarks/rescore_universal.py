@@ -9,7 +9,9 @@ Scores (native resolution, as ``medseg experiment universal`` does): ``universal
 and ``--fast --keep-specialists``, each engine with the true task, beside the committed LiteMedSAM and reference
 U-Net scores of the config's ``baseline`` / ``reference_dir``. A per-image CSV of ``--previous``'s ``scores/`` is
 reused only where every part it depends on has the same sha256 in both model folders (``test_head.csv``: the head;
-``fast.csv``: the fast head; ``test_specialist.csv``: every specialist); the rest is scored anew. Writes
+``fast.csv``: the fast head; ``test_specialist.csv``: every specialist; ``universal.csv``: the head and the
+specialists; ``fast_specialists.csv``: the fast head and the specialists; the last three also need the same engines
+and routing settings); the rest is scored anew. Writes
 ``scores/``, ``by_dataset.csv``, ``by_modality.csv``, ``task_accuracy.csv``, ``MODEL_CARD.md`` and
 ``failure_gallery.png`` under ``--out``, and prints the per-dataset table beside ``--previous``'s.
 """
@@ -35,17 +37,23 @@ from medseg.models.io import read_model_meta
 
 REPO = Path(__file__).resolve().parents[1]
 #: a per-image CSV → the model parts (prefixes of ``model.json``'s ``parts``) its rows depend on
-DEPENDS = {"test_head.csv": ("head",), "fast.csv": ("fast_head", "student"), "test_specialist.csv": ("specialists/",)}
+DEPENDS = {"test_head.csv": ("head",), "fast.csv": ("fast_head", "student"), "test_specialist.csv": ("specialists/",),
+           "universal.csv": ("head", "specialists/"), "fast_specialists.csv": ("fast_head", "student", "specialists/")}
+#: the CSVs of a model's own routing, which also depend on its task → engine table
+ROUTED = ("universal.csv", "fast.csv", "fast_specialists.csv")
 
 
 def reusable(previous_model: Path, previous_scores: Path, model: Path) -> list[str]:
     """The per-image CSVs of ``previous_scores`` (scores of ``previous_model``) whose parts are unchanged in
-    ``model``."""
+    ``model`` (and, for the routed ones, its engines and routing settings)."""
     if not (previous_model / "model.json").is_file():
         return []
-    before, after = read_model_meta(previous_model)["parts"], read_model_meta(model)["parts"]
+    before, after = read_model_meta(previous_model), read_model_meta(model)
+    routing = all(before.get(k) == after.get(k) for k in ("engines", "min_confidence", "fast_encoder", "img_size"))
     same = [name for name, prefixes in DEPENDS.items()
-            if all(before.get(p) == after.get(p) for p in set(before) | set(after) if p.startswith(prefixes))]
+            if all(before["parts"].get(p) == after["parts"].get(p)
+                   for p in set(before["parts"]) | set(after["parts"]) if p.startswith(prefixes))
+            and (routing or name not in ROUTED)]
     return [n for n in same if (previous_scores / n).is_file()]
 
 
@@ -84,7 +92,9 @@ def main() -> None:
     accuracy = task_accuracy(scores["universal"])
     for name, rows in (("by_dataset", by_dataset), ("by_modality", by_modality), ("task_accuracy", accuracy)):
         write_csv(rows, args.out / f"{name}.csv")
-    exp.write_model_card(args.model, args.out, by_dataset, by_modality, accuracy, scores["universal"])
+    config = args.config.resolve()
+    exp.write_model_card(args.model, args.out, by_dataset, by_modality, accuracy, scores["universal"],
+                         config=config.relative_to(REPO) if config.is_relative_to(REPO) else config)
     if (args.previous / "by_dataset.csv").is_file():
         before = {(r["modality"], r["dataset"]): r for r in read_table(args.previous / "by_dataset.csv")}
         cols = [c for c in ("dice_universal", "dice_specialist", "dice_fast", "dice_fast_specialists")

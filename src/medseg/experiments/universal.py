@@ -682,9 +682,10 @@ class UniversalExperiment(StagedExperiment):
 
     def write_model_card(self, model: Path, rep: Path, by_dataset: list[dict[str, Any]],
                          by_modality: list[dict[str, Any]], accuracy: list[dict[str, Any]],
-                         universal_rows: list[dict[str, str]]) -> Path:
+                         universal_rows: list[dict[str, str]], config: str | Path | None = None) -> Path:
         """``rep/MODEL_CARD.md`` and ``rep/failure_gallery.png`` (the worst test image of every dataset) of the
-        ``universal`` model folder ``model`` scored as ``universal_rows``."""
+        ``universal`` model folder ``model`` scored as ``universal_rows``; ``config``: the recipe the card's
+        command names (default: the run's copy, ``out_dir/config.yaml``)."""
         from medseg.experiments.universal_report import data_licences, gallery, model_card, read_table
         from medseg.inference.universal import UniversalPredictor
         from medseg.models.io import load_model
@@ -703,7 +704,7 @@ class UniversalExperiment(StagedExperiment):
                           engines=read_model_meta(model)["engines"],
                           target_of=self.cfg.data.target_of, weights=weights,
                           gallery_path=picture.name if picture.is_file() else None,
-                          command=f"medseg experiment universal {self.out / 'config.yaml'}",
+                          command=f"medseg experiment universal {config or self.out / 'config.yaml'}",
                           held_out=read_table(self.cfg.held_out_results) if self.cfg.held_out_results else None)
         path = rep / "MODEL_CARD.md"
         atomic_write_text(path, text)
