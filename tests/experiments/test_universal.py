@@ -135,6 +135,18 @@ def test_a_specialist_recorded_before_an_option_existed_resumes_only_at_its_defa
         UniversalExperiment(changed, progress=lambda m: None).stage_specialists()
 
 
+def test_seed_offsets_replicate_a_training_on_the_same_split(config: Path, tmp_path: Path) -> None:
+    """``seed_offset`` moves a stage's training seed (a specialist's, the head's) and leaves the split's alone."""
+    cfg = load_universal_config(config, ["specialists.synthetic_vessels.seed_offset=3", "head.seed_offset=2"])
+    exp = UniversalExperiment(cfg, progress=lambda m: None)
+    exp.stage_specialists()
+    trained = yaml.safe_load((tmp_path / "run" / "specialists" / "synthetic_vessels" / "config.yaml").read_text())
+    assert trained["seed"] == cfg.seed + 3
+    assert exp.common_patch(cfg.head, tmp_path / "h", exp.stage_split())["seed"] == cfg.seed + 2
+    plain = UniversalExperiment(load_universal_config(config), progress=lambda m: None)
+    assert plain.common_patch(plain.cfg.head, tmp_path / "h", plain.stage_split())["seed"] == cfg.seed
+
+
 def test_the_headline_number_is_the_mean_over_modalities_of_dataset_means() -> None:
     """LiteMedSAM with ground-truth boxes on the reference test split: 0.694 in the issue's form (mean over the 8
     modalities of each modality's dataset means), 0.786 as the mean over the 340 images."""

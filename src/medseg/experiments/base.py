@@ -69,6 +69,9 @@ class StageConfig(Strict):
     lr_multipliers: dict[str, float] = Field(default_factory=dict)
     #: validations in the stage (evenly spaced, always at the last step; each scores the whole validation split)
     validations: int = Field(5, ge=1)
+    #: added to the experiment's ``seed`` for this stage's training only (initialisation, batch order,
+    #: augmentation): a seed replicate of the stage on the same split
+    seed_offset: int = 0
 
 
 class TrainerOptions(HardwareConfig):
@@ -141,7 +144,8 @@ class StagedExperiment:
     def common_patch(self, stage: StageConfig, out: Path, manifest: Path) -> dict[str, Any]:
         """:meth:`engine_patch` plus the optimiser and schedule of a :class:`StageConfig` (AdamW, cosine over
         ``steps``, a few validations counted in steps, ``freeze``)."""
-        return {**self.engine_patch(out, manifest), "data.img_size": self.cfg.data.img_size,
+        return {**self.engine_patch(out, manifest), "seed": self.cfg.seed + stage.seed_offset,
+                "data.img_size": self.cfg.data.img_size,
                 "optim.lr": stage.lr, "optim.weight_decay": stage.weight_decay, "optim.scheduler": "cosine",
                 "optim.lr_multipliers": stage.lr_multipliers,
                 "trainer.max_steps": stage.steps, "trainer.max_epochs": -1, "trainer.batch_size": stage.batch_size,

@@ -72,6 +72,8 @@ class SpecialistConfig(Strict):
     #: ``colour_p`` and a wider affine ``scale`` make a specialist hold up better on other cameras and stains.
     augment: dict[str, Any] = Field(default_factory=lambda: {"flips": True, "rot90": True, "affine_p": 0.2,
                                                               "intensity_p": 0.15, "gamma_p": 0.3})
+    #: added to the experiment's ``seed`` for this specialist's training only: a seed replicate on the same split
+    seed_offset: int = 0
 
 
 class HeadConfig(StageConfig):
@@ -283,7 +285,7 @@ class UniversalExperiment(StagedExperiment):
                 self.say(f"specialist {target}: native-resolution U-Net on "
                          f"{', '.join(sorted({e.dataset for e in entries}))}, {sc.minutes:g} min on 2 cores")
             patch = {
-                **self.engine_patch(folder, manifest),
+                **self.engine_patch(folder, manifest), "seed": self.cfg.seed + sc.seed_offset,
                 "data.patch_size": sc.patch_size, "data.foreground_oversample": 0.33, "data.val_overlap": 0.25,
                 "data.patches_per_epoch": sc.patches_per_epoch,
                 "data.augment": sc.augment,
