@@ -131,6 +131,8 @@ def main() -> None:
     ap.add_argument("--model-label", default="--model's fast head", help="the --model's row in the table")
     ap.add_argument("--steps", type=int, default=1400)
     ap.add_argument("--validations", type=int, default=7)
+    ap.add_argument("--seed-offset", type=int, default=0,
+                    help="fast.seed_offset: a seed replicate of the fine-tuning on the same split")
     ap.add_argument("--run", type=Path, default=REPO / "runs/universal-fast-budget")
     ap.add_argument("--cache-dir", type=Path, default=REPO / "runs/universal-cpu/cache",
                     help="the image and embedding caches (shared with the in-domain run)")
@@ -145,7 +147,7 @@ def main() -> None:
 
     exp = UniversalExperiment(load_universal_config(args.config, [
         *args.overrides, f"out_dir={args.run}", f"cache_dir={args.cache_dir}", f"fast.steps={args.steps}",
-        f"fast.validations={args.validations}"]))
+        f"fast.validations={args.validations}", f"fast.seed_offset={args.seed_offset}"]))
     exp.begin()
     seed_run(args.run, args.model)
     fast_head = exp.stage_fast()
@@ -154,7 +156,8 @@ def main() -> None:
         replace_parts(args.model, candidate, {"fast_head": fast_head})
     val = [e for e in exp.trained_entries() if e.split == "val"]
     rows = []
-    for name, model in ((args.model_label, args.model), (f"candidate ({args.steps} steps)", candidate)):
+    seed = f", seed +{args.seed_offset}" if args.seed_offset else ""
+    for name, model in ((args.model_label, args.model), (f"candidate ({args.steps} steps{seed})", candidate)):
         slug = "shipped" if model == args.model else "candidate"
         rows.append(summarise(name, exp.score_model(model, val, args.run / "val" / slug, only=KINDS)))
     base, cand = rows
