@@ -68,7 +68,7 @@ def seed_run(run: Path, shipped: Path) -> None:
 def summarise(name: str, scores: dict[str, list[dict[str, str]]]) -> dict[str, Any]:
     """One row: mean over modalities of each kind, and the ``--fast`` task accuracy."""
     modalities = modality_table(scores)
-    mean = next(r for r in modalities if r["modality"] == "mean over modalities")
+    mean = modalities[-1]  # the mean over modalities
     row: dict[str, Any] = {"fast head": name}
     for kind in KINDS:
         row[f"val_{kind}"] = mean[f"dice_{kind}"]
@@ -82,36 +82,32 @@ def modality_form_gap(universal: list[dict[str, str]], fast: list[dict[str, str]
                       seed: int = 0) -> tuple[float, float, float]:
     """``universal`` − ``fast`` Dice in the issue's form (mean over modalities of dataset means) on the same images,
     and its 95 % bootstrap interval (images resampled within each dataset, pairs kept)."""
+    from medseg.stats import stratified_bootstrap_ci
+
     by_case = {r["case"]: float(r["dice"]) for r in fast}
     groups: dict[tuple[str, str], list[float]] = {}
     for r in universal:
         groups.setdefault((r["modality"], r["dataset"]), []).append(float(r["dice"]) - by_case[r["case"]])
     keys = sorted(groups)
-    diffs = [np.asarray(groups[k]) for k in keys]
-    modality_of = np.asarray([k[0] for k in keys])
-
-    def form(dataset_means: np.ndarray) -> np.ndarray:  # (..., datasets) → (...,)
-        return np.stack([dataset_means[..., modality_of == m].mean(axis=-1) for m in np.unique(modality_of)],
-                        axis=-1).mean(axis=-1)
-
-    rng = np.random.default_rng(seed)
-    boots = np.stack([d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1) for d in diffs], axis=-1)
-    point = float(form(np.asarray([d.mean() for d in diffs])))
-    low, high = np.quantile(form(boots), [0.025, 0.975])
-    return point, float(low), float(high)
+    modalities = {k[0] for k in keys}
+    # every modality counts once, shared by its datasets: the issue's form as a weighted mean of dataset means
+    weights = [1 / (len(modalities) * sum(m == k[0] for m, _ in keys)) for k in keys]
+    point = float(np.dot(weights, [np.mean(groups[k]) for k in keys]))
+    low, high = stratified_bootstrap_ci([groups[k] for k in keys], n_boot=n_boot, seed=seed, weights=weights)
+    return point, low, high
 
 
-def compare_test(previous_fast: Path, scores: Path, out: Path) -> None:
-    """The ``--test`` table: each fast head's gap to ``universal`` on the test split, and their paired change."""
+def compare_test(previous_fast: Path, scores: Path, out: Path, candidate: str) -> None:
+    """The ``--test`` table: each fast head's gap to ``universal`` on the test split, and their paired change;
+    ``candidate``: the new head's row label."""
     from medseg.stats import paired_test
 
     universal = read_table(scores / "universal.csv")
-    heads = {"shipped before (700 steps)": read_table(previous_fast),
-             "candidate (1400 steps)": read_table(scores / "fast.csv")}
+    heads = {"shipped before (700 steps)": read_table(previous_fast), candidate: read_table(scores / "fast.csv")}
     rows = []
     for name, fast in heads.items():
         gap, low, high = modality_form_gap(universal, fast)
-        mean = next(r for r in modality_table({"fast": fast}) if r["modality"] == "mean over modalities")
+        mean = modality_table({"fast": fast})[-1]  # the mean over modalities
         rows.append({"fast head": name, "test_fast": mean["dice_fast"], "gap_to_universal": gap,
                      "gap_ci95_low": low, "gap_ci95_high": high, "within_0.05": gap <= 0.05})
     old, new = ({r["case"]: float(r["dice"]) for r in rows_} for rows_ in heads.values())
@@ -141,8 +137,9 @@ def main() -> None:
     ap.add_argument("--test", nargs=2, type=Path, metavar=("OLD_FAST_CSV", "SCORES_DIR"),
                     help="compare per-image test scores instead of training (see above)")
     args = ap.parse_intermixed_args()
+    candidate_label = f"candidate ({args.steps} steps{f', seed +{args.seed_offset}' if args.seed_offset else ''})"
     if args.test:
-        compare_test(args.test[0], args.test[1], args.out)
+        compare_test(args.test[0], args.test[1], args.out, candidate_label)
         return
 
     exp = UniversalExperiment(load_universal_config(args.config, [
@@ -156,8 +153,7 @@ def main() -> None:
         replace_parts(args.model, candidate, {"fast_head": fast_head})
     val = [e for e in exp.trained_entries() if e.split == "val"]
     rows = []
-    seed = f", seed +{args.seed_offset}" if args.seed_offset else ""
-    for name, model in ((args.model_label, args.model), (f"candidate ({args.steps} steps{seed})", candidate)):
+    for name, model in ((args.model_label, args.model), (candidate_label, candidate)):
         slug = "shipped" if model == args.model else "candidate"
         rows.append(summarise(name, exp.score_model(model, val, args.run / "val" / slug, only=KINDS)))
     base, cand = rows

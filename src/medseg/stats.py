@@ -141,15 +141,20 @@ def bootstrap_ci(values: Sequence[float], *, statistic: Callable[[np.ndarray], f
 
 
 def stratified_bootstrap_ci(groups: Sequence[Sequence[float]], *, n_boot: int = 10_000, level: float = 0.95,
-                            seed: int = 0) -> tuple[float, float]:
+                            seed: int = 0, weights: Sequence[float] | None = None) -> tuple[float, float]:
     """Percentile bootstrap interval of the **mean of group means** (e.g. a score averaged per modality, then over
-    modalities): each group is resampled within itself, so every replicate keeps the groups' sizes and weights."""
+    modalities): each group is resampled within itself, so every replicate keeps the groups' sizes and weights.
+    ``weights`` (one per group, summing to 1): a weighted mean of group means instead (e.g. datasets weighted so
+    that every modality counts once)."""
     arrays = [np.asarray(g, dtype=np.float64) for g in groups]
     if not arrays or any(a.ndim != 1 or len(a) == 0 for a in arrays):
         raise ValueError("every group needs a non-empty 1-D sample")
+    w = np.full(len(arrays), 1.0 / len(arrays)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(arrays),):
+        raise ValueError(f"weights: {len(w)} given for {len(arrays)} groups")
     rng = np.random.default_rng(seed)
     means = np.stack([a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1) for a in arrays])
-    boots = means.mean(axis=0)
+    boots = means.mean(axis=0) if weights is None else w @ means
     alpha = (1.0 - level) / 2
     return float(np.quantile(boots, alpha)), float(np.quantile(boots, 1 - alpha))
 

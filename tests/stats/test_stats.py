@@ -71,3 +71,16 @@ def test_stratified_bootstrap_keeps_group_weights() -> None:
     assert lo == hi == 0.5  # constant groups: the mean of group means, not the pooled mean (≈0.98)
     lo, hi = stratified_bootstrap_ci([np.arange(10.0), np.arange(5.0)], n_boot=500, seed=3)
     assert lo < (4.5 + 2.0) / 2 < hi
+
+
+def test_stratified_bootstrap_weights_groups() -> None:
+    """``weights``: a weighted mean of group means; equal weights give the unweighted interval."""
+    from medseg.stats import stratified_bootstrap_ci
+
+    lo, hi = stratified_bootstrap_ci([np.full(10, 1.0), np.zeros(3)], n_boot=100, weights=[0.25, 0.75])
+    assert lo == pytest.approx(0.25) and hi == pytest.approx(0.25)
+    groups = [np.arange(10.0), np.arange(5.0), np.ones(4)]
+    assert np.allclose(stratified_bootstrap_ci(groups, n_boot=300, seed=1, weights=[1 / 3] * 3),
+                       stratified_bootstrap_ci(groups, n_boot=300, seed=1))
+    with pytest.raises(ValueError, match="weights"):
+        stratified_bootstrap_ci(groups, weights=[0.5, 0.5])

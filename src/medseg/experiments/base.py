@@ -132,20 +132,20 @@ class StagedExperiment:
         return list(self._entries[1])
 
     # ---- training stages --------------------------------------------------------------------------------------
-    def engine_patch(self, out: Path, manifest: Path) -> dict[str, Any]:
+    def engine_patch(self, out: Path, manifest: Path, seed_offset: int = 0) -> dict[str, Any]:
         """The part of a stage's :func:`medseg.training.stage_config` patch that every training stage shares:
-        output folder, seed, data and caches, and the hardware (:class:`TrainerOptions`)."""
+        output folder, seed (``seed`` + the stage's ``seed_offset``), data and caches, and the hardware
+        (:class:`TrainerOptions`)."""
         t = self.cfg.trainer
-        return {"out_dir": out, "seed": self.cfg.seed, "data.manifest": manifest, "data.cache_dir": self.cache,
-                "data.color": self.cfg.data.color, "data.num_workers": t.num_workers,
+        return {"out_dir": out, "seed": self.cfg.seed + seed_offset, "data.manifest": manifest,
+                "data.cache_dir": self.cache, "data.color": self.cfg.data.color, "data.num_workers": t.num_workers,
                 "trainer.accelerator": t.accelerator, "trainer.devices": t.devices, "trainer.strategy": t.strategy,
                 "trainer.precision": t.precision, "trainer.progress_bar": t.progress_bar}
 
     def common_patch(self, stage: StageConfig, out: Path, manifest: Path) -> dict[str, Any]:
         """:meth:`engine_patch` plus the optimiser and schedule of a :class:`StageConfig` (AdamW, cosine over
         ``steps``, a few validations counted in steps, ``freeze``)."""
-        return {**self.engine_patch(out, manifest), "seed": self.cfg.seed + stage.seed_offset,
-                "data.img_size": self.cfg.data.img_size,
+        return {**self.engine_patch(out, manifest, stage.seed_offset), "data.img_size": self.cfg.data.img_size,
                 "optim.lr": stage.lr, "optim.weight_decay": stage.weight_decay, "optim.scheduler": "cosine",
                 "optim.lr_multipliers": stage.lr_multipliers,
                 "trainer.max_steps": stage.steps, "trainer.max_epochs": -1, "trainer.batch_size": stage.batch_size,

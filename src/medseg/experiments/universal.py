@@ -285,7 +285,7 @@ class UniversalExperiment(StagedExperiment):
                 self.say(f"specialist {target}: native-resolution U-Net on "
                          f"{', '.join(sorted({e.dataset for e in entries}))}, {sc.minutes:g} min on 2 cores")
             patch = {
-                **self.engine_patch(folder, manifest), "seed": self.cfg.seed + sc.seed_offset,
+                **self.engine_patch(folder, manifest, sc.seed_offset),
                 "data.patch_size": sc.patch_size, "data.foreground_oversample": 0.33, "data.val_overlap": 0.25,
                 "data.patches_per_epoch": sc.patches_per_epoch,
                 "data.augment": sc.augment,
