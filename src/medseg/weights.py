@@ -94,7 +94,7 @@ register_weights(WeightSpec(
 
 #: models trained by medseg and shipped inside the package (``medseg/assets/<name>/``): the sha256 of the folder's
 #: ``model.json``, which pins the sha256 of every part's weights (:mod:`medseg.models.universal`)
-SHIPPED_MODELS: dict[str, str] = {"universal": "4aace1e393191132f7dc243d1e73292dc3e59b902aff10726b3ca3f34ba0e70d"}
+SHIPPED_MODELS: dict[str, str] = {"universal": "e719c51fcb2838c9da979224b02e3cba0246063466531fd722cb145d5f8f3c9f"}
 
 
 def shipped_model_folder(name: str) -> Path:

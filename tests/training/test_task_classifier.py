@@ -104,3 +104,24 @@ def test_keep_before_never_lowers_validation_accuracy(seed: int, steps: int) -> 
     assert fit.val_accuracy == now
     if fit.chosen_step == 0:
         assert all(torch.equal(v, start[k]) for k, v in model.classifier.head.state_dict().items())
+
+
+def test_label_smoothing_keeps_the_refit_from_certainty() -> None:
+    """On separable tasks an unsmoothed fit drives the training probabilities to 1; with label smoothing ε over K
+    tasks the loss is lowest at 1 − ε + ε/K, so the fit stops near it, and still classifies every point right."""
+    dim = _model().classifier.head[0].normalized_shape[0]
+    gen = torch.Generator().manual_seed(4)
+    centres = torch.randn(3, dim, generator=gen) * 4
+    y = torch.arange(3).repeat(20)
+    x = centres[y] + torch.randn(len(y), dim, generator=gen)
+    top = {}
+    for eps in (0.0, 0.3):
+        model = _model()
+        fit = fit_task_classifier(model, x, y, cfg=ClassifierFitConfig(steps=300, lr=1e-2, label_smoothing=eps))
+        assert fit.train_accuracy == 1.0
+        with torch.no_grad():
+            top[eps] = float(model.classifier.head(x).softmax(1).max(1).values.mean())
+    assert top[0.0] > 0.99
+    assert abs(top[0.3] - (1 - 0.3 + 0.3 / 3)) < 0.05
+    with pytest.raises(ValueError):
+        ClassifierFitConfig(label_smoothing=1.0)
