@@ -30,6 +30,7 @@ keeps run 2's Dice (exact), any other gets 0 (a lower bound).
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,8 @@ def main() -> None:
     parts = {"train": list(refit.views), "val": ["none"], **({"test": ["none"]} if args.test else {})}
     caches = exp.embedding_caches(parts, enc)
     info = {p: open_cache(f).info for p, f in exp.image_caches(tuple(parts)).items()}
-    tasks = list(load_model(args.head).model.tasks)
+    base_model = load_model(args.head).model  # its classifier is re-initialised by every fit (copied first)
+    tasks = list(base_model.tasks)
     ds = {p: [r["dataset"] for r in info[p]] for p in parts}
     y = {p: torch.tensor([tasks.index(exp.task_of(d)) for d in ds[p]]) for p in parts}
     feats = {p: {v: pooled_embeddings(caches[p][v]) for v in views} for p, views in parts.items()}
@@ -83,7 +85,7 @@ def main() -> None:
         """The classifier refitted without ``held``: its model and its validation accuracy (other datasets)."""
         rows = [i for i, d in enumerate(ds["train"]) if d not in held]
         vrows = [i for i, d in enumerate(ds["val"]) if d not in held]
-        model = load_model(args.head).model
+        model = copy.deepcopy(base_model)
         x = torch.cat([feats["train"][v][rows] for v in refit.views])
         cfg = refit.model_copy(update={"keep_before": False, "seed": seed, "label_smoothing": eps})
         res = fit_task_classifier(model, x, y["train"][rows].repeat(len(refit.views)), feats["val"]["none"][vrows],
@@ -148,10 +150,10 @@ def route_test(models: dict[float, torch.nn.Module], held: tuple[str, ...], ds: 
     for eps, model in models.items():
         for d in held:
             idx = [i for i, dd in enumerate(ds["test"]) if dd == d]
+            cases = [info["test"][i]["case"] for i in idx]
             chosen = route(model, "test", idx)
             dice, exact = [], 0
-            for j, i in enumerate(idx):
-                case = info["test"][i]["case"]
+            for j, case in enumerate(cases):
                 r = run2[case]
                 task = tasks[int(chosen[j])]
                 if task == r["true_task"]:
@@ -164,12 +166,10 @@ def route_test(models: dict[float, torch.nn.Module], held: tuple[str, ...], ds: 
                     dice.append(0.0)
             rows.append({"label_smoothing": eps, "dataset": d, "n": len(idx),
                          "routing_accuracy": float((chosen == y["test"][idx]).float().mean()),
-                         "held_out_run2_accuracy": float(np.mean([run2[info["test"][i]["case"]]["task"] ==
-                                                                  run2[info["test"][i]["case"]]["true_task"]
-                                                                  for i in idx])),
+                         "held_out_run2_accuracy": float(np.mean([run2[c]["task"] == run2[c]["true_task"]
+                                                                  for c in cases])),
                          "universal_dice": float(np.mean(dice)), "exact_images": exact,
-                         "held_out_run2_dice": float(np.mean([float(run2[info["test"][i]["case"]]["dice"])
-                                                              for i in idx]))})
+                         "held_out_run2_dice": float(np.mean([float(run2[c]["dice"]) for c in cases]))})
     return rows
 
 
