@@ -8,11 +8,12 @@
    A model with a fast mode is timed too, interleaved the same way: ``--fast`` (its head everywhere; target:
    LiteMedSAM / fast ≥ 3) and ``--fast --keep-specialists``.
 2. Peak RSS of ``medseg predict MODEL`` over N images (a child process, so the figure is that command's; target
-   ≤ 1.5 GB for 200 images), with its wall time.
+   ≤ 1.5 GB for 200 images), with its wall time; also ``--fast`` and ``--routing batch`` (two passes over the files,
+   the embeddings spooled to disk between them).
 
     python benchmarks/bench_universal.py [--model universal] [--data ../shared/data] [--split SPLIT.csv]
                                          [--per-task 3] [--repeats 3] [--rss-images 200] [--threads 2]
-                                         [--out benchmarks/results]
+                                         [--skip-timing] [--out benchmarks/results]
 
 Without ``../shared/data`` it uses synthetic phantoms (the timings then say nothing about real tasks).
 """
@@ -84,9 +85,9 @@ def timing_rows(model: str, entries: list, per_task: int, repeats: int, target_o
     return rows
 
 
-def rss_row(model: str, entries: list, n: int, fast: bool = False) -> dict:
-    """Peak RSS and wall time of ``medseg predict MODEL [--fast]`` on ``n`` images (cycled if fewer), in a child
-    process (one per call, so each peak is its own)."""
+def rss_row(model: str, entries: list, n: int, fast: bool = False, routing: str | None = None) -> dict:
+    """Peak RSS and wall time of ``medseg predict MODEL [--fast] [--routing R]`` on ``n`` images (cycled if
+    fewer), in a child process (one per call, so each peak is its own)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-universal-"))
     try:
         inputs = tmp / "in"
@@ -95,14 +96,16 @@ def rss_row(model: str, entries: list, n: int, fast: bool = False) -> dict:
             e = entries[i % len(entries)]
             shutil.copy(e.image, inputs / f"{i:04d}_{Path(e.image).name}")
         cmd = [sys.executable, "-c", "import sys; from medseg.cli.main import main; sys.exit(main(sys.argv[1:]))",
-               "predict", model, str(inputs), "-o", str(tmp / "out"), *(["--fast"] if fast else [])]
+               "predict", model, str(inputs), "-o", str(tmp / "out"), *(["--fast"] if fast else []),
+               *(["--routing", routing] if routing else [])]
         probe = [sys.executable, "-c", "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
                  "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)", *cmd]
         t0 = time.perf_counter()
         done = subprocess.run(probe, check=True, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         peak_kb = int(done.stdout.strip().splitlines()[-1])
-        return {"command": f"medseg predict {model}{' --fast' if fast else ''} <{n} images>", "images": n,
+        flags = (" --fast" if fast else "") + (f" --routing {routing}" if routing else "")
+        return {"command": f"medseg predict {model}{flags} <{n} images>", "images": n,
                 "wall_s": wall,
                 "s_per_image": wall / n, "peak_rss_mb": peak_kb / 1024}
     finally:
@@ -119,6 +122,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rss-images", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-timing", action="store_true", help="only the peak-RSS part")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -130,12 +134,14 @@ def main() -> None:
 
         entries = _test_entries(generate_dataset(Path(tempfile.mkdtemp()) / "synth", per_modality=6, size=256),
                                 None)
-    emit("universal vs LiteMedSAM (image-region box), CPU, end to end per image",
-         timing_rows(args.model, entries, args.per_task, args.repeats, meta_target), args.out)
+    if not args.skip_timing:
+        emit("universal vs LiteMedSAM (image-region box), CPU, end to end per image",
+             timing_rows(args.model, entries, args.per_task, args.repeats, meta_target), args.out)
     np.random.default_rng(0).shuffle(entries)
     rows = [rss_row(args.model, entries, args.rss_images)]
     if load_model(args.model).model.student is not None:
         rows.append(rss_row(args.model, entries, args.rss_images, fast=True))
+    rows.append(rss_row(args.model, entries, args.rss_images, routing="batch"))
     emit(f"medseg predict {args.model}: peak RSS over {args.rss_images} images", rows, args.out)
 
 

@@ -30,7 +30,6 @@ keeps run 2's Dice (exact), any other gets 0 (a lower bound).
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +37,8 @@ import numpy as np
 import torch
 
 from _common import emit
-from medseg.experiments.universal import UniversalExperiment, load_universal_config
+from _lodo import LodoSetup
 from medseg.experiments.universal_report import read_table
-from medseg.models.io import load_model
-from medseg.training.dataset import open_cache
-from medseg.training.task_classifier import fit_task_classifier, pooled_embeddings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,37 +61,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/universal-cpu/lodo-routing")
     args = ap.parse_args()
 
-    exp = UniversalExperiment(load_universal_config(args.config))
-    exp.begin()
-    refit = exp.cfg.classifier
-    if refit is None:
-        raise SystemExit(f"{args.config}: no classifier section to refit")
-    enc = exp.fast_encoder_options() if args.encoder == "fast" else None
-    parts = {"train": list(refit.views), "val": ["none"], **({"test": ["none"]} if args.test else {})}
-    caches = exp.embedding_caches(parts, enc)
-    info = {p: open_cache(f).info for p, f in exp.image_caches(tuple(parts)).items()}
-    base_model = load_model(args.head).model  # its classifier is re-initialised by every fit (copied first)
-    tasks = list(base_model.tasks)
-    ds = {p: [r["dataset"] for r in info[p]] for p in parts}
-    y = {p: torch.tensor([tasks.index(exp.task_of(d)) for d in ds[p]]) for p in parts}
-    feats = {p: {v: pooled_embeddings(caches[p][v]) for v in views} for p, views in parts.items()}
+    lodo = LodoSetup(args.config, args.head, args.encoder, ("train", "val", *(("test",) if args.test else ())))
+    tasks, ds, y, info = lodo.tasks, lodo.datasets, lodo.labels, lodo.info
     folds = [tuple(f.split(",")) for f in args.folds]
+    refit = lodo.refit
 
     def fit(held: tuple[str, ...], seed: int, eps: float) -> tuple[torch.nn.Module, float]:
-        """The classifier refitted without ``held``: its model and its validation accuracy (other datasets)."""
-        rows = [i for i, d in enumerate(ds["train"]) if d not in held]
-        vrows = [i for i, d in enumerate(ds["val"]) if d not in held]
-        model = copy.deepcopy(base_model)
-        x = torch.cat([feats["train"][v][rows] for v in refit.views])
-        cfg = refit.model_copy(update={"keep_before": False, "seed": seed, "label_smoothing": eps})
-        res = fit_task_classifier(model, x, y["train"][rows].repeat(len(refit.views)), feats["val"]["none"][vrows],
-                                  y["val"][vrows], cfg)
-        return model, float(res.val_accuracy)
+        return lodo.fit(held, seed, label_smoothing=eps)
 
     def route(model: torch.nn.Module, part: str, rows: list[int]) -> torch.Tensor:
         """(len(rows),) the task each image of ``part`` is routed to."""
-        with torch.no_grad():
-            return model.classifier.head(feats[part]["none"][rows]).argmax(1)
+        return lodo.probs(model, part, rows).argmax(1)
 
     table: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []

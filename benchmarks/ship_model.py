@@ -2,6 +2,7 @@
 of its ``model.json`` (which pins every part's weights) in ``medseg.weights.SHIPPED_MODELS``.
 
     python benchmarks/ship_model.py runs/universal-cpu/model --name universal [--max-mb 60]
+    python benchmarks/ship_model.py FOLDER --meta 'routing_temperature={"main": 0.25}'   # set model.json fields
 
 Refuses a folder whose parts fail their hash checks or that is larger than ``--max-mb``.
 """
@@ -9,11 +10,13 @@ Refuses a folder whose parts fail their hash checks or that is larger than ``--m
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 from pathlib import Path
 
 from medseg.models.io import load_model
+from medseg.utils.atomic import atomic_write_text
 from medseg.weights import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +27,15 @@ def main() -> None:
     ap.add_argument("folder", type=Path)
     ap.add_argument("--name", default="universal")
     ap.add_argument("--max-mb", type=float, default=60.0)
+    ap.add_argument("--meta", nargs="*", default=[], metavar="KEY=JSON",
+                    help="set (or replace) top-level fields of the shipped model.json (not its parts' hashes)")
     args = ap.parse_args()
+    meta = {}
+    for item in args.meta:
+        key, _, value = item.partition("=")
+        if key in ("parts", "name", "tasks", "engines") or not value:
+            raise SystemExit(f"--meta {item!r}: give KEY=JSON for a field other than parts, name, tasks, engines")
+        meta[key] = json.loads(value)
     load_model(args.folder)  # every part hash-checked, the model builds
     size = sum(p.stat().st_size for p in args.folder.rglob("*") if p.is_file())
     if size > args.max_mb * 1e6:
@@ -32,6 +43,10 @@ def main() -> None:
     dest = REPO / "src" / "medseg" / "assets" / args.name
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(args.folder, dest, ignore=shutil.ignore_patterns(".*"))
+    if meta:
+        spec = json.loads((dest / "model.json").read_text())
+        atomic_write_text(dest / "model.json", json.dumps({**spec, **meta}, indent=2))
+        load_model(dest)  # still loads, every part hash-checked
     digest = sha256_file(dest / "model.json")
     weights = REPO / "src" / "medseg" / "weights.py"
     text = weights.read_text()

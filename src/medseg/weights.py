@@ -94,7 +94,7 @@ register_weights(WeightSpec(
 
 #: models trained by medseg and shipped inside the package (``medseg/assets/<name>/``): the sha256 of the folder's
 #: ``model.json``, which pins the sha256 of every part's weights (:mod:`medseg.models.universal`)
-SHIPPED_MODELS: dict[str, str] = {"universal": "e719c51fcb2838c9da979224b02e3cba0246063466531fd722cb145d5f8f3c9f"}
+SHIPPED_MODELS: dict[str, str] = {"universal": "9e8348d72e2cf9a3fff4e994eef0c9264dee20063db1bdc78a573b91a9f02f63"}
 
 
 def shipped_model_folder(name: str) -> Path:

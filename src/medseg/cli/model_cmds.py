@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from medseg.cli.options import EngineOpt, MaskModeOpt, MissingOpt, NsdModeOpt, OnErrorOpt
+from medseg.cli.options import EngineOpt, MaskModeOpt, MissingOpt, NsdModeOpt, OnErrorOpt, RoutingOpt
 from medseg.errors import InvalidInputError
 from medseg.utils.checks import check_device, check_output_dir, check_output_file, new_output_dir
 
@@ -160,6 +160,11 @@ def predict(
     min_confidence: float | None = typer.Option(None, "--min-confidence", min=0.0, max=1.0,
                                                 help="The universal model: images whose task probability is below "
                                                      "this are listed as unsure (default: the model's, 0.5)."),
+    routing: RoutingOpt | None = typer.Option(None, "--routing",
+                                              help="The universal model: image (each image's own most probable "
+                                                   "task) or batch (the inputs share a task prior, estimated from "
+                                                   "all of them: best for a folder of one dataset; two passes)."
+                                                   " Default: image."),
 ) -> None:
     """Segment files; writes masks in the input's format plus PNG overlays."""
     from medseg.data.loading import case_key
@@ -202,7 +207,7 @@ def predict(
                                               "not tiled): add --tile 0")
     opts = dict(device=device, threshold=threshold, batch_size=batch_size, engine=engine.value, tile=tile,
                 overlap=overlap, tta=tta, target=target, task=task_name, min_confidence=min_confidence, fast=fast,
-                keep_specialists=keep_specialists)
+                keep_specialists=keep_specialists, routing=None if routing is None else routing.value)
     if routed:
         predictor = RoutedPredictor(rule, *(_predictor(spec, m, **opts) for spec, m in (sides["a"], sides["b"])),
                                     features)
@@ -210,7 +215,8 @@ def predict(
         predictor = _predictor(model, loaded, **opts)
     skipped: list[tuple[Path, str]] = []
     with new_output_dir(out), _progress() as bar:  # the folder appears only now, and goes if nothing was written
-        task = bar.add_task("predict", total=len(files))
+        passes = 2 if getattr(predictor, "batch_routed", False) else 1  # batch routing: classify, segment
+        task = bar.add_task("predict", total=len(files) * passes)
         results = predict_files(predictor, files, out, prompt_masks=prompts,
                                 progress=lambda k: bar.advance(task, k), on_error=on_error.value, skipped=skipped,
                                 dicom_window=window)
@@ -243,13 +249,13 @@ def predict(
 def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_size: int = 8,
                engine: str = "optimized", tile: int | None = None, overlap: float | None = None, tta: bool = False,
                target: str | None = None, task: str | None = None, min_confidence: float | None = None,
-               fast: bool = False, keep_specialists: bool = False):
+               fast: bool = False, keep_specialists: bool = False, routing: str | None = None):
     """The :class:`Predictor` of a loaded model with the CLI's defaults: the model's own tile/overlap unless given
     (``tile=0``: letterbox); the :class:`UniversalPredictor` of the ``universal`` model."""
     from medseg.inference import Predictor
 
     if loaded.name == "universal":
-        from medseg.inference.universal import UniversalPredictor
+        from medseg.inference.universal import UniversalPredictor, routing_temperature_of
 
         unused = [n for n, v in (("--tile", tile), ("--overlap", overlap), ("--target", target)) if v is not None]
         if unused or tta:
@@ -259,11 +265,13 @@ def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_
             return UniversalPredictor(loaded.model, device=device, threshold=threshold, batch_size=batch_size,
                                       engine=engine, task=task, fast=fast, keep_specialists=keep_specialists,
                                       min_confidence=(loaded.meta.get("min_confidence", 0.5) if min_confidence is None
-                                                      else min_confidence))
+                                                      else min_confidence), routing=routing or "image",
+                                      routing_temperature=routing_temperature_of(loaded.meta, fast))
         except ValueError as exc:
             raise InvalidInputError(spec, str(exc)) from exc
-    if min_confidence is not None or fast or keep_specialists:
-        flag = "--fast" if fast else "--keep-specialists" if keep_specialists else "--min-confidence"
+    if min_confidence is not None or fast or keep_specialists or routing is not None:
+        flag = ("--fast" if fast else "--keep-specialists" if keep_specialists else "--routing" if routing is not None
+                else "--min-confidence")
         raise InvalidInputError(spec, f"{flag} applies to the universal model only")
 
     given = {**({} if tile is None else {"tile": tile or None}), **({} if overlap is None else {"overlap": overlap})}
@@ -305,6 +313,9 @@ def evaluate(
     on_error: OnErrorOpt = typer.Option(OnErrorOpt.stop, "--on-error",
                                         help="stop at the first unusable file, or skip it (listed in the summary, "
                                              "exit code 1)."),
+    routing: RoutingOpt | None = typer.Option(None, "--routing",
+                                              help="With --model universal: image or batch routing (as medseg "
+                                                   "predict)."),
 ) -> None:
     """Per-image Dice, IoU, NSD, HD95 (CSV), per-modality/dataset summary (Markdown) and box plots.
 
@@ -326,12 +337,14 @@ def evaluate(
             raise InvalidInputError(pred, "no supported image files found")
         output_names(files)
         predictor = _predictor(model, load_model(model, device=device), device=device, engine=engine.value,
-                               tile=tile, overlap=overlap, tta=tta, target=target)
+                               tile=tile, overlap=overlap, tta=tta, target=target,
+                               routing=None if routing is None else routing.value)
     cfg = MetricConfig(tolerance=tolerance, leaderboard=leaderboard, nsd_mode=nsd_mode.value if nsd_mode else None)
     with new_output_dir(out):  # created once the inputs are valid; removed again if nothing was written
         if predictor is not None:
             with _progress() as bar:
-                task = bar.add_task("predict", total=len(files))
+                passes = 2 if getattr(predictor, "batch_routed", False) else 1  # batch routing: classify, segment
+                task = bar.add_task("predict", total=len(files) * passes)
                 written = predict_files(predictor, files, out / "predictions", keep_masks=True,
                                         progress=lambda k: bar.advance(task, k), on_error=on_error.value,
                                         skipped=not_segmented)

@@ -10,6 +10,11 @@ class OnErrorOpt(str, Enum):
     skip = "skip"
 
 
+class RoutingOpt(str, Enum):
+    image = "image"
+    batch = "batch"
+
+
 class MaskModeOpt(str, Enum):
     strict = "strict"
     nonzero = "nonzero"

@@ -143,6 +143,9 @@ class UniversalConfig(Strict):
     margin: float = Field(0.0, ge=0)
     #: the shipped model marks an image as unsure below this task probability (``--min-confidence``'s default)
     min_confidence: float = Field(0.5, ge=0, le=1)
+    #: the temperature of the task posteriors that ``--routing batch`` adapts, per classifier (``main``, ``fast``;
+    #: missing: 1), fitted on leave-datasets-out folds by ``benchmarks/batch_routing.py``
+    routing_temperature: dict[Literal["main", "fast"], float] = Field(default_factory=dict)
     #: LiteMedSAM with ground-truth boxes and with the image-region box on the same test images: ``score`` them
     #: here, or read the per-image CSVs ``benchmarks/eval_lite_medsam.py`` wrote for the reference split
     #: (``<folder>/lite_medsam_{gt_box,whole_image}_per_image.csv``: the same code path, weights and images)
@@ -174,8 +177,8 @@ STAGE_INPUTS["selection"] = (*STAGE_INPUTS["head"], "specialists", "margin")
 STAGE_INPUTS["classifier"] = (*STAGE_INPUTS["head"], "classifier")
 STAGE_INPUTS["fast"] = (*STAGE_INPUTS["embeddings"], "fast")
 STAGE_INPUTS["fast_head"] = (*STAGE_INPUTS["classifier"], "fast")  # fine-tuned from the refitted head
-STAGE_INPUTS["model"] = (*STAGE_INPUTS["selection"], "classifier", "fast", "min_confidence")
-STAGE_INPUTS["universal_scores"] = STAGE_INPUTS["model"]
+STAGE_INPUTS["universal_scores"] = (*STAGE_INPUTS["selection"], "classifier", "fast", "min_confidence")
+STAGE_INPUTS["model"] = (*STAGE_INPUTS["universal_scores"], "routing_temperature")  # scores route per image
 
 
 def load_universal_config(path: str | Path, overrides: list[str] | None = None) -> UniversalConfig:
@@ -532,7 +535,9 @@ class UniversalExperiment(StagedExperiment):
                                                                            "options": {**self.cfg.encoder, **enc}}})
         return save_universal(out, head=self.stage_classifier(), specialists=specialists, engines=engines,
                               **fast_parts,
-                              extra={"min_confidence": self.cfg.min_confidence, "target_of": self.cfg.data.target_of,
+                              extra={"min_confidence": self.cfg.min_confidence,
+                                     "routing_temperature": dict(self.cfg.routing_temperature),
+                                     "target_of": self.cfg.data.target_of,
                                      "trained_on": {"split": "reference split (seed "
                                                              f"{self.cfg.seed}, test {self.cfg.split.test}, val "
                                                              f"{self.cfg.split.val})",

@@ -288,7 +288,10 @@ def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[di
         "## Intended use", "",
         "**Research only — not for diagnosis or any clinical decision.** It segments the targets it was trained on "
         "(table below) in images like the training images. An image of another kind still gets the most probable "
-        "known task; `--min-confidence` lists those the classifier is unsure of. Check every mask you use.", "",
+        "known task; `--min-confidence` lists those the classifier is unsure of. A folder of one dataset from a "
+        "camera or site the model never saw: `--routing batch` lets the images share a task prior, so an image the "
+        "classifier finds ambiguous takes the folder's task (not for folders mixing datasets). Check every mask you "
+        "use.", "",
         "## Training data", "",
         "Public datasets (`../shared/data`, longest side ≤ 512 px), split per dataset with the benchmarks' reference "
         "split (seeded, group-aware, stratified: 70 % train, 10 % validation, 20 % test). Validation chose the "

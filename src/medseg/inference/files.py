@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -17,6 +17,7 @@ from medseg.data.readers import get_reader
 from medseg.data.readers.base import DicomWindow, file_extension
 from medseg.errors import InvalidInputError
 from medseg.inference.predictor import Predictor
+from medseg.inference.spool import EmbeddingSpool
 from medseg.ops.boundary import overlay_contours
 from medseg.utils.atomic import atomic_path
 
@@ -152,29 +153,70 @@ def predict_files(predictor: Predictor | UniversalPredictor, files: Sequence[tup
         dicom_window: window for DICOM inputs (see :func:`medseg.data.load_samples`).
         keep_masks: also return each file's masks in memory (``FilePrediction.masks``), e.g. to score them as
             predicted (``medseg evaluate --model``).
+
+    A :class:`UniversalPredictor` with batch routing (``routing="batch"``) makes two passes: every file is read and
+    classified first (``progress`` advances once per file), its embeddings spooled to a temporary folder, then
+    every file is segmented under the task prior of all of them (``progress`` advances again): twice as many
+    progress steps as files. Files that fail in the first pass are not part of the batch.
     """
     out_dir = Path(out_dir)
     names = output_names(files)
     results = []
-    for path, _ in files:
-        try:
-            result = _predict_file(predictor, path, out_dir / names[path], prompt_masks, dicom_window)
-            results.append(result if keep_masks else replace(result, masks=None))
-        except InvalidInputError as exc:
-            if on_error != "skip":
-                raise
-            if skipped is not None:
-                skipped.append((path, exc.problem))
-        if progress is not None:
-            progress(1)
+    if not getattr(predictor, "batch_routed", False):
+        for path, _ in files:
+            result = _guard(lambda p=path: _predict_file(predictor, p, out_dir / names[p], prompt_masks, dicom_window),
+                            path, on_error, skipped)
+            if result is not None:
+                results.append(result if keep_masks else replace(result, masks=None))
+            if progress is not None:
+                progress(1)
+        return results
+    with EmbeddingSpool() as spool:
+        probs: dict[Path, np.ndarray] = {}
+        for key, (path, _) in enumerate(files):
+            p = _guard(lambda k=key, f=path: predictor.encode_into(list(_read_images(f, dicom_window)[2]), spool, k),
+                       path, on_error, skipped)
+            if p is not None:
+                probs[path] = p
+            if progress is not None:
+                progress(1)
+        prior = predictor.batch_prior(np.concatenate(list(probs.values()))) if probs else None
+        for key, (path, _) in enumerate(files):
+            if path in probs:
+                result = _guard(lambda k=key, f=path: _predict_file(
+                    predictor, f, out_dir / names[f], prompt_masks, dicom_window, embeddings=spool.get(k),
+                    task_prior=prior), path, on_error, skipped)
+                if result is not None:
+                    results.append(result if keep_masks else replace(result, masks=None))
+            if progress is not None:
+                progress(1)
     return results
 
 
-def _predict_file(predictor: Predictor | UniversalPredictor, path: Path, name: Path,
-                  prompt_masks: dict[Path, Path] | None, dicom_window: DicomWindow) -> FilePrediction:
+def _guard(work: Callable[[], object], path: Path, on_error: str, skipped: list[tuple[Path, str]] | None) -> Any:
+    """``work()``, or with ``on_error="skip"`` ``None`` when it raises :class:`InvalidInputError` (the file and
+    its problem appended to ``skipped``)."""
+    try:
+        return work()
+    except InvalidInputError as exc:
+        if on_error != "skip":
+            raise
+        if skipped is not None:
+            skipped.append((path, exc.problem))
+        return None
+
+
+def _read_images(path: Path, dicom_window: DicomWindow) -> tuple[Any, Any, np.ndarray]:
+    """(reader, volume, (Z, H, W, 3) uint8 images) of an input file."""
     reader = get_reader(path, dicom_window=dicom_window)
     vol = reader.read(path)
-    images = to_uint8_rgb(vol.data, path)
+    return reader, vol, to_uint8_rgb(vol.data, path)
+
+
+def _predict_file(predictor: Predictor | UniversalPredictor, path: Path, name: Path,
+                  prompt_masks: dict[Path, Path] | None, dicom_window: DicomWindow,
+                  **batch: Any) -> FilePrediction:
+    reader, vol, images = _read_images(path, dicom_window)
     boxes, note = None, None
     if prompt_masks and path in prompt_masks:
         labels, _ = read_mask(prompt_masks[path], "nonzero")
@@ -184,7 +226,7 @@ def _predict_file(predictor: Predictor | UniversalPredictor, path: Path, name: P
         boxes = [boxes_from_mask(m) for m in labels]
         if not any(len(b) for b in boxes):
             note = f"its prompt mask {prompt_masks[path]} has no foreground: segmented prompt-free"
-    preds = predictor.predict(list(images), boxes)
+    preds = predictor.predict(list(images), boxes, **batch)
     masks = np.stack([p.mask for p in preds])
     dest = reader.write_mask(masks[0] if masks.shape[0] == 1 else masks,
                              name.with_name(name.name + file_extension(path)), source=vol)

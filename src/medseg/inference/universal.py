@@ -5,6 +5,12 @@ its probability → the task's engine segments it: the head on the same embeddin
 specialist by sliding windows. Images given boxes (a person's correction) get LiteMedSAM's box-prompted masks
 instead. Each :class:`Prediction` says the task, its probability, the engine, and whether the classifier was at
 least ``min_confidence`` sure.
+
+Routing is per image by default. With ``routing="batch"`` the images predicted together (one ``predict`` call, or
+every file of one ``medseg predict``) also share a task prior: the classifier's posteriors, tempered by the model's
+``routing_temperature``, go through EM label-shift adaptation (:mod:`medseg.routing.label_shift`), and each image
+takes the task of its adjusted posterior. This needs two passes (classify all, then segment); the embeddings of the
+first are kept in an on-disk :class:`~medseg.inference.spool.EmbeddingSpool`, so the encoder runs once per image.
 """
 
 from __future__ import annotations
@@ -17,8 +23,13 @@ import torch
 
 from medseg.data.geometry import letterbox_image, unletterbox_logits
 from medseg.inference.predictor import Prediction, Predictor
+from medseg.inference.spool import EmbeddingSpool
 from medseg.models.adapters import EmbeddingHead
 from medseg.models.universal import UniversalModel
+from medseg.routing.label_shift import adapt_prior, adjust_posteriors, temper
+
+#: how images are routed to tasks: each on its own, or sharing the task prior of the batch
+ROUTING_MODES = ("image", "batch")
 
 
 class UniversalPredictor:
@@ -38,12 +49,21 @@ class UniversalPredictor:
             the head) for every task, no specialist; boxes then go through LiteMedSAM's decoder on that embedding.
         keep_specialists: with ``fast``, the tasks whose engine is a specialist keep it (the fast encoder then only
             names their task); the other tasks run the fast head.
+        routing: ``image`` (each image's own most probable task) or ``batch`` (the images of one ``predict`` call
+            share a task prior; see the module docstring). Ignored when ``task`` is given.
+        routing_temperature: the temperature of the posteriors that batch routing adapts (< 1 sharpens; the
+            model folder's ``routing_temperature``, fitted on datasets the classifier never saw).
     """
 
     def __init__(self, model: UniversalModel, *, device: str | torch.device = "cpu", threshold: float = 0.5,
                  batch_size: int = 8, engine: str = "optimized", min_confidence: float = 0.0,
-                 task: str | None = None, fast: bool = False, keep_specialists: bool = False) -> None:
+                 task: str | None = None, fast: bool = False, keep_specialists: bool = False,
+                 routing: str = "image", routing_temperature: float = 1.0) -> None:
         _check_task(model, task)
+        if routing not in ROUTING_MODES:
+            raise ValueError(f"unknown routing {routing!r}; use one of {', '.join(ROUTING_MODES)}")
+        if not routing_temperature > 0:
+            raise ValueError(f"routing_temperature must be positive, got {routing_temperature}")
         if fast and model.student is None:
             raise ValueError("this universal model has no student encoder, so no --fast mode")
         if keep_specialists and not fast:
@@ -53,6 +73,7 @@ class UniversalPredictor:
         self.model = model.eval().to(device)
         self.device, self.threshold, self.batch_size = torch.device(device), threshold, batch_size
         self.min_confidence, self.task = min_confidence, task
+        self.routing, self.routing_temperature = routing, routing_temperature
         self.img_size = model.img_size
         engine = "optimized" if engine == "auto" else engine
         # LiteMedSAM as the box-prompted predictor runs it; its prepared encoder also feeds the head
@@ -70,7 +91,8 @@ class UniversalPredictor:
     @classmethod
     def from_folder(cls, spec: str = "universal", **kwargs: object) -> UniversalPredictor:
         """The predictor of a ``universal`` model folder (default: the one shipped with medseg) in one line, with
-        the folder's ``min_confidence`` unless given; ``kwargs`` as the constructor's (``device``, ``fast``, …).
+        the folder's ``min_confidence`` and ``routing_temperature`` unless given; ``kwargs`` as the constructor's
+        (``device``, ``fast``, ``routing``, …).
 
         Example::
 
@@ -83,6 +105,7 @@ class UniversalPredictor:
         if loaded.name != "universal":
             raise ValueError(f"{spec} is a {loaded.name} model, not a universal one")
         kwargs.setdefault("min_confidence", float(loaded.meta.get("min_confidence", 0.5)))
+        kwargs.setdefault("routing_temperature", routing_temperature_of(loaded.meta, bool(kwargs.get("fast"))))
         return cls(loaded.model, **kwargs)  # type: ignore[arg-type]
 
     @property
@@ -97,18 +120,61 @@ class UniversalPredictor:
         other.task = task
         return other
 
+    @property
+    def batch_routed(self) -> bool:
+        """Whether ``predict`` routes by the batch's task prior (``routing="batch"`` and no fixed task)."""
+        return self.routing == "batch" and self.task is None
+
     def predict(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray | None] | None = None,
-                progress: Callable[[int], None] | None = None) -> list[Prediction]:
+                progress: Callable[[int], None] | None = None, *, embeddings: np.ndarray | None = None,
+                task_prior: np.ndarray | None = None) -> list[Prediction]:
         """Masks for (H, W, 3) uint8 ``images`` (sizes may differ); ``boxes[i]``: (K, 4) xyxy boxes in image ``i``'s
-        frame for LiteMedSAM's box-prompted mask, or ``None``."""
+        frame for LiteMedSAM's box-prompted mask, or ``None``.
+
+        With batch routing and no ``task_prior`` the images are one batch: all are classified first (their
+        embeddings spooled to disk), then segmented under the batch's prior. ``embeddings`` (N, C, h, w) from
+        :meth:`encode_into` skip the encoder; ``task_prior`` (K,) from :meth:`batch_prior` routes by that prior
+        (batches spanning several calls, e.g. files).
+        """
+        if self.batch_routed and task_prior is None and len(images):
+            with EmbeddingSpool() as spool:
+                probs = self.encode_into(images, spool, 0)
+                return self.predict(images, boxes, progress, embeddings=spool.get(0),
+                                    task_prior=self.batch_prior(probs))
         out: list[Prediction] = []
         for start in range(0, len(images), self.batch_size):
             chunk = list(images[start:start + self.batch_size])
             chunk_boxes = [None] * len(chunk) if boxes is None else list(boxes[start:start + len(chunk)])
-            out += self._predict_chunk(chunk, chunk_boxes)
+            emb = None if embeddings is None else torch.from_numpy(  # a copy: the spool is read-only
+                np.array(embeddings[start:start + len(chunk)], dtype=np.float32)).to(self.device)
+            out += self._predict_chunk(chunk, chunk_boxes, emb, task_prior)
             if progress is not None:
                 progress(len(chunk))
         return out
+
+    @torch.inference_mode()
+    def encode_into(self, images: Sequence[np.ndarray], spool: EmbeddingSpool, key: int) -> np.ndarray:
+        """First pass of batch routing: the images' embeddings into ``spool`` entry ``key`` ((N, C, h, w) float32)
+        and their task posteriors.
+
+        Returns:
+            (N, K) float64 the classifier's posteriors (untempered).
+        """
+        probs, out = [], None
+        for start in range(0, len(images), self.batch_size):
+            emb, _ = self._encode(list(images[start:start + self.batch_size]))
+            if out is None:
+                out = spool.create(key, (len(images), *emb.shape[1:]))
+            out[start:start + len(emb)] = emb.cpu().numpy()
+            probs.append(torch.softmax(self._head.task_logits(emb).float(), dim=1).double().cpu().numpy())
+        if out is not None:
+            out.flush()
+        return np.concatenate(probs) if probs else np.zeros((0, len(self.tasks)))
+
+    def batch_prior(self, probs: np.ndarray) -> np.ndarray:
+        """(K,) the task prior of a batch from its (N, K) posteriors (:meth:`encode_into`'s), tempered by
+        ``routing_temperature`` then adapted by EM."""
+        return adapt_prior(temper(probs, self.routing_temperature)).prior
 
     @torch.inference_mode()
     def classify(self, images: Sequence[np.ndarray]) -> list[tuple[str, float]]:
@@ -124,12 +190,19 @@ class UniversalPredictor:
         return self._encoder.encode(x).float(), [p[1] for p in prepped]  # type: ignore[attr-defined]
 
     @torch.inference_mode()
-    def _predict_chunk(self, chunk: list[np.ndarray], boxes: list[np.ndarray | None]) -> list[Prediction]:
-        emb, geos = self._encode(chunk)
+    def _predict_chunk(self, chunk: list[np.ndarray], boxes: list[np.ndarray | None],
+                       emb: torch.Tensor | None = None, task_prior: np.ndarray | None = None) -> list[Prediction]:
+        if emb is None:
+            emb, geos = self._encode(chunk)
+        else:
+            geos = [letterbox_image(img, self.img_size)[1] for img in chunk]
         head = self._head
         probs = torch.softmax(head.task_logits(emb).float(), dim=1)
         if self.task is not None:
             task = torch.full((len(chunk),), self.tasks.index(self.task), dtype=torch.int64, device=emb.device)
+        elif task_prior is not None:
+            adjusted = adjust_posteriors(temper(probs.double().cpu().numpy(), self.routing_temperature), task_prior)
+            task = torch.from_numpy(adjusted.argmax(1)).to(emb.device)
         else:
             task = probs.argmax(dim=1)
         result: list[Prediction | None] = [None] * len(chunk)
@@ -151,7 +224,7 @@ class UniversalPredictor:
             elif self.engines[name] == "specialist":
                 p = self._specialists[name].predict([chunk[i]])[0]
                 result[i] = Prediction(p.mask, p.prob, name, float(probs[i, int(task[i])]), "specialist",
-                                       float(probs[i].max()) >= self.min_confidence)
+                                       self._confident(probs[i], int(task[i])))
             else:  # boxes given but empty: prompt-free as usual
                 lg = head.forward_all(emb[i:i + 1], task[i:i + 1]).logits
                 lg = unletterbox_logits(lg.float(), geos[i])[0, 0]
@@ -163,7 +236,18 @@ class UniversalPredictor:
         prob = torch.sigmoid(logits.float()).cpu().numpy()
         k = int(task[i])
         return Prediction(prob > self.threshold, prob, self.tasks[k], float(probs[i, k]), engine,
-                          float(probs[i].max()) >= self.min_confidence)
+                          self._confident(probs[i], k))
+
+    def _confident(self, probs: torch.Tensor, k: int) -> bool:
+        """The classifier gave the image's task (its own choice) at least ``min_confidence``; with a fixed
+        ``task``: its own most probable task, as before."""
+        return float(probs[k] if self.task is None else probs.max()) >= self.min_confidence
+
+
+def routing_temperature_of(meta: dict, fast: bool = False) -> float:
+    """A universal model folder's ``routing_temperature`` for its main (or ``fast``) classifier; 1 if it has none."""
+    t = meta.get("routing_temperature") or {}
+    return float(t.get("fast" if fast else "main", 1.0)) if isinstance(t, dict) else float(t)
 
 
 def _check_task(model: UniversalModel, task: str | None) -> None:
