@@ -3,6 +3,7 @@ pooled cached embeddings of every split, and the recipe's classifier refit witho
 
 from __future__ import annotations
 
+import argparse
 import copy
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,20 @@ from medseg.experiments.universal import UniversalExperiment, load_universal_con
 from medseg.models.io import load_model
 from medseg.training.dataset import open_cache
 from medseg.training.task_classifier import fit_task_classifier, pooled_embeddings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def add_lodo_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options every leave-datasets-out study takes: the recipe, the head, the encoder, the folds, the seeds."""
+    ap.add_argument("--config", type=Path, default=REPO / "configs/universal-cpu.yaml")
+    ap.add_argument("--head", type=Path, default=REPO / "src/medseg/assets/universal/head",
+                    help="a head model folder: its task list and classifier shape (its weights are re-initialised)")
+    ap.add_argument("--encoder", choices=("main", "fast"), default="main",
+                    help="the embeddings the classifier reads: the canvas (256²) or the --fast encoder's")
+    ap.add_argument("--folds", nargs="+", default=["ph2,chasedb1", "isic2017,drive"],
+                    help="comma-separated datasets held out together")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
 
 
 class LodoSetup:

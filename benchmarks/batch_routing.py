@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from _common import emit
-from _lodo import LodoSetup
+from _lodo import LodoSetup, add_lodo_arguments
 from lodo_routing import route_test
 from medseg.models.io import load_model
 from medseg.routing.label_shift import adapt_prior, fit_temperature, temper
@@ -65,12 +65,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", type=Path, default=REPO / "configs/universal-cpu.yaml")
-    ap.add_argument("--head", type=Path, default=REPO / "src/medseg/assets/universal/head",
-                    help="a head model folder: its task list and classifier shape (its weights are re-initialised)")
-    ap.add_argument("--encoder", choices=("main", "fast"), default="main")
-    ap.add_argument("--folds", nargs="+", default=["ph2,chasedb1", "isic2017,drive"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    add_lodo_arguments(ap)
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 32])
     ap.add_argument("--temperature", type=float, default=None,
                     help="use this temperature everywhere instead of the fitted ones (1: the raw posteriors)")

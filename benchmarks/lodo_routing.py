@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from _common import emit
-from _lodo import LodoSetup
+from _lodo import LodoSetup, add_lodo_arguments
 from medseg.experiments.universal_report import read_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,14 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", type=Path, default=REPO / "configs/universal-cpu.yaml")
-    ap.add_argument("--head", type=Path, default=REPO / "src/medseg/assets/universal/head",
-                    help="a head model folder: its task list and classifier shape (its weights are re-initialised)")
-    ap.add_argument("--encoder", choices=("main", "fast"), default="main",
-                    help="the embeddings the classifier reads: the canvas (256²) or the --fast encoder's")
-    ap.add_argument("--folds", nargs="+", default=["ph2,chasedb1", "isic2017,drive"],
-                    help="comma-separated datasets held out together")
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    add_lodo_arguments(ap)
     ap.add_argument("--label-smoothing", nargs="+", type=float, default=[0.0, 0.1],
                     help="the variants; the first is the baseline")
     ap.add_argument("--test", action="store_true", help="also route the first fold's test images (see above)")

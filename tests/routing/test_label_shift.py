@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -43,7 +45,7 @@ def test_order_of_the_images_does_not_matter(seed: int, n: int) -> None:
 def test_likelihood_never_decreases_step_by_step() -> None:
     p = _probs(3, 25, 5)
     values = [batch_log_likelihood(p, adapt_prior(p, max_iter=i, tol=0).prior) for i in range(1, 30)]
-    assert all(b >= a - 1e-12 for a, b in zip(values, values[1:], strict=False))
+    assert all(b >= a - 1e-12 for a, b in itertools.pairwise(values))
 
 
 def test_an_ambiguous_image_leans_to_the_batch_task_a_confident_one_keeps_its_own() -> None:
