@@ -88,6 +88,8 @@ def test_a_single_image_or_a_fixed_task_routes_as_alone(folder: Path) -> None:
     assert batch.predict(images[-1:])[0].task == "vessels"  # a batch of one: its own most probable task
     assert not batch.with_task("lungs").batch_routed
     assert batch.predict([]) == []
+    with pytest.raises(ValueError, match="2 embeddings for 1 images"):
+        batch.predict(images[:1], embeddings=np.zeros((2, 1, 1, 1), np.float32), task_prior=np.array([0.5, 0.5]))
     with pytest.raises(ValueError, match="unknown routing"):
         UniversalPredictor(model, routing="folder")
     with pytest.raises(ValueError, match="positive"):

@@ -141,6 +141,9 @@ class UniversalPredictor:
                 probs = self.encode_into(images, spool, 0)
                 return self.predict(images, boxes, progress, embeddings=spool.get(0),
                                     task_prior=self.batch_prior(probs))
+        if embeddings is not None and len(embeddings) != len(images):
+            raise ValueError(f"{len(embeddings)} embeddings for {len(images)} images (did the input change between "
+                             "the two passes of batch routing?)")
         out: list[Prediction] = []
         for start in range(0, len(images), self.batch_size):
             chunk = list(images[start:start + self.batch_size])
