@@ -244,3 +244,42 @@ def test_the_fast_mode_is_served_only_for_a_universal_model_that_has_one(tmp_pat
     assert fast.predictor.engines == {"lungs": "head", "vessels": "specialist"}
     with pytest.raises(InvalidInputError, match="no student encoder"):
         Segmenter(load_model(make_tiny_universal(tmp_path / "p")), fast=True)
+
+
+def test_routing_the_uploads_as_one_dataset_moves_the_ambiguous_one_and_can_be_undone(served) -> None:
+    """Five uploads the classifier calls lungs and one it leans to call vessels: routed as one batch, the sixth
+    is segmented again as lungs (the predictor's own mask for that task), and Undo brings its first answer back."""
+    from tests.inference.test_batch_routing import LOGITS, _images, _scripted
+
+    client, _, _ = served
+    segmenter = client.app.state.segmenter
+    images = _images()
+    _scripted(segmenter.predictor, images, LOGITS)
+    ids = []
+    for i, img in enumerate(images):
+        r = _upload(client, f"case{i}.png", _png_bytes(img))
+        assert r.status_code == 200, r.text
+        ids.append(r.json()["id"])
+    assert [client.get(f"/api/results/{i}").json()["task"] for i in ids] == ["lungs"] * 5 + ["vessels"]
+    before = client.get(f"/api/results/{ids[-1]}/mask.png").content
+    out = client.post("/api/route-batch").json()
+    assert out["images"] == 6 and out["prior"]["lungs"] > 0.9
+    assert [(c["id"], c["from"], c["to"]) for c in out["changed"]] == [(ids[-1], "vessels", "lungs")]
+    moved = out["results"][0]
+    assert moved["task"] == "lungs" and moved["engine"] == "head" and moved["can_undo"] and not moved["confident"]
+    forced = segmenter.predictor.with_task("lungs").predict([images[-1]])[0].mask
+    got = np.asarray(Image.open(io.BytesIO(client.get(f"/api/results/{ids[-1]}/mask.png").content))) > 0
+    np.testing.assert_array_equal(got, forced)
+    assert client.post("/api/route-batch").json()["changed"] == []  # routing again changes nothing
+    undone = client.post(f"/api/results/{ids[-1]}/undo").json()
+    assert undone["task"] == "vessels" and client.get(f"/api/results/{ids[-1]}/mask.png").content == before
+    assert "probs" not in json.dumps(client.get("/api/results").json())
+
+
+def test_routing_as_one_dataset_is_refused_for_other_models(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("medseg.weights.fetch_weights", tiny_lite_medsam_state)
+    loaded = load_model(make_tiny_universal(tmp_path) / "head")
+    app = create_app(Segmenter(loaded), store=ResultStore(tmp_path / "srv"))
+    with TestClient(app) as client:
+        r = client.post("/api/route-batch")
+        assert r.status_code == 409 and "universal model only" in r.json()["detail"]

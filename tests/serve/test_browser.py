@@ -1,8 +1,8 @@
 """The page in a real browser: headless Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by Selenium)
 against a real uvicorn server on loopback. It drops two real images (``../shared/data``; synthetic ones without it),
-waits for both overlays, draws a box on one, undoes it, downloads the ZIP and checks its contents, and saves
-screenshots (``$MEDSEG_SCREENSHOTS`` or the test's temporary folder). ``$MEDSEG_SERVE_MODEL`` serves a real model
-(e.g. ``universal``) instead of the test-scale one."""
+waits for both overlays, draws a box on one, undoes it, routes both as one dataset, downloads the ZIP and checks its
+contents, and saves screenshots (``$MEDSEG_SCREENSHOTS`` or the test's temporary folder). ``$MEDSEG_SERVE_MODEL``
+serves a real model (e.g. ``universal``) instead of the test-scale one."""
 
 from __future__ import annotations
 
@@ -156,6 +156,13 @@ def test_drop_see_correct_and_download_in_a_real_browser(server: str, browser, t
     browser.save_screenshot(str(shots / "serve_box.png"))
     browser.find_element(By.ID, "undo").click()
     _wait(lambda: "lite_medsam_box" not in browser.find_element(By.ID, "facts").text, what="the undo")
+
+    # the two images routed as one dataset: the page says what moved (or that nothing did)
+    assert browser.find_element(By.ID, "batch").is_displayed()
+    browser.find_element(By.ID, "route-batch").click()
+    _wait(lambda: "re-routed" in browser.find_element(By.ID, "batch-text").text
+          or "no image changed task (2 routed" in browser.find_element(By.ID, "batch-text").text,
+          what="the batch routing line")
 
     browser.find_element(By.ID, "zip").click()
     path = _wait(lambda: next((p for p in browser.downloads.glob("*.zip")), None), what="the ZIP download")

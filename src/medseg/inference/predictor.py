@@ -26,7 +26,8 @@ class Prediction:
     """One image's result: ``mask`` (H, W) bool, ``prob`` (H, W) float32 foreground probability, and for a task
     model (ESP-MedSAM, ``universal``) the ``task`` it segmented the image as; the ``universal`` model also gives the
     classifier's ``task_probability``, the ``engine`` that segmented it and whether the classifier was
-    ``confident`` (probability ≥ the predictor's ``min_confidence``)."""
+    ``confident`` (probability ≥ the predictor's ``min_confidence``) and ``task_probs``, the classifier's (K,)
+    posterior over every task (what batch routing re-weights)."""
 
     mask: np.ndarray
     prob: np.ndarray
@@ -34,6 +35,7 @@ class Prediction:
     task_probability: float | None = None
     engine: str | None = None
     confident: bool = True
+    task_probs: np.ndarray | None = None
 
 
 class Predictor:

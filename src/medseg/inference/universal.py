@@ -179,6 +179,11 @@ class UniversalPredictor:
         ``routing_temperature`` then adapted by EM."""
         return adapt_prior(temper(probs, self.routing_temperature)).prior
 
+    def batch_routes(self, probs: np.ndarray, task_prior: np.ndarray) -> np.ndarray:
+        """(N,) int64 the task index of each image under a batch's ``task_prior`` (:meth:`batch_prior`): the argmax
+        of its tempered (N, K) posteriors ``probs`` adjusted to that prior."""
+        return adjust_posteriors(temper(probs, self.routing_temperature), task_prior).argmax(1).astype(np.int64)
+
     @torch.inference_mode()
     def classify(self, images: Sequence[np.ndarray]) -> list[tuple[str, float]]:
         """(task, probability) of each image by the classifier (no segmentation)."""
@@ -204,8 +209,7 @@ class UniversalPredictor:
         if self.task is not None:
             task = torch.full((len(chunk),), self.tasks.index(self.task), dtype=torch.int64, device=emb.device)
         elif task_prior is not None:
-            adjusted = adjust_posteriors(temper(probs.double().cpu().numpy(), self.routing_temperature), task_prior)
-            task = torch.from_numpy(adjusted.argmax(1)).to(emb.device)
+            task = torch.from_numpy(self.batch_routes(probs.double().cpu().numpy(), task_prior)).to(emb.device)
         else:
             task = probs.argmax(dim=1)
         result: list[Prediction | None] = [None] * len(chunk)
@@ -227,7 +231,7 @@ class UniversalPredictor:
             elif self.engines[name] == "specialist":
                 p = self._specialists[name].predict([chunk[i]])[0]
                 result[i] = Prediction(p.mask, p.prob, name, float(probs[i, int(task[i])]), "specialist",
-                                       self._confident(probs[i], int(task[i])))
+                                       self._confident(probs[i], int(task[i])), probs[i].cpu().numpy())
             else:  # boxes given but empty: prompt-free as usual
                 lg = head.forward_all(emb[i:i + 1], task[i:i + 1]).logits
                 lg = unletterbox_logits(lg.float(), geos[i])[0, 0]
@@ -239,7 +243,7 @@ class UniversalPredictor:
         prob = torch.sigmoid(logits.float()).cpu().numpy()
         k = int(task[i])
         return Prediction(prob > self.threshold, prob, self.tasks[k], float(probs[i, k]), engine,
-                          self._confident(probs[i], k))
+                          self._confident(probs[i], k), probs[i].cpu().numpy())
 
     def _confident(self, probs: torch.Tensor, k: int) -> bool:
         """The classifier gave the image's task (its own choice) at least ``min_confidence``; with a fixed

@@ -194,6 +194,17 @@ def create_app(segmenter: Segmenter, *, max_upload_mb: float = 50.0, max_queue: 
         await run(lambda: segmenter.correct(r, body.slice, body.box))
         return r.summary()
 
+    @app.post("/api/route-batch")
+    async def route_batch() -> dict[str, Any]:
+        """Route every result so far as one batch (one dataset): see :meth:`Segmenter.route_as_batch`; the
+        changed results' summaries come back under ``results``."""
+        if segmenter.loaded.name != "universal":
+            raise HTTPException(409, f"{segmenter.loaded.name}: routing as one batch applies to the universal model "
+                                     "only")
+        out = await run(lambda: segmenter.route_as_batch(store.all()))
+        ids = list(dict.fromkeys(c["id"] for c in out["changed"]))
+        return {**out, "results": [r.summary() for r in (store.get(i) for i in ids) if r is not None]}
+
     @app.post("/api/results/{rid}/undo")
     def undo(rid: str) -> dict[str, Any]:
         r = result_or_404(rid)

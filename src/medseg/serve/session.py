@@ -44,6 +44,8 @@ class SliceResult:
     probability: float | None
     engine: str
     confident: bool = True
+    #: the classifier's posterior over every task (the universal model), for batch routing; never sent to clients
+    probs: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -227,7 +229,8 @@ class Segmenter:
     def segment(self, path: Path, name: str) -> Result:
         vol, images, reader = self.read(path, name)
         preds = self.predictor.predict(list(images))
-        slices = [SliceResult(p.task, p.task_probability, p.engine or self.loaded.name, p.confident) for p in preds]
+        slices = [SliceResult(p.task, p.task_probability, p.engine or self.loaded.name, p.confident,
+                              None if p.task_probs is None else tuple(float(x) for x in p.task_probs)) for p in preds]
         rid = uuid.uuid4().hex
         folder = path.parent / rid
         folder.mkdir()
@@ -260,11 +263,46 @@ class Segmenter:
         prev = result.slices[z]
         result.history.append((z, result.packed[z], prev))
         result.set_mask(z, pred.mask)
-        result.slices[z] = SliceResult(prev.task, prev.probability, "lite_medsam_box", prev.confident)
+        result.slices[z] = SliceResult(prev.task, prev.probability, "lite_medsam_box", prev.confident, prev.probs)
+
+    def route_as_batch(self, results: list[Result]) -> dict[str, Any]:
+        """Route every result's slices as one batch (the universal model's ``--routing batch``): the task prior of
+        all of them, estimated from the classifier's stored posteriors, and each slice whose task changes under it
+        segmented again as its new task (undoable like a box correction). Slices corrected by a box keep theirs.
+
+        Returns:
+            ``{"images": slices considered, "prior": {task: probability}, "changed": [{"id", "name", "slice",
+            "from", "to"}]}``.
+
+        Raises:
+            InvalidInputError: the model is not the universal one.
+        """
+        if self.loaded.name != "universal":
+            raise InvalidInputError(self.loaded.name, "routing as one batch applies to the universal model only")
+        slots = [(r, z) for r in results for z, sl in enumerate(r.slices)
+                 if sl.probs is not None and sl.engine != "lite_medsam_box"]
+        if not slots:
+            return {"images": 0, "prior": {}, "changed": []}
+        probs = np.array([r.slices[z].probs for r, z in slots], dtype=np.float64)
+        prior = self.predictor.batch_prior(probs)
+        changed = []
+        for j, ((r, z), k) in enumerate(zip(slots, self.predictor.batch_routes(probs, prior), strict=True)):
+            prev, task = r.slices[z], self.tasks[int(k)]
+            if task == prev.task:
+                continue
+            pred = self.predictor.with_task(task).predict([r.image(z)])[0]
+            r.history.append((z, r.packed[z], prev))
+            r.set_mask(z, pred.mask)
+            p = float(probs[j, k])
+            r.slices[z] = SliceResult(task, p, pred.engine or self.loaded.name, p >= self.predictor.min_confidence,
+                                      prev.probs)
+            changed.append({"id": r.id, "name": r.name, "slice": z, "from": prev.task, "to": task})
+        return {"images": len(slots), "prior": {t: float(x) for t, x in zip(self.tasks, prior, strict=True)},
+                "changed": changed}
 
     @staticmethod
     def undo(result: Result) -> bool:
-        """Undo the last box correction; ``False`` when there is none."""
+        """Undo the last box correction or batch re-routing of a slice; ``False`` when there is none."""
         if not result.history:
             return False
         z, packed, info = result.history.pop()

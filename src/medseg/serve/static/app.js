@@ -202,6 +202,23 @@ $("undo").onclick = async () => {
   render(item);
   show(item);
 };
+$("route-batch").onclick = async () => {
+  $("route-batch").disabled = true;
+  $("batch-text").textContent = "routing…";
+  try {
+    const out = await api("/api/route-batch", {method: "POST"});
+    for (const r of out.results) {
+      const item = items.find((i) => i.result && i.result.id === r.id);
+      if (item) { item.result = r; render(item); }
+    }
+    const moves = out.changed.map((c) => `${c.name}: ${c.from} → ${c.to}`);
+    $("batch-text").textContent = out.changed.length
+      ? `${out.changed.length} of ${out.images} re-routed (${moves.slice(0, 3).join("; ")}${moves.length > 3 ? " …" : ""})`
+      : `no image changed task (${out.images} routed as one dataset)`;
+    if (current) show(current);
+  } catch (e) { $("batch-text").textContent = e.message; }
+  $("route-batch").disabled = false;
+};
 $("opacity").oninput = draw;
 $("outline").onchange = draw;
 $("slice").oninput = () => { slice = Number($("slice").value); show(current); };
@@ -213,6 +230,7 @@ drop.addEventListener("drop", (e) => addFiles(e.dataTransfer.files));
 $("files").addEventListener("change", (e) => { addFiles(e.target.files); e.target.value = ""; });
 
 api("/api/models").then((m) => {
+  $("batch").hidden = m.model !== "universal";
   $("model").textContent = `model: ${m.model}` + (m.tasks.length ? ` · ${m.tasks.length} tasks` : "")
     + (m.boxes ? " · box corrections by LiteMedSAM" : "") + ` · uploads up to ${m.max_upload_mb} MB`;
 }).catch((e) => { $("model").textContent = e.message; });
