@@ -49,3 +49,14 @@ def test_black_or_bad_images() -> None:
     assert np.array_equal(transfer_colour(black, ColourStats((100, 128, 128), (10, 5, 5))), black)
     with pytest.raises(ValueError, match="uint8 RGB"):
         transfer_colour(np.zeros((8, 8), np.uint8), ColourStats((1, 1, 1), (1, 1, 1)))
+
+
+def test_an_image_goes_to_the_reference_nearest_its_own_colours() -> None:
+    from medseg.ops.colour_transfer import nearest_reference, transfer_to_nearest
+
+    red, blue = _fundus_like(0, (170, 50, 30)), _fundus_like(1, (40, 60, 160))
+    refs = {"red": colour_stats(_fundus_like(2, (160, 60, 40))), "blue": colour_stats(_fundus_like(3, (50, 70, 150)))}
+    assert nearest_reference(colour_stats(red), refs) == "red" and nearest_reference(colour_stats(blue), refs) == "blue"
+    np.testing.assert_array_equal(transfer_to_nearest(red, refs), transfer_colour(red, refs["red"]))
+    with pytest.raises(ValueError, match="at least one"):
+        nearest_reference(colour_stats(red), {})

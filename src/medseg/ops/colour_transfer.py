@@ -3,6 +3,10 @@ IEEE CG&A 2001): each CIELAB channel of an image's foreground is shifted and sca
 deviation, e.g. those of a model's training images, so an image from another camera reaches the model with the
 colour balance it was trained on. Training-free: a test-time input normalisation.
 
+With several references (one per training dataset, i.e. per camera), :func:`transfer_to_nearest` moves an image to
+the reference closest to its own statistics: an image of a known camera then stays nearly as it is, and one of an
+unknown camera goes to the known camera it resembles most, instead of to an average of cameras that matches none.
+
 The foreground is every pixel whose brightest channel exceeds ``threshold`` (fundus and dermoscopy photographs sit
 in a black field that would otherwise dominate the statistics); the rest is left as it is.
 """
@@ -69,3 +73,17 @@ def transfer_colour(image: np.ndarray, target: ColourStats, threshold: int = 10)
     out = cv2.cvtColor(np.clip(np.rint(lab), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
     out[~fg] = image[~fg]
     return out
+
+
+def nearest_reference(stats: ColourStats, references: dict[str, ColourStats]) -> str:
+    """The name of the reference whose (mean, std) is closest to ``stats`` (Euclidean, the six numbers)."""
+    if not references:
+        raise ValueError("nearest_reference needs at least one reference")
+    here = np.r_[stats.mean, stats.std]
+    return min(references, key=lambda k: float(np.linalg.norm(np.r_[references[k].mean, references[k].std] - here)))
+
+
+def transfer_to_nearest(image: np.ndarray, references: dict[str, ColourStats], threshold: int = 10) -> np.ndarray:
+    """:func:`transfer_colour` to the :func:`nearest_reference` of ``image``'s own statistics."""
+    return transfer_colour(image, references[nearest_reference(colour_stats(image, threshold), references)],
+                           threshold)
