@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from medseg.data.geometry import letterbox_image, unletterbox_logits
+from medseg.data.geometry import letterbox_geometry, letterbox_image, unletterbox_logits
 from medseg.inference.predictor import Prediction, Predictor
 from medseg.inference.spool import EmbeddingSpool
 from medseg.models.adapters import EmbeddingHead
@@ -203,7 +203,7 @@ class UniversalPredictor:
         if emb is None:
             emb, geos = self._encode(chunk)
         else:
-            geos = [letterbox_image(img, self.img_size)[1] for img in chunk]
+            geos = [letterbox_geometry(img.shape[:2], self.img_size) for img in chunk]  # spooled: no canvas
         head = self._head
         probs = torch.softmax(head.task_logits(emb).float(), dim=1)
         if self.task is not None:
@@ -253,8 +253,7 @@ class UniversalPredictor:
 
 def routing_temperature_of(meta: dict, fast: bool = False) -> float:
     """A universal model folder's ``routing_temperature`` for its main (or ``fast``) classifier; 1 if it has none."""
-    t = meta.get("routing_temperature") or {}
-    return float(t.get("fast" if fast else "main", 1.0)) if isinstance(t, dict) else float(t)
+    return float((meta.get("routing_temperature") or {}).get("fast" if fast else "main", 1.0))
 
 
 def _check_task(model: UniversalModel, task: str | None) -> None:

@@ -53,7 +53,11 @@ def adjust_posteriors(probs: np.ndarray, prior: np.ndarray, train_prior: np.ndar
         float64 with rows summing to 1 (a row whose every weighted entry is 0 keeps its input row).
     """
     p = _check_probs(probs)
-    w = np.asarray(prior, dtype=np.float64) / _train_prior(train_prior, p.shape[1])
+    return _adjust(p, np.asarray(prior, dtype=np.float64) / _train_prior(train_prior, p.shape[1]))
+
+
+def _adjust(p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``p`` (checked) re-weighted by ``w = prior / train_prior`` and renormalised per row."""
     q = p * w
     s = q.sum(axis=1, keepdims=True)
     return np.where(s > 0, q / np.where(s > 0, s, 1.0), p)
@@ -80,12 +84,12 @@ def adapt_prior(probs: np.ndarray, train_prior: np.ndarray | None = None, *, max
     if p.shape[0] == 0:
         return LabelShiftResult(p.copy(), prior, 0, True)
     for step in range(1, max_iter + 1):
-        new = adjust_posteriors(p, prior, base).mean(axis=0)
+        new = _adjust(p, prior / base).mean(axis=0)
         moved = float(np.abs(new - prior).max())
         prior = new
         if moved < tol:
-            return LabelShiftResult(adjust_posteriors(p, prior, base), prior, step, True)
-    return LabelShiftResult(adjust_posteriors(p, prior, base), prior, max_iter, False)
+            return LabelShiftResult(_adjust(p, prior / base), prior, step, True)
+    return LabelShiftResult(_adjust(p, prior / base), prior, max_iter, False)
 
 
 def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
