@@ -12,22 +12,30 @@ else equal: data, split, seed, budget) and scores it at native resolution, with 
 * the validation images of the held-out datasets (leave-datasets-out validation: the numbers that decide),
 * the test images of every dataset of the target (reported, never used to decide).
 
-Variants (``SpecialistConfig.augment``): ``reference`` — the reference recipe; ``domain`` — :func:`colour_jitter`
-on half the patches (white balance, saturation, grey, blur, strong brightness/contrast/gamma) and the affine on
-half the patches with scale 0.7–1.4 (vessel calibre in pixels differs between cameras and resolutions).
+Variants (:class:`SpecialistConfig` fields): ``reference`` — the reference recipe; ``domain`` —
+:func:`colour_jitter` on half the patches (white balance, saturation, grey, blur, strong brightness/contrast/gamma)
+and the affine on half the patches with scale 0.7–1.4 (vessel calibre in pixels differs between cameras and
+resolutions); ``reference-ms`` — ``reference`` segmenting each image also at 0.8× and averaging the logits
+(``scales``, multi-scale test-time augmentation); ``ensemble`` — the mean logits of the ``reference`` and
+``domain`` U-Nets (``ensemble_augment``, :mod:`medseg.models.ensemble`); ``ensemble-ms`` — both. The composite
+variants train nothing of their own: their members are the single variants' U-Nets (copied in when trained).
 
 Decision rule, fixed before the first run: a variant is adopted over ``reference`` only if its held-out validation
 Dice (mean over the held-out datasets) is higher and its trained datasets' validation Dice is at most 0.01 lower.
+The composite variants were added after an inference-only probe of scales and of the two U-Nets' mean on the same
+validation images (test printed beside them); the same rule holds for them, and of several adopted variants the
+one with the highest held-out validation Dice is the recipe's.
 
     python benchmarks/heldout_specialist_aug.py [--held-out configs/universal-heldout-cpu.yaml]
         [--target retinal-vessel] [--variant reference --variant domain] [--minutes M | --steps N]
 
 ``--stage in-domain`` then trains a variant on the in-domain config (``configs/universal-cpu.yaml``: every dataset
-of the target) and compares it with the shipped ``universal`` model's specialist on the same validation images
-(rule, fixed before the run: it replaces the shipped one only if it was adopted above and its validation Dice, mean
-over the target's datasets, is at most 0.01 lower) and test images (reported):
+of the target) and compares it with ``reference`` there, the shipped ``universal`` model's specialist (its first
+member when it ships an ensemble), on the same validation images (rule, fixed before the run: the variant replaces
+it only if it was adopted above and its validation Dice, mean over the target's datasets, is at most 0.01 lower)
+and test images (reported):
 
-    python benchmarks/heldout_specialist_aug.py --stage in-domain --variant domain
+    python benchmarks/heldout_specialist_aug.py --stage in-domain --variant domain --variant ensemble-ms
 
 Each variant trains in ``<out_dir>-specialist-aug/<variant>`` (resumable); variants can run as separate processes
 side by side (``--variant domain`` in one, ``--variant reference`` in the other, one thread each), and a last call
@@ -38,44 +46,71 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 from _common import emit, mark_adopted
 from medseg.experiments.universal import SpecialistConfig, UniversalExperiment, load_universal_config
 from medseg.metrics.segmentation import group_means
+from medseg.models.io import is_model_folder
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = "reference"
-SHIPPED = "shipped"
-#: variant name → the specialist's ``augment`` (``AugmentOptions`` fields)
+#: the strong augmentation (``AugmentOptions`` fields)
+DOMAIN: dict[str, Any] = {"flips": True, "rot90": True, "affine_p": 0.5, "scale": [0.7, 1.4], "intensity_p": 0.15,
+                          "gamma_p": 0.3, "colour_p": 0.5}
+#: variant name → the :class:`SpecialistConfig` fields it sets (over the config's own)
 VARIANTS: dict[str, dict[str, Any]] = {
-    BASELINE: SpecialistConfig().augment,
-    "domain": {"flips": True, "rot90": True, "affine_p": 0.5, "scale": [0.7, 1.4], "intensity_p": 0.15,
-               "gamma_p": 0.3, "colour_p": 0.5},
+    BASELINE: {"augment": SpecialistConfig().augment},
+    "domain": {"augment": DOMAIN},
+    "reference-ms": {"augment": SpecialistConfig().augment, "scales": [1.0, 0.8]},
+    "ensemble": {"augment": SpecialistConfig().augment, "ensemble_augment": [DOMAIN]},
+    "ensemble-ms": {"augment": SpecialistConfig().augment, "ensemble_augment": [DOMAIN], "scales": [1.0, 0.8]},
 }
 
 
 def run_variant(config: Path, name: str, target: str, budget: dict[str, Any]) -> list[dict[str, Any]]:
     """Train (or resume, or reuse) ``name``'s specialist on ``config``'s data and score it on the target's
-    validation and test images; per-image rows with variant, split and held_out. ``name`` ``shipped``: the shipped
-    ``universal`` model's specialist, scored only."""
+    validation and test images; per-image rows with variant, split and held_out. A composite variant's members are
+    copied from the single variants' runs where those finished (same settings: the stage record checks it)."""
     from medseg.models.io import load_model
-    from medseg.weights import shipped_model_folder
 
+    exp = variant_experiment(config, name, target, budget)
+    for k, member in enumerate(exp.cfg.specialists[target].members()):
+        mine = exp.out / "specialists" / (target if k == 0 else f"{target}-member{k}")
+        single = next((v for v in VARIANTS if VARIANTS[v] == {"augment": member.augment}), None)
+        theirs = exp.out.parent / str(single) / "specialists" / target
+        if single not in (None, name) and is_model_folder(theirs / "model") and not mine.exists():
+            shutil.copytree(theirs, mine, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+    return score_specialist(exp, load_model(exp.stage_specialists()[target]), target, name)
+
+
+def variant_experiment(config: Path, name: str, target: str, budget: dict[str, Any]) -> UniversalExperiment:
+    """``config``'s experiment with ``target``'s specialist set as variant ``name`` says, in
+    ``<out_dir>-specialist-aug/<name>``, its split stage done."""
     base = load_universal_config(config)
     if target not in base.specialists:
         raise SystemExit(f"--target {target}: {config} has no specialist for it "
                          f"(specialists: {', '.join(base.specialists)})")
-    spec = {**base.specialists[target].model_dump(mode="json"), **budget,
-            "augment": VARIANTS.get(name, base.specialists[target].augment)}
+    spec = {**base.specialists[target].model_dump(mode="json"), **budget, **VARIANTS[name]}
     overrides = [f"out_dir={base.out_dir}-specialist-aug/{name}", f"specialists={json.dumps({target: spec})}"]
     exp = UniversalExperiment(load_universal_config(config, overrides))
     exp.begin()
     exp.stage_split()
-    folder = (shipped_model_folder("universal") / "specialists" / target if name == SHIPPED
-              else exp.stage_specialists()[target])
-    return score_specialist(exp, load_model(folder), target, name)
+    return exp
+
+
+def seed_shipped_reference(config: Path, target: str) -> None:
+    """In-domain, the ``reference`` run is the shipped ``universal`` model's specialist (its first member when it
+    ships an ensemble; the reference recipe on the in-domain config trained it): put it in place."""
+    from medseg.models.ensemble import ensemble_member_folder
+    from medseg.weights import shipped_model_folder
+
+    exp = variant_experiment(config, BASELINE, target, {})
+    folder = exp.out / "specialists" / target / "model"
+    if not is_model_folder(folder):
+        ensemble_member_folder(shipped_model_folder("universal") / "specialists" / target, 0, folder)
 
 
 def score_specialist(exp: UniversalExperiment, loaded: Any, target: str, name: str) -> list[dict[str, Any]]:
@@ -98,7 +133,7 @@ def tables(rows: list[dict[str, Any]], names: list[str]) -> tuple[list[dict[str,
     table = [{"variant": v, "split": s, "dataset": d, "held_out": h, "n": int(n[v, s, d, h]), "dice_true_task": x}
              for (v, s, d, h), x in group_means(rows, by).items()]
     means = group_means(rows, ("variant", "split", "held_out"), within="dataset")  # every dataset weighs the same
-    summary = [{"variant": v, "augment": json.dumps(VARIANTS.get(v, "the shipped model's")),
+    summary = [{"variant": v, "settings": json.dumps(VARIANTS[v]),
                 "val_trained": means.get((v, "val", False), float("nan")),
                 "val_held_out": means.get((v, "val", True), float("nan")),
                 "test_trained": means.get((v, "test", False), float("nan")),
@@ -128,14 +163,15 @@ def main() -> None:
 
     budget = {"minutes": args.minutes} if args.minutes else {"steps": args.steps} if args.steps else {}
     if args.stage == "in-domain":
-        names = [SHIPPED, *(args.variant or ["domain"])]
+        seed_shipped_reference(args.in_domain, args.target)
+        names = [BASELINE, *(v for v in args.variant or ["domain"] if v != BASELINE)]
         rows = [r for name in names for r in run_variant(args.in_domain, name, args.target, budget)]
         table, summary = tables(rows, names)
         for s in summary:  # every dataset is trained on: no held-out columns
             del s["val_held_out"], s["test_held_out"]
-            s["replace"] = s["variant"] != SHIPPED and s["val_trained"] >= summary[0]["val_trained"] - 0.01
-        print(f"{args.target} specialists trained on every dataset of the target vs the shipped one; Dice with the "
-              "true task, native resolution; means over datasets")
+            s["replace"] = s["variant"] != BASELINE and s["val_trained"] >= summary[0]["val_trained"] - 0.01
+        print(f"{args.target} specialists trained on every dataset of the target vs the reference run (the "
+              "shipped model's specialist); Dice with the true task, native resolution; means over datasets")
         emit("In-domain specialist augmentation", table, args.out / "universal-cpu")
         emit("In-domain specialist augmentation summary", summary, args.out / "universal-cpu")
         return
@@ -146,6 +182,10 @@ def main() -> None:
     rows = [r for name in VARIANTS for r in run_variant(args.held_out, name, args.target, budget)]
     table, summary = tables(rows, list(VARIANTS))
     mark_adopted(summary, "variant", BASELINE)
+    adopted = [s for s in summary if s["adopt"]]
+    chosen = max(adopted, key=lambda s: s["val_held_out"])["variant"] if adopted else BASELINE
+    for s in summary:  # of the adopted variants, the best on the held-out validation images
+        s["chosen"] = s["variant"] == chosen
     print(f"{args.target} specialists trained without the held-out datasets; Dice with the true task, native "
           "resolution; means over datasets")
     emit("Held-out specialist augmentation", table, args.out / "universal-heldout-cpu")

@@ -3,6 +3,9 @@ of its ``model.json`` (which pins every part's weights) in ``medseg.weights.SHIP
 
     python benchmarks/ship_model.py runs/universal-cpu/model --name universal [--max-mb 60]
     python benchmarks/ship_model.py FOLDER --meta 'routing_temperature={"main": 0.25}'   # set model.json fields
+    python benchmarks/ship_model.py src/medseg/assets/universal --part \
+        specialists/retinal-vessel=runs/universal-cpu-specialist-aug/ensemble-ms/specialists/retinal-vessel-combined/model
+    # (--part replaces parts of a universal folder first: e.g. a retrained specialist)
 
 Refuses a folder whose parts fail their hash checks or that is larger than ``--max-mb``.
 """
@@ -13,9 +16,11 @@ import argparse
 import json
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 from medseg.models.io import load_model
+from medseg.models.universal import replace_parts
 from medseg.utils.atomic import atomic_write_text
 from medseg.weights import sha256_file
 
@@ -29,7 +34,20 @@ def main() -> None:
     ap.add_argument("--max-mb", type=float, default=60.0)
     ap.add_argument("--meta", nargs="*", default=[], metavar="KEY=JSON",
                     help="set (or replace) top-level fields of the shipped model.json (not its parts' hashes)")
+    ap.add_argument("--part", nargs="*", default=[], metavar="PART=FOLDER",
+                    help="replace a part of a universal model folder (e.g. specialists/retinal-vessel=runs/…/model; "
+                         "medseg.models.universal.replace_parts) before shipping")
     args = ap.parse_args()
+    parts = dict(item.partition("=")[::2] for item in args.part)
+    if any(not k or not v for k, v in parts.items()):
+        raise SystemExit(f"--part takes PART=FOLDER, got {args.part}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if parts:
+            args.folder = replace_parts(args.folder, Path(tmp) / "model", parts)
+        ship(args)
+
+
+def ship(args: argparse.Namespace) -> None:
     meta = {}
     for item in args.meta:
         key, _, value = item.partition("=")

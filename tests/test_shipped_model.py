@@ -20,6 +20,16 @@ def test_the_shipped_folder_is_registered_and_small() -> None:
     assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 60e6
 
 
+def test_the_shipped_vessel_specialist_is_two_unets_fed_at_two_scales() -> None:
+    """The recipe's retinal-vessel specialist (``configs/universal-cpu.yaml``): the reference and the strongly
+    augmented U-Net, logits averaged, each image also segmented at 0.8×."""
+    from medseg.models.io import load_model
+
+    loaded = load_model(shipped_model_folder("universal") / "specialists" / "retinal-vessel")
+    assert loaded.name == "ensemble" and loaded.scales == (1.0, 0.8) and loaded.tile == 256
+    assert len(loaded.model.members) == 2
+
+
 def test_a_changed_model_json_is_refused(monkeypatch) -> None:
     monkeypatch.setitem(SHIPPED_MODELS, "universal", "0" * 64)
     with pytest.raises(InvalidInputError, match="reinstall medseg"):

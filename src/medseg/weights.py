@@ -94,7 +94,7 @@ register_weights(WeightSpec(
 
 #: models trained by medseg and shipped inside the package (``medseg/assets/<name>/``): the sha256 of the folder's
 #: ``model.json``, which pins the sha256 of every part's weights (:mod:`medseg.models.universal`)
-SHIPPED_MODELS: dict[str, str] = {"universal": "9e8348d72e2cf9a3fff4e994eef0c9264dee20063db1bdc78a573b91a9f02f63"}
+SHIPPED_MODELS: dict[str, str] = {"universal": "16ebf6c12e50021144522acc99e4ddc91e04b5b9b0f9691ec4516faa70dfdc6c"}
 
 
 def shipped_model_folder(name: str) -> Path:

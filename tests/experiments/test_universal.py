@@ -297,3 +297,31 @@ def test_the_resized_fast_encoder_gets_a_fine_tuned_head_and_ships_no_encoder_we
     UniversalExperiment(load_universal_config(_held_out_config(
         tmp_path, root, "fast", classifier={"views": ["none"], "steps": 5}, fast=fast)), progress=said.append).run()
     assert not said  # every stage reused
+
+
+def test_an_ensemble_specialist_reuses_its_first_member_and_feeds_at_its_scales(config: Path, tmp_path: Path) -> None:
+    """``ensemble_augment`` trains one more U-Net beside the single one (which is reused, not retrained: its
+    record is the single config's) and ``scales`` goes into the combined folder's ``model.json``; the combination
+    is rebuilt only when a member changed."""
+    from medseg.models.io import load_model, read_model_meta
+
+    UniversalExperiment(load_universal_config(config), progress=lambda m: None).stage_specialists()
+    cfg = load_universal_config(config, ["specialists.synthetic_vessels.ensemble_augment=[{colour_p: 1.0}]",
+                                         "specialists.synthetic_vessels.scales=[1.0, 0.8]"])
+    said: list[str] = []
+    folder = UniversalExperiment(cfg, progress=said.append).stage_specialists()["synthetic_vessels"]
+    assert [m for m in said if "U-Net" in m] == [m for m in said if "synthetic_vessels-member1" in m] != []
+    member = yaml.safe_load((tmp_path / "run" / "specialists" / "synthetic_vessels-member1" / "config.yaml")
+                            .read_text())
+    assert member["data"]["augment"]["colour_p"] == 1.0
+    loaded = load_model(folder)
+    assert loaded.name == "ensemble" and loaded.scales == (1.0, 0.8) and loaded.tile == 32
+    assert [m["sha256"] for m in loaded.meta["ensembled_from"]] == [
+        read_model_meta(tmp_path / "run" / "specialists" / d / "model")["sha256"]
+        for d in ("synthetic_vessels", "synthetic_vessels-member1")]
+    before = (folder / "model.json").stat().st_mtime_ns
+    assert UniversalExperiment(cfg, progress=lambda m: None).stage_specialists()["synthetic_vessels"] == folder
+    assert (folder / "model.json").stat().st_mtime_ns == before
+    single = load_universal_config(config, ["specialists.synthetic_vessels.scales=[1.0, 0.5]"])
+    copied = load_model(UniversalExperiment(single, progress=lambda m: None).stage_specialists()["synthetic_vessels"])
+    assert copied.name == "resnet_unet" and copied.scales == (1.0, 0.5)

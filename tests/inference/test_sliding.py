@@ -68,6 +68,51 @@ def test_predictor_tiles_and_tta_for_unets_and_sam() -> None:
     assert x.shape == (1, 3, 90, 70) and float(x.min()) == 0.0 and float(x.max()) == 1.0
 
 
+class _Pointwise(nn.Module):
+    """Logits of each pixel from that pixel alone: segmenting a resized copy and resizing back changes nothing
+    where the image is constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_multiscale_inference_averages_the_logits_of_resized_copies() -> None:
+    from medseg.data.geometry import resize_image
+
+    torch.manual_seed(0)
+    model = _Pointwise().eval()
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)
+    single = Predictor(model, img_size=32, tile=32, engine="eager")
+    multi = Predictor(model, img_size=32, tile=32, engine="eager", scales=(1.0, 0.5))
+    assert Predictor(model, img_size=32, tile=32, engine="eager", scales=(1.0,)).scales == single.scales == (1.0,)
+    fn = adapter_for(model).window_logits(32)
+    with torch.no_grad():
+        small = sliding_window_logits(fn, native_tensor(resize_image(img, (20, 26))), tile=32, overlap=0.25)
+        back = torch.nn.functional.interpolate(small, size=(40, 52), mode="bilinear", align_corners=False)
+        full = sliding_window_logits(fn, native_tensor(img), tile=32, overlap=0.25)
+    want = torch.sigmoid((full + back)[0, 0] / 2).numpy()
+    np.testing.assert_allclose(multi.predict([img])[0].prob, want, atol=1e-5)
+    flat = np.full((40, 52, 3), 90, np.uint8)
+    flat[:, :26] = 200  # two constant halves: only the seam may differ between scales
+    a, b = single.predict([flat])[0].prob, multi.predict([flat])[0].prob
+    np.testing.assert_allclose(a[:, :20], b[:, :20], atol=1e-6)
+    np.testing.assert_allclose(a[:, 32:], b[:, 32:], atol=1e-6)
+
+
+def test_multiscale_needs_tiles_and_sane_factors() -> None:
+    model = _Pointwise().eval()
+    with pytest.raises(ValueError, match="sliding windows"):
+        Predictor(model, img_size=32, scales=(1.0, 0.8))
+    for bad in ((), (0.0,), (1.0, 9.0)):
+        with pytest.raises(ValueError, match="scales"):
+            Predictor(model, img_size=32, tile=32, scales=bad)
+
+
 def test_letterbox_tta_flips_boxes_with_the_image() -> None:
     torch.manual_seed(0)
     sam = build_model("lite_medsam", **tiny_model_config("lite_medsam")).eval()

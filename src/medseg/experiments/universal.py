@@ -74,6 +74,19 @@ class SpecialistConfig(Strict):
                                                               "intensity_p": 0.15, "gamma_p": 0.3})
     #: added to the experiment's ``seed`` for this specialist's training only: a seed replicate on the same split
     seed_offset: int = 0
+    #: further ensemble members, each given by its ``augment``: every entry trains one more U-Net on the same data,
+    #: budget and seed (``specialists/<target>-member<k>``) and the specialist is the mean of all members' logits
+    #: (:mod:`medseg.models.ensemble`); ``[]``: one U-Net
+    ensemble_augment: list[dict[str, Any]] = Field(default_factory=list)
+    #: multi-scale test-time augmentation: the resize factors whose sliding-window logits are averaged at inference
+    #: (``model.json``'s ``scales``, :class:`medseg.inference.Predictor`); ``[1.0]``: the image as it is
+    scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+
+    def members(self) -> list[SpecialistConfig]:
+        """One single-U-Net config per ensemble member (the first with ``augment``, then one per
+        ``ensemble_augment`` entry), at ``scales`` 1: what each member's training stage records."""
+        single = self.model_copy(update={"ensemble_augment": [], "scales": [1.0]})
+        return [single, *(single.model_copy(update={"augment": a}) for a in self.ensemble_augment)]
 
 
 class HeadConfig(StageConfig):
@@ -269,43 +282,68 @@ class UniversalExperiment(StagedExperiment):
         return target_name(dataset, self.cfg.data.target_of)
 
     def stage_specialists(self) -> dict[str, Path]:
-        """target → the model folder of its specialist (trained, resumed or reused)."""
+        """target → the model folder of its specialist (trained, resumed or reused; with ``ensemble_augment`` or
+        ``scales``, the members' combination in ``specialists/<target>-combined``)."""
+        out: dict[str, Path] = {}
+        for target, sc in self.cfg.specialists.items():
+            members = [self._train_specialist(target, m, self.out / "specialists" / (target if k == 0 else
+                                                                                       f"{target}-member{k}"))
+                       for k, m in enumerate(sc.members())]
+            out[target] = members[0] if len(members) == 1 and sc.scales == [1.0] else \
+                self._combine_specialist(members, sc.scales, self.out / "specialists" / f"{target}-combined")
+        return out
+
+    def _combine_specialist(self, members: list[Path], scales: list[float], folder: Path) -> Path:
+        """``folder/model``: the members' logit ensemble (one member: its copy) with ``scales`` in its
+        ``model.json``; rebuilt when a member's weights changed."""
+        from medseg.models.ensemble import ensemble_model_folders
+        from medseg.models.io import copy_model_folder, read_model_meta
+
+        target = folder / "model"
+        digests = [read_model_meta(m)["sha256"] for m in members]
+        if is_model_folder(target):
+            meta = read_model_meta(target)
+            built = [m["sha256"] for m in meta.get("ensembled_from", [{"sha256": meta.get("sha256")}])]
+            if built == digests and meta.get("scales", [1.0]) == scales:
+                return target
+        if len(members) == 1:
+            return copy_model_folder(members[0], target, {"scales": scales})
+        return ensemble_model_folders(members, target, extra={"scales": scales})
+
+    def _train_specialist(self, target: str, sc: SpecialistConfig, folder: Path) -> Path:
+        """The model folder of one specialist U-Net of ``target`` (trained, resumed or reused) in ``folder``."""
         from medseg.data import write_manifest
         from medseg.training import TrainConfig, train
 
-        out: dict[str, Path] = {}
-        for target, sc in self.cfg.specialists.items():
-            folder = self.out / "specialists" / target
-            entries = [e for e in self.trained_entries()
-                       if self.task_of(e.dataset) == target and e.split in ("train", "val")]
-            if not entries:
-                raise MedsegError(f"specialists: no training dataset has the target {target!r} "
-                                  f"(targets: {sorted({self.task_of(e.dataset) for e in self.entries()})})")
-            manifest = folder / "manifest.csv"
-            if not manifest.is_file():
-                folder.mkdir(parents=True, exist_ok=True)
-                write_manifest(entries, manifest)
-                self.say(f"specialist {target}: native-resolution U-Net on "
-                         f"{', '.join(sorted({e.dataset for e in entries}))}, {sc.minutes:g} min on 2 cores")
-            patch = {
-                **self.engine_patch(folder, manifest, sc.seed_offset),
-                "data.patch_size": sc.patch_size, "data.foreground_oversample": 0.33, "data.val_overlap": 0.25,
-                "data.patches_per_epoch": sc.patches_per_epoch,
-                "data.augment": sc.augment,
-                "model.name": "resnet_unet", "model.options": sc.model, "loss.weights": {"dice": 1.0, "bce": 1.0},
-                "optim.lr": sc.lr, "optim.weight_decay": 0.0001, "optim.scheduler": "plateau",
-                "optim.plateau_monitor": "val/dice", "optim.plateau_factor": 0.5, "optim.plateau_patience": 4,
-                "trainer.batch_size": sc.batch_size, "trainer.max_epochs": -1,
-                **({"trainer.max_steps": sc.steps} if sc.steps else
-                   {"trainer.max_steps": -1, "trainer.max_cpu_minutes": 2 * sc.minutes}),
-                "trainer.checkpoint_every_n_steps": 50, "trainer.gradient_clip_val": 1.0,
-                "trainer.final_weights": "best"}
-            held = [d for d in self.cfg.held_out if self.task_of(d) == target]
-            out[target] = self._engine_stage(folder, "specialist",
-                                             lambda resume, p=patch: train(stage_config(TrainConfig, p), resume=resume),
-                                             # a model: options added since (``augment``) compare at defaults
-                                             extra={"specialist": sc, **({"held_out": held} if held else {})})
-        return out
+        entries = [e for e in self.trained_entries()
+                   if self.task_of(e.dataset) == target and e.split in ("train", "val")]
+        if not entries:
+            raise MedsegError(f"specialists: no training dataset has the target {target!r} "
+                              f"(targets: {sorted({self.task_of(e.dataset) for e in self.entries()})})")
+        manifest = folder / "manifest.csv"
+        if not manifest.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            write_manifest(entries, manifest)
+            self.say(f"specialist {folder.name}: native-resolution U-Net on "
+                     f"{', '.join(sorted({e.dataset for e in entries}))}, {sc.minutes:g} min on 2 cores")
+        patch = {
+            **self.engine_patch(folder, manifest, sc.seed_offset),
+            "data.patch_size": sc.patch_size, "data.foreground_oversample": 0.33, "data.val_overlap": 0.25,
+            "data.patches_per_epoch": sc.patches_per_epoch,
+            "data.augment": sc.augment,
+            "model.name": "resnet_unet", "model.options": sc.model, "loss.weights": {"dice": 1.0, "bce": 1.0},
+            "optim.lr": sc.lr, "optim.weight_decay": 0.0001, "optim.scheduler": "plateau",
+            "optim.plateau_monitor": "val/dice", "optim.plateau_factor": 0.5, "optim.plateau_patience": 4,
+            "trainer.batch_size": sc.batch_size, "trainer.max_epochs": -1,
+            **({"trainer.max_steps": sc.steps} if sc.steps else
+               {"trainer.max_steps": -1, "trainer.max_cpu_minutes": 2 * sc.minutes}),
+            "trainer.checkpoint_every_n_steps": 50, "trainer.gradient_clip_val": 1.0,
+            "trainer.final_weights": "best"}
+        held = [d for d in self.cfg.held_out if self.task_of(d) == target]
+        return self._engine_stage(folder, "specialist",
+                                  lambda resume, p=patch: train(stage_config(TrainConfig, p), resume=resume),
+                                  # a model: options added since (``augment``) compare at defaults
+                                  extra={"specialist": sc, **({"held_out": held} if held else {})})
 
     def embedding_source(self, encoder_options: dict[str, Any] | None = None,
                          views: list[str] | None = None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medseg.data.geometry import Letterbox, letterbox_image, unletterbox_logits
+from medseg.data.geometry import Letterbox, letterbox_image, resize_image, unletterbox_logits
 from medseg.inference.engines import OnnxEngine, prepare_engine
 from medseg.inference.sliding import FLIPS, flip_tta, native_tensor, sliding_window_logits
 from medseg.models.adapters import BoxPrompted, TaskModel, adapter_for
@@ -49,6 +49,10 @@ class Predictor:
         batch_size: images per forward pass.
         max_boxes_per_pass: boxes decoded together against one image embedding.
         tile, overlap, tta: sliding-window inference at native resolution and flip TTA (see below).
+        scales: with ``tile``, multi-scale test-time augmentation: the image is also segmented resized by each
+            factor (area averaging when shrinking) and the logits, resized back, are averaged; ``(1.0,)``: none.
+            A factor under 1 shows a structure thinner in pixels, like the training images of a camera with a wider
+            field of view (a patch-trained model's ``model.json`` ``scales``).
         channel: which output of a model with one output per target (``model.json``'s ``targets`` order).
         edge: edge operator applied to every input first, for a model trained on edge images (``model.json``'s
             ``edge``; :mod:`medseg.ops.edges`).
@@ -68,13 +72,14 @@ class Predictor:
     Native resolution: with ``tile`` set, each image is segmented at its own size by sliding ``tile``×``tile``
     windows (``overlap`` apart, Gaussian-blended logits, :mod:`medseg.inference.sliding`); SAM-family models run
     prompt-free per tile and need ``tile`` = their input size. ``tta=True`` averages the logits of the four flips
-    (identity, horizontal, vertical, both) in either mode.
+    (identity, horizontal, vertical, both) in either mode; ``scales`` averages over resized copies (tiled only).
     """
 
     def __init__(self, model: nn.Module, *, img_size: int = 256, device: str | torch.device = "cpu",
                  threshold: float = 0.5, batch_size: int = 8, max_boxes_per_pass: int = 32,
                  engine: str = "optimized", tile: int | None = None, overlap: float = 0.25, tta: bool = False,
-                 channel: int = 0, edge: str | None = None, task: str | None = None, color: str = "rgb") -> None:
+                 channel: int = 0, edge: str | None = None, task: str | None = None, color: str = "rgb",
+                 scales: Sequence[float] = (1.0,)) -> None:
         self.engine = engine
         self.input = ModelInput(color, edge or "none")  # type: ignore[arg-type]  (refuses an unknown colour)
         family = adapter_for(model)
@@ -100,6 +105,12 @@ class Predictor:
         self.max_boxes_per_pass = max_boxes_per_pass
         self.is_sam = family.accepts_boxes
         self.tile, self.overlap, self.tta, self.channel = tile, overlap, tta, channel
+        self.scales = tuple(float(f) for f in scales)
+        if not self.scales or any(not 0.1 <= f <= 4.0 for f in self.scales):
+            raise ValueError(f"scales must be factors between 0.1 and 4, got {list(scales)}")
+        if self.scales != (1.0,) and tile is None:
+            raise ValueError("multi-scale inference (scales) needs sliding windows (tile): the letterbox canvas "
+                             "has one size")
         if self.is_sam and channel:
             raise ValueError("SAM-family models have one output (channel 0)")
         if tile is not None:
@@ -115,6 +126,8 @@ class Predictor:
         ``task``) override them."""
         opts: dict[str, Any] = {"img_size": loaded.img_size, "edge": loaded.edge, "color": loaded.color,
                                 "tile": loaded.tile, "overlap": loaded.overlap, **kwargs}
+        if opts["tile"] is not None and "scales" not in kwargs:
+            opts["scales"] = loaded.scales
         return cls(loaded.model, **opts)
 
     def predict(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray | None] | None = None,
@@ -138,14 +151,13 @@ class Predictor:
                 # windows one at a time on the CPU: faster there than batches of 8 (benchmarks/bench_sliding.py)
                 windows = 1 if self.device.type == "cpu" else self.batch_size
                 for img in images:
-                    x = native_tensor(img).to(self.device)
+                    x = native_tensor(img).to(self.device) if 1.0 in self.scales else None
                     fn, task = self._tile_fn, None
                     if self.tasks is not None:  # one task for the whole image, then every window segmented as it
                         task = self.task if self.task is not None else int(self._classify([img])[0])
                         fn = self.adapter.window_logits(self.tile, task=task)
                         fn = flip_tta(fn) if self.tta else fn
-                    logits = sliding_window_logits(fn, x, tile=self.tile, overlap=self.overlap,
-                                                   batch_size=windows)[0, 0]
+                    logits = self._multiscale_logits(fn, img, x, windows)
                     out.append([self._prediction(logits, task)] * len(prompt_sets))
                     if progress is not None:
                         progress(1)
@@ -169,6 +181,25 @@ class Predictor:
                 if progress is not None:
                     progress(len(chunk))
         return out
+
+    def _multiscale_logits(self, fn: Callable[[torch.Tensor], torch.Tensor], img: np.ndarray,
+                           x: torch.Tensor | None, windows: int) -> torch.Tensor:
+        """(H, W) float32 logits of the (H, W, C) ``img`` by sliding windows, averaged over ``scales`` (each
+        resized copy's logits resized back bilinearly); ``x``: ``img`` as a tensor already (scale 1)."""
+        h, w = img.shape[:2]
+        total: torch.Tensor | None = None
+        for f in self.scales:
+            if f == 1.0 and x is not None:
+                xs = x
+            else:
+                size = (max(1, round(h * f)), max(1, round(w * f)))
+                xs = native_tensor(resize_image(img, size)).to(self.device)
+            lg = sliding_window_logits(fn, xs, tile=self.tile, overlap=self.overlap, batch_size=windows).float()
+            if lg.shape[-2:] != (h, w):
+                lg = F.interpolate(lg, size=(h, w), mode="bilinear", align_corners=False)
+            total = lg if total is None else total + lg
+        assert total is not None
+        return (total / len(self.scales))[0, 0]
 
     def _prediction(self, logits: torch.Tensor, task: int | None = None) -> Prediction:
         prob = torch.sigmoid(logits.float()).cpu().numpy()

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from medseg.errors import MedsegError
+from medseg.models.ensemble import LogitEnsemble
 from medseg.models.mask_decoder import MaskDecoder
 from medseg.models.prompt_encoder import PromptEncoder
-from medseg.models.registry import register_model
+from medseg.models.registry import build_model, register_model
 from medseg.models.resized_encoder import ResizedEncoder
 from medseg.models.resnet_unet import ResNetUNet
 from medseg.models.sam import Sam
@@ -264,3 +265,13 @@ def vit_unet(*, img_size: int = 256, in_channels: int = 3, out_channels: int = 1
     """ViT-small encoder U-Net."""
     return ViTUNet(img_size=img_size, in_channels=in_channels, out_channels=out_channels, hidden_size=hidden_size,
                    mlp_dim=mlp_dim, num_heads=num_heads, feature_size=feature_size, dropout=dropout)
+
+
+@register_model("ensemble", "Mean logits of member models with the same input and outputs (e.g. specialists trained "
+                            "with different augmentation)")
+def ensemble(*, members: Sequence[dict[str, Any]]) -> LogitEnsemble:
+    """:class:`LogitEnsemble` of ``members``, each ``{"name": builder, "options": {…}}`` as in a ``model.json``."""
+    bad = [m for m in members if not isinstance(m, dict) or "name" not in m]
+    if bad:
+        raise MedsegError(f"ensemble members must be {{'name': …, 'options': …}}; got {bad[0]!r}")
+    return LogitEnsemble([build_model(m["name"], **m.get("options", {})) for m in members])

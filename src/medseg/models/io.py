@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,12 @@ class LoadedModel:
         return names.index(target)
 
     @property
+    def scales(self) -> tuple[float, ...]:
+        """Resize factors whose sliding-window logits are averaged at inference (multi-scale test-time
+        augmentation, ``model.json``'s ``scales``; default ``(1.0,)``: the image as it is)."""
+        return tuple(float(f) for f in self.meta.get("scales") or (1.0,))
+
+    @property
     def overlap(self) -> float:
         """Default sliding-window overlap (the one used in validation)."""
         return float(self.meta.get("overlap", 0.25))
@@ -107,6 +114,26 @@ def save_model_folder(model: nn.Module, folder: str | Path, *, name: str, option
             **(extra or {})}
     atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2, default=str))
     return folder
+
+
+def copy_model_folder(src: str | Path, dst: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """A copy of the model folder ``src`` at ``dst`` (weights hash-checked first; ``model.json`` written last,
+    atomically) with ``meta`` set in its ``model.json`` (e.g. ``{"scales": [1.0, 0.8]}``: how it is fed). Returns
+    ``dst``.
+
+    Raises:
+        InvalidInputError: ``src`` is not a loadable model folder, or ``meta`` names its weights' entries.
+    """
+    src, dst = Path(src), Path(dst)
+    load_model(src)  # hash-checked, builds
+    fixed = sorted(set(meta or {}) & {"name", "options", "sha256"})
+    if fixed:
+        raise InvalidInputError(src / META_FILE, f"{', '.join(fixed)} describe the weights and cannot be changed")
+    dst.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst / WEIGHTS_FILE) as tmp:
+        shutil.copyfile(src / WEIGHTS_FILE, tmp)
+    atomic_write_text(dst / META_FILE, json.dumps({**read_model_meta(src), **(meta or {})}, indent=2, default=str))
+    return dst
 
 
 def is_model_folder(folder: str | Path) -> bool:

@@ -45,7 +45,7 @@ class UniversalModel(nn.Module):
         head: the prompt-free head over ``sam``'s embedding.
         specialists: target → native-resolution model (one output).
         specialist_options: target → how it was trained to be fed (``tile``, ``overlap``, ``img_size``,
-            ``color``, ``edge``).
+            ``color``, ``edge``, the multi-scale ``scales``).
         engines: task → ``head`` or ``specialist`` (every task of the head; a ``specialist`` task must have one).
         student: a lighter LiteMedSAM whose embedding feeds a head for every task in ``--fast`` mode
             (``lite_medsam_student``: a distilled encoder; or ``lite_medsam`` with ``encoder_input_size``: LiteMedSAM's
@@ -202,7 +202,7 @@ def load_universal(folder: str | Path, meta: dict[str, Any]) -> UniversalModel:
         fast_head=parts["fast_head"].model if "fast_head" in parts else None,
         specialists={t: p.model for t, p in specialists.items()},
         specialist_options={t: {"tile": p.tile, "overlap": p.overlap, "img_size": p.img_size, "color": p.color,
-                                "edge": p.edge} for t, p in specialists.items()},
+                                "edge": p.edge, "scales": p.scales} for t, p in specialists.items()},
         engines=meta["engines"]).eval()
 
 
