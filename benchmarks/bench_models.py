@@ -8,24 +8,27 @@ of each model run in their own child process, so each peak-RSS figure belongs to
 from __future__ import annotations
 
 import argparse
+import inspect
 import multiprocessing as mp
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from _common import emit
-from medseg.evaluation.efficiency import benchmark_model, model_inputs, peak_rss_mb
+from medseg.evaluation.efficiency import benchmark_model, peak_rss_mb
 from medseg.losses import CompositeLoss
 from medseg.models import build_model, list_models, sized_options
+from medseg.models.adapters import adapter_for
 
 
 def train_throughput(model: torch.nn.Module, batch: int, size: int, repeats: int) -> float:
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = CompositeLoss({"dice": 1.0, "bce": 1.0})
-    inputs = model_inputs(model, batch, size)
+    inputs = adapter_for(model).example_inputs(batch, size)
     target = (torch.rand(batch, 1, size, size) > 0.5).float()
 
     def step() -> None:
@@ -68,6 +71,11 @@ def _in_child(*args: object) -> dict:
     return out
 
 
+def builder_required(builder: Callable[..., torch.nn.Module]) -> list[str]:
+    """The options ``builder`` cannot do without (no default)."""
+    return [p.name for p in inspect.signature(builder).parameters.values() if p.default is inspect.Parameter.empty]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -81,6 +89,9 @@ def main() -> None:
     rows = []
     for entry in list_models():
         if args.models and entry.name not in args.models:
+            continue
+        if builder_required(entry.builder):  # a combination of other models (ensemble): no size of its own
+            print(f"{entry.name}: skipped, its builder needs {', '.join(builder_required(entry.builder))}")
             continue
         common = (entry.name, args.size, args.repeats, args.train_batch, args.threads)
         rows.append({"model": entry.name, **_in_child("inference", *common), **_in_child("training", *common)})

@@ -57,6 +57,9 @@ TINY_CONFIGS: dict[str, dict[str, object]] = {
     "basic_unet": dict(features=(8, 8, 16, 32, 64, 8)),
     "resnet_unet": dict(arch="resnet18", base_width=8, decoder_channels=(32, 16, 16, 8, 8)),
     "vit_unet": dict(hidden_size=48, mlp_dim=96, num_heads=2, feature_size=8),
+    "ensemble": dict(members=[{"name": "basic_unet", "options": {"features": (8, 8, 16, 32, 64, 8)}},
+                              {"name": "resnet_unet", "options": {"arch": "resnet18", "base_width": 8,
+                                                                  "decoder_channels": (32, 16, 16, 8, 8)}}]),
 }
 
 

@@ -13,7 +13,7 @@ from tests.conftest import TINY_CONFIGS, tiny_model_config
 
 FAMILY = {"basic_unet": PerTarget, "resnet_unet": PerTarget, "vit_unet": PerTarget, "lite_medsam": BoxPrompted,
           "lite_medsam_student": BoxPrompted, "esp_medsam": TaskModel, "esp_medsam_teacher": TaskModel,
-          "prompt_free_head": EmbeddingHead}
+          "prompt_free_head": EmbeddingHead, "ensemble": PerTarget}
 
 
 def _model(name: str) -> torch.nn.Module:

@@ -19,7 +19,8 @@ from tests.conftest import SHARED_WEIGHTS, TINY_CONFIGS, requires_shared_weights
 def test_registry_lists_every_model() -> None:
     assert {m.name for m in list_models()} == set(TINY_CONFIGS) == {"lite_medsam", "lite_medsam_student", "esp_medsam",
                                                                      "esp_medsam_teacher", "prompt_free_head",
-                                                                     "basic_unet", "resnet_unet", "vit_unet"}
+                                                                     "basic_unet", "resnet_unet", "vit_unet",
+                                                                     "ensemble"}
 
 
 @requires_shared_weights

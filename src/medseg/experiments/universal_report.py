@@ -317,7 +317,9 @@ def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[di
         *(["## Datasets never trained on (held-out pairs)", "",
            "A held-out run, trained without the held-out datasets (not in any training or selection stage; "
            "its config names any other difference from this model's recipe), scored on their test images "
-           "beside this model (which trained on them): how the model does on unseen data of a known target.",
+           "beside the in-domain model of its time (which trained on them; `dice_in_domain` as recorded then): "
+           "how the model does on unseen data of a known target. Where a part of the recipe changed since the "
+           "run, the README's held-out section projects the pairs with the new part.",
            "",
            format_markdown_table(list(held_out), digits=3), ""] if held_out else []),
         "## Known failure cases", "",
