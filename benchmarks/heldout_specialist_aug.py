@@ -37,6 +37,9 @@ and test images (reported):
 
     python benchmarks/heldout_specialist_aug.py --stage in-domain --variant domain --variant ensemble-ms
 
+``--seed-offset K`` repeats the held-out stage with every U-Net trained with seed + K (``<variant>-seed<K>``): a seed
+replicate of the study on the same split.
+
 Each variant trains in ``<out_dir>-specialist-aug/<variant>`` (resumable); variants can run as separate processes
 side by side (``--variant domain`` in one, ``--variant reference`` in the other, one thread each), and a last call
 without training left to do prints the table of all of them.
@@ -80,10 +83,15 @@ def run_variant(config: Path, name: str, target: str, budget: dict[str, Any]) ->
     for k, member in enumerate(exp.cfg.specialists[target].members()):
         mine = exp.out / "specialists" / (target if k == 0 else f"{target}-member{k}")
         single = next((v for v in VARIANTS if VARIANTS[v] == {"augment": member.augment}), None)
-        theirs = exp.out.parent / str(single) / "specialists" / target
+        theirs = exp.out.parent / variant_dir(str(single), budget) / "specialists" / target
         if single not in (None, name) and is_model_folder(theirs / "model") and not mine.exists():
             shutil.copytree(theirs, mine, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
     return score_specialist(exp, load_model(exp.stage_specialists()[target]), target, name)
+
+
+def variant_dir(name: str, budget: dict[str, Any]) -> str:
+    """The folder name of variant ``name``'s run: ``<name>``, or ``<name>-seed<k>`` for a seed replicate."""
+    return f"{name}-seed{budget['seed_offset']}" if budget.get("seed_offset") else name
 
 
 def variant_experiment(config: Path, name: str, target: str, budget: dict[str, Any]) -> UniversalExperiment:
@@ -94,7 +102,8 @@ def variant_experiment(config: Path, name: str, target: str, budget: dict[str, A
         raise SystemExit(f"--target {target}: {config} has no specialist for it "
                          f"(specialists: {', '.join(base.specialists)})")
     spec = {**base.specialists[target].model_dump(mode="json"), **budget, **VARIANTS[name]}
-    overrides = [f"out_dir={base.out_dir}-specialist-aug/{name}", f"specialists={json.dumps({target: spec})}"]
+    overrides = [f"out_dir={base.out_dir}-specialist-aug/{variant_dir(name, budget)}",
+                 f"specialists={json.dumps({target: spec})}"]
     exp = UniversalExperiment(load_universal_config(config, overrides))
     exp.begin()
     exp.stage_split()
@@ -156,12 +165,20 @@ def main() -> None:
     budget = ap.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="training budget, minutes on 2 cores (default: the config's)")
     budget.add_argument("--steps", type=int, help="a fixed number of optimiser steps instead (smoke tests)")
+    ap.add_argument("--seed-offset", type=int, default=0,
+                    help="held-out stage: a seed replicate (the specialists' seed_offset; runs in <variant>-seed<k>, "
+                         "tables titled with the seed)")
     ap.add_argument("--table", action="store_true",
                     help="with --variant: afterwards train what is missing and print the table of every variant")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results")
     args = ap.parse_args()
 
     budget = {"minutes": args.minutes} if args.minutes else {"steps": args.steps} if args.steps else {}
+    if args.seed_offset:
+        if args.stage == "in-domain":
+            raise SystemExit("--seed-offset: held-out stage only (in domain the reference run is the shipped one)")
+        budget["seed_offset"] = args.seed_offset
+    seed = f", seed offset {args.seed_offset}" if args.seed_offset else ""
     if args.stage == "in-domain":
         seed_shipped_reference(args.in_domain, args.target)
         names = [BASELINE, *(v for v in args.variant or ["domain"] if v != BASELINE)]
@@ -188,8 +205,8 @@ def main() -> None:
         s["chosen"] = s["variant"] == chosen
     print(f"{args.target} specialists trained without the held-out datasets; Dice with the true task, native "
           "resolution; means over datasets")
-    emit("Held-out specialist augmentation", table, args.out / "universal-heldout-cpu")
-    emit("Held-out specialist augmentation summary", summary, args.out / "universal-heldout-cpu")
+    emit(f"Held-out specialist augmentation{seed}", table, args.out / "universal-heldout-cpu")
+    emit(f"Held-out specialist augmentation summary{seed}", summary, args.out / "universal-heldout-cpu")
 
 if __name__ == "__main__":
     main()
