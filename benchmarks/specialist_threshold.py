@@ -94,7 +94,7 @@ def main() -> None:
                "val_dice_at_0.5": means[base], "best_threshold": float(thresholds[best]),
                "val_dice_at_best": means[best], "gain": gain, "adopted": gain >= args.min_gain}
         curve += [{"target": target, "split": "val", "threshold": float(t), "dice": m}
-                  for t, m in zip(thresholds, means)]
+                  for t, m in zip(thresholds, means, strict=True)]
         if args.test:
             test = dice_curves(predictor, [e for e in split if e.split == "test" and e.dataset in names], thresholds)
             row |= {"test_dice_at_0.5": mean_over_datasets(test, base),
