@@ -64,11 +64,15 @@ BASELINE = "reference"
 DOMAIN: dict[str, Any] = {"flips": True, "rot90": True, "affine_p": 0.5, "scale": [0.7, 1.4], "intensity_p": 0.15,
                           "gamma_p": 0.3, "colour_p": 0.5}
 #: variant name → the :class:`SpecialistConfig` fields it sets (over the config's own)
+#: what makes a variant one U-Net at one scale (set explicitly: the configs' own specialist is an ensemble now)
+SINGLE: dict[str, Any] = {"ensemble_augment": [], "scales": [1.0]}
+#: variant name → the :class:`SpecialistConfig` fields it sets over the config's own (every field the variants
+#: differ in, so a variant means the same whatever the config's recipe is)
 VARIANTS: dict[str, dict[str, Any]] = {
-    BASELINE: {"augment": SpecialistConfig().augment},
-    "domain": {"augment": DOMAIN},
-    "reference-ms": {"augment": SpecialistConfig().augment, "scales": [1.0, 0.8]},
-    "ensemble": {"augment": SpecialistConfig().augment, "ensemble_augment": [DOMAIN]},
+    BASELINE: {"augment": SpecialistConfig().augment, **SINGLE},
+    "domain": {"augment": DOMAIN, **SINGLE},
+    "reference-ms": {"augment": SpecialistConfig().augment, "ensemble_augment": [], "scales": [1.0, 0.8]},
+    "ensemble": {"augment": SpecialistConfig().augment, "ensemble_augment": [DOMAIN], "scales": [1.0]},
     "ensemble-ms": {"augment": SpecialistConfig().augment, "ensemble_augment": [DOMAIN], "scales": [1.0, 0.8]},
 }
 
@@ -82,7 +86,7 @@ def run_variant(config: Path, name: str, target: str, budget: dict[str, Any]) ->
     exp = variant_experiment(config, name, target, budget)
     for k, member in enumerate(exp.cfg.specialists[target].members()):
         mine = exp.out / "specialists" / (target if k == 0 else f"{target}-member{k}")
-        single = next((v for v in VARIANTS if VARIANTS[v] == {"augment": member.augment}), None)
+        single = next((v for v in VARIANTS if VARIANTS[v] == {"augment": member.augment, **SINGLE}), None)
         theirs = exp.out.parent / variant_dir(str(single), budget) / "specialists" / target
         if single not in (None, name) and is_model_folder(theirs / "model") and not mine.exists():
             shutil.copytree(theirs, mine, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
