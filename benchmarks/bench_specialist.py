@@ -20,7 +20,7 @@ from _common import emit, reference_split, run_times
 from medseg.data import load_samples
 from medseg.inference import Predictor
 from medseg.models.ensemble import ensemble_member_folder
-from medseg.models.io import copy_model_folder, load_model
+from medseg.models.io import load_model
 from medseg.weights import shipped_model_folder
 
 
@@ -40,10 +40,9 @@ def main() -> None:
         raise SystemExit(f"no test images of {', '.join(args.datasets)} under {args.data}")
     images = [s.image for e in entries for s in load_samples(e.image)]
     with tempfile.TemporaryDirectory() as tmp:
-        first = copy_model_folder(ensemble_member_folder(shipped, 0, Path(tmp) / "m0"), Path(tmp) / "first",
-                                  {"scales": [1.0]})
+        first = ensemble_member_folder(shipped, 0, Path(tmp) / "first")
         models = {"shipped specialist": Predictor.for_model(load_model(shipped)),
-                  "its first member, scale 1": Predictor.for_model(load_model(first))}
+                  "its first member, scale 1": Predictor.for_model(load_model(first), scales=(1.0,))}
         per: dict[str, list[float]] = {k: [] for k in models}
         for image in images:
             for name, predictor in models.items():  # interleaved: both see the same machine load

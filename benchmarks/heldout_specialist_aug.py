@@ -63,7 +63,6 @@ BASELINE = "reference"
 #: the strong augmentation (``AugmentOptions`` fields)
 DOMAIN: dict[str, Any] = {"flips": True, "rot90": True, "affine_p": 0.5, "scale": [0.7, 1.4], "intensity_p": 0.15,
                           "gamma_p": 0.3, "colour_p": 0.5}
-#: variant name → the :class:`SpecialistConfig` fields it sets (over the config's own)
 #: what makes a variant one U-Net at one scale (set explicitly: the configs' own specialist is an ensemble now)
 SINGLE: dict[str, Any] = {"ensemble_augment": [], "scales": [1.0]}
 #: variant name → the :class:`SpecialistConfig` fields it sets over the config's own (every field the variants

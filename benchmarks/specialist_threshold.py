@@ -17,7 +17,6 @@ images cannot tell it from noise). ``--test`` then prints the test images' Dice 
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from _common import emit, reference_split
 from medseg.data import load_samples
 from medseg.inference import Predictor
 from medseg.metrics.overlap import dice
+from medseg.metrics.segmentation import group_means
 from medseg.models.io import load_model
 from medseg.weights import shipped_model_folder
 
@@ -39,22 +39,16 @@ def datasets_of(target: str, target_of: dict[str, str], datasets: set[str]) -> l
     return sorted(d for d in datasets if target_of.get(d, d) == target)
 
 
-def dice_curves(predictor: Predictor, entries: list, thresholds: np.ndarray) -> list[dict]:
-    """Per image: dataset, case and the Dice at each threshold (the prediction's probability map thresholded)."""
+def dice_rows(predictor: Predictor, entries: list, thresholds: np.ndarray) -> list[dict]:
+    """Per image and threshold: dataset, case, threshold and the Dice of the prediction's probability map
+    thresholded there (each image segmented once)."""
     rows = []
     for e in entries:
         for s in load_samples(e.image, e.mask, modality=e.modality, dataset=e.dataset, mask_mode="nonzero"):
             prob, gt = predictor.predict([s.image])[0].prob, s.binary_mask()
-            rows.append({"dataset": e.dataset, "case": s.case_id, "dice": [dice(prob > t, gt) for t in thresholds]})
+            rows += [{"dataset": e.dataset, "case": s.case_id, "threshold": float(t), "dice": dice(prob > t, gt)}
+                     for t in thresholds]
     return rows
-
-
-def mean_over_datasets(rows: list[dict], k: int) -> float:
-    """Mean over datasets of the per-dataset mean Dice at threshold index ``k`` (every dataset weighs the same)."""
-    by: dict[str, list[float]] = {}
-    for r in rows:
-        by.setdefault(r["dataset"], []).append(r["dice"][k])
-    return statistics.fmean(statistics.fmean(v) for v in by.values())
 
 
 def main() -> None:
@@ -84,21 +78,22 @@ def main() -> None:
     for target in targets:
         names = datasets_of(target, target_of, {e.dataset for e in split})
         predictor = Predictor.for_model(load_model(folder / target))
-        val = dice_curves(predictor, [e for e in split if e.split == "val" and e.dataset in names], thresholds)
+        val = dice_rows(predictor, [e for e in split if e.split == "val" and e.dataset in names], thresholds)
         if not val:
             raise SystemExit(f"{target}: no validation images of {names} under {args.data}")
-        means = [mean_over_datasets(val, k) for k in range(len(thresholds))]
+        means = list(group_means(val, "threshold", within="dataset").values())  # every dataset weighs the same
         best = int(np.argmax(means))
         gain = means[best] - means[base]
-        row = {"target": target, "datasets": " + ".join(names), "val_images": len(val),
+        row = {"target": target, "datasets": " + ".join(names), "val_images": len(val) // len(thresholds),
                "val_dice_at_0.5": means[base], "best_threshold": float(thresholds[best]),
                "val_dice_at_best": means[best], "gain": gain, "adopted": gain >= args.min_gain}
         curve += [{"target": target, "split": "val", "threshold": float(t), "dice": m}
                   for t, m in zip(thresholds, means, strict=True)]
         if args.test:
-            test = dice_curves(predictor, [e for e in split if e.split == "test" and e.dataset in names], thresholds)
-            row |= {"test_dice_at_0.5": mean_over_datasets(test, base),
-                    "test_dice_at_best": mean_over_datasets(test, best)}
+            test = group_means(dice_rows(predictor, [e for e in split if e.split == "test" and e.dataset in names],
+                                         thresholds), "threshold", within="dataset")
+            row |= {"test_dice_at_0.5": test[float(thresholds[base])],
+                    "test_dice_at_best": test[float(thresholds[best])]}
         summary.append(row)
         print(f"{target}: validation Dice {means[base]:.4f} at 0.5, {means[best]:.4f} at {thresholds[best]:g} "
               f"({gain:+.4f}; {'adopted' if row['adopted'] else 'not adopted'}: needs +{args.min_gain:g})", flush=True)

@@ -151,13 +151,12 @@ class Predictor:
                 # windows one at a time on the CPU: faster there than batches of 8 (benchmarks/bench_sliding.py)
                 windows = 1 if self.device.type == "cpu" else self.batch_size
                 for img in images:
-                    x = native_tensor(img).to(self.device) if 1.0 in self.scales else None
                     fn, task = self._tile_fn, None
                     if self.tasks is not None:  # one task for the whole image, then every window segmented as it
                         task = self.task if self.task is not None else int(self._classify([img])[0])
                         fn = self.adapter.window_logits(self.tile, task=task)
                         fn = flip_tta(fn) if self.tta else fn
-                    logits = self._multiscale_logits(fn, img, x, windows)
+                    logits = self._multiscale_logits(fn, img, windows)
                     out.append([self._prediction(logits, task)] * len(prompt_sets))
                     if progress is not None:
                         progress(1)
@@ -183,17 +182,14 @@ class Predictor:
         return out
 
     def _multiscale_logits(self, fn: Callable[[torch.Tensor], torch.Tensor], img: np.ndarray,
-                           x: torch.Tensor | None, windows: int) -> torch.Tensor:
+                           windows: int) -> torch.Tensor:
         """(H, W) float32 logits of the (H, W, C) ``img`` by sliding windows, averaged over ``scales`` (each
-        resized copy's logits resized back bilinearly); ``x``: ``img`` as a tensor already (scale 1)."""
+        resized copy's logits resized back bilinearly)."""
         h, w = img.shape[:2]
         total: torch.Tensor | None = None
         for f in self.scales:
-            if f == 1.0 and x is not None:
-                xs = x
-            else:
-                size = (max(1, round(h * f)), max(1, round(w * f)))
-                xs = native_tensor(resize_image(img, size)).to(self.device)
+            scaled = img if f == 1.0 else resize_image(img, (max(1, round(h * f)), max(1, round(w * f))))
+            xs = native_tensor(scaled).to(self.device)
             lg = sliding_window_logits(fn, xs, tile=self.tile, overlap=self.overlap, batch_size=windows).float()
             if lg.shape[-2:] != (h, w):
                 lg = F.interpolate(lg, size=(h, w), mode="bilinear", align_corners=False)

@@ -63,12 +63,11 @@ def ensemble_model_folders(folders: Sequence[str | Path], out: str | Path, *, ex
         raise InvalidInputError(Path(out), f"an ensemble needs at least two member folders, got {len(folders)}")
     loaded = [load_model(f) for f in folders]
     ref = loaded[0]
-    for f, m in zip(folders[1:], loaded[1:], strict=True):
-        for key in ("img_size", *FEEDING_KEYS):
-            mine = m.img_size if key == "img_size" else m.meta.get(key)
-            theirs = ref.img_size if key == "img_size" else ref.meta.get(key)
-            if mine != theirs:
-                raise InvalidInputError(Path(f) / META_FILE, f"{key} {mine!r} differs from {folders[0]}'s "
+    fed = [{"img_size": m.img_size, **{k: m.meta.get(k) for k in FEEDING_KEYS}} for m in loaded]
+    for f, mine in zip(folders[1:], fed[1:], strict=True):
+        for key, theirs in fed[0].items():
+            if mine[key] != theirs:
+                raise InvalidInputError(Path(f) / META_FILE, f"{key} {mine[key]!r} differs from {folders[0]}'s "
                                         f"{theirs!r}: the members of an ensemble must be fed alike")
     members = [{"name": m.name, "options": m.meta.get("options", {})} for m in loaded]
     feeding = {k: ref.meta[k] for k in FEEDING_KEYS if k in ref.meta}
@@ -89,13 +88,14 @@ def ensemble_member_folder(folder: str | Path, index: int, out: str | Path) -> P
     Raises:
         InvalidInputError: no such member.
     """
-    from medseg.models.io import META_FILE, copy_model_folder, load_model, save_model_folder
+    from medseg.models.io import META_FILE, copy_model_folder, load_model, read_model_meta, save_model_folder
 
-    loaded = load_model(folder)
-    if loaded.name != "ensemble":
+    name = read_model_meta(folder)["name"]
+    if name != "ensemble":
         if index != 0:
-            raise InvalidInputError(Path(folder) / META_FILE, f"a single {loaded.name} model has no member {index}")
-        return copy_model_folder(folder, out)
+            raise InvalidInputError(Path(folder) / META_FILE, f"a single {name} model has no member {index}")
+        return copy_model_folder(folder, out)  # hash-checked there
+    loaded = load_model(folder)
     members = loaded.meta["options"]["members"]
     if not 0 <= index < len(members):
         raise InvalidInputError(Path(folder) / META_FILE, f"no member {index}: the ensemble has {len(members)}")
