@@ -24,14 +24,18 @@ Decision rule, fixed before the first run: a variant is adopted over ``reference
 Dice (mean over the held-out datasets) is higher and its trained datasets' validation Dice is at most 0.01 lower.
 The composite variants were added after an inference-only probe of scales and of the two U-Nets' mean on the same
 validation images (test printed beside them); the same rule holds for them, and of several adopted variants the
-one with the highest held-out validation Dice is the recipe's.
+one with the highest held-out validation Dice is the recipe's. The ``-tta`` variants (``reference-tta``,
+``ensemble-tta``, ``ensemble-ms-tta``) add flip test-time augmentation (``tta``: the four flips' logits averaged,
+as nnU-Net mirrors by default; the U-Nets were trained with flips) to ``reference``, ``ensemble`` and
+``ensemble-ms``; they were added with no score of theirs seen, and the same rule decides, on the seed replicate's
+run (``--seed-offset 1``: the first seed's U-Nets were lost with a machine move; its table stays without them).
 
     python benchmarks/heldout_specialist_aug.py [--held-out configs/universal-heldout-cpu.yaml]
         [--target retinal-vessel] [--variant reference --variant domain] [--minutes M | --steps N]
 
 ``--stage in-domain`` then trains a variant on the in-domain config (``configs/universal-cpu.yaml``: every dataset
-of the target) and compares it with ``reference`` there, the shipped ``universal`` model's specialist (its first
-member when it ships an ensemble), on the same validation images (rule, fixed before the run: the variant replaces
+of the target; the shipped specialist's members are taken for the single variants they are) and compares it with
+``reference`` there, the shipped ``universal`` model's specialist (its first member when it ships an ensemble), on the same validation images (rule, fixed before the run: the variant replaces
 it only if it was adopted above and its validation Dice, mean over the target's datasets, is at most 0.01 lower)
 and test images (reported):
 
@@ -64,15 +68,19 @@ BASELINE = "reference"
 DOMAIN: dict[str, Any] = {"flips": True, "rot90": True, "affine_p": 0.5, "scale": [0.7, 1.4], "intensity_p": 0.15,
                           "gamma_p": 0.3, "colour_p": 0.5}
 #: what makes a variant one U-Net at one scale (set explicitly: the configs' own specialist is an ensemble now)
-SINGLE: dict[str, Any] = {"ensemble_augment": [], "scales": [1.0]}
+SINGLE: dict[str, Any] = {"ensemble_augment": [], "scales": [1.0], "tta": False}
+REFERENCE = SpecialistConfig().augment
 #: variant name → the :class:`SpecialistConfig` fields it sets over the config's own (every field the variants
 #: differ in, so a variant means the same whatever the config's recipe is)
 VARIANTS: dict[str, dict[str, Any]] = {
-    BASELINE: {"augment": SpecialistConfig().augment, **SINGLE},
+    BASELINE: {"augment": REFERENCE, **SINGLE},
     "domain": {"augment": DOMAIN, **SINGLE},
-    "reference-ms": {"augment": SpecialistConfig().augment, "ensemble_augment": [], "scales": [1.0, 0.8]},
-    "ensemble": {"augment": SpecialistConfig().augment, "ensemble_augment": [DOMAIN], "scales": [1.0]},
-    "ensemble-ms": {"augment": SpecialistConfig().augment, "ensemble_augment": [DOMAIN], "scales": [1.0, 0.8]},
+    "reference-ms": {"augment": REFERENCE, "ensemble_augment": [], "scales": [1.0, 0.8], "tta": False},
+    "ensemble": {"augment": REFERENCE, "ensemble_augment": [DOMAIN], "scales": [1.0], "tta": False},
+    "ensemble-ms": {"augment": REFERENCE, "ensemble_augment": [DOMAIN], "scales": [1.0, 0.8], "tta": False},
+    "reference-tta": {"augment": REFERENCE, "ensemble_augment": [], "scales": [1.0], "tta": True},
+    "ensemble-tta": {"augment": REFERENCE, "ensemble_augment": [DOMAIN], "scales": [1.0], "tta": True},
+    "ensemble-ms-tta": {"augment": REFERENCE, "ensemble_augment": [DOMAIN], "scales": [1.0, 0.8], "tta": True},
 }
 
 
@@ -113,16 +121,22 @@ def variant_experiment(config: Path, name: str, target: str, budget: dict[str, A
     return exp
 
 
-def seed_shipped_reference(config: Path, target: str) -> None:
-    """In-domain, the ``reference`` run is the shipped ``universal`` model's specialist (its first member when it
-    ships an ensemble; the reference recipe on the in-domain config trained it): put it in place."""
+def seed_shipped_members(config: Path, target: str) -> None:
+    """In domain, the single variants the shipped ``universal`` model's specialist is made of are its members (the
+    in-domain config trained them: member 0 with the reference recipe, then one per ``ensemble_augment`` entry):
+    put each in its variant's run, so ``reference`` is the shipped specialist's first member and no member is
+    trained twice."""
     from medseg.models.ensemble import ensemble_member_folder
     from medseg.weights import shipped_model_folder
 
-    exp = variant_experiment(config, BASELINE, target, {})
-    folder = exp.out / "specialists" / target / "model"
-    if not is_model_folder(folder):
-        ensemble_member_folder(shipped_model_folder("universal") / "specialists" / target, 0, folder)
+    shipped = shipped_model_folder("universal") / "specialists" / target
+    for k, member in enumerate(load_universal_config(config).specialists[target].members()):
+        name = next((v for v in VARIANTS if VARIANTS[v] == {"augment": member.augment, **SINGLE}), None)
+        if name is None:
+            continue
+        folder = variant_experiment(config, name, target, {}).out / "specialists" / target / "model"
+        if not is_model_folder(folder):
+            ensemble_member_folder(shipped, k, folder)
 
 
 def score_specialist(exp: UniversalExperiment, loaded: Any, target: str, name: str) -> list[dict[str, Any]]:
@@ -183,7 +197,7 @@ def main() -> None:
         budget["seed_offset"] = args.seed_offset
     seed = f", seed offset {args.seed_offset}" if args.seed_offset else ""
     if args.stage == "in-domain":
-        seed_shipped_reference(args.in_domain, args.target)
+        seed_shipped_members(args.in_domain, args.target)
         names = [BASELINE, *(v for v in args.variant or ["domain"] if v != BASELINE)]
         rows = [r for name in names for r in run_variant(args.in_domain, name, args.target, budget)]
         table, summary = tables(rows, names)

@@ -20,14 +20,26 @@ def test_the_shipped_folder_is_registered_and_small() -> None:
     assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 60e6
 
 
-def test_the_shipped_vessel_specialist_is_two_unets_fed_at_two_scales() -> None:
+def test_the_shipped_vessel_specialist_is_two_unets_fed_with_flips() -> None:
     """The recipe's retinal-vessel specialist (``configs/universal-cpu.yaml``): the reference and the strongly
-    augmented U-Net, logits averaged, each image also segmented at 0.8×."""
+    augmented U-Net, logits averaged over both and over the four flips of each image."""
     from medseg.models.io import load_model
 
     loaded = load_model(shipped_model_folder("universal") / "specialists" / "retinal-vessel")
-    assert loaded.name == "ensemble" and loaded.scales == (1.0, 0.8) and loaded.tile == 256
+    assert loaded.name == "ensemble" and loaded.scales == (1.0,) and loaded.tta and loaded.tile == 256
     assert len(loaded.model.members) == 2
+
+
+@requires_shared_weights
+def test_the_universal_predictor_feeds_the_vessel_specialist_as_it_ships() -> None:
+    from medseg.inference.universal import UniversalPredictor
+    from medseg.models.io import load_model
+
+    model = load_model(shipped_model_folder("universal")).model
+    assert model.specialist_options["retinal-vessel"]["tta"]
+    predictor = UniversalPredictor(model)
+    vessels = predictor._specialists["retinal-vessel"]
+    assert vessels.tta and vessels.scales == (1.0,) and vessels.tile == 256
 
 
 def test_a_changed_model_json_is_refused(monkeypatch) -> None:

@@ -94,7 +94,7 @@ register_weights(WeightSpec(
 
 #: models trained by medseg and shipped inside the package (``medseg/assets/<name>/``): the sha256 of the folder's
 #: ``model.json``, which pins the sha256 of every part's weights (:mod:`medseg.models.universal`)
-SHIPPED_MODELS: dict[str, str] = {"universal": "16ebf6c12e50021144522acc99e4ddc91e04b5b9b0f9691ec4516faa70dfdc6c"}
+SHIPPED_MODELS: dict[str, str] = {"universal": "adaf0234ff64d319657e809d269e6bc10238971682b3812eb562026641e022ba"}
 
 
 def shipped_model_folder(name: str) -> Path:

@@ -301,8 +301,8 @@ def test_the_resized_fast_encoder_gets_a_fine_tuned_head_and_ships_no_encoder_we
 
 def test_an_ensemble_specialist_reuses_its_first_member_and_feeds_at_its_scales(config: Path, tmp_path: Path) -> None:
     """``ensemble_augment`` trains one more U-Net beside the single one (which is reused, not retrained: its
-    record is the single config's) and ``scales`` goes into the combined folder's ``model.json``; the combination
-    is rebuilt only when a member changed."""
+    record is the single config's) and ``scales`` and ``tta`` go into the combined folder's ``model.json``; the
+    combination is rebuilt only when a member or the feeding changed."""
     from medseg.models.io import load_model, read_model_meta
 
     UniversalExperiment(load_universal_config(config), progress=lambda m: None).stage_specialists()
@@ -322,6 +322,13 @@ def test_an_ensemble_specialist_reuses_its_first_member_and_feeds_at_its_scales(
     before = (folder / "model.json").stat().st_mtime_ns
     assert UniversalExperiment(cfg, progress=lambda m: None).stage_specialists()["synthetic_vessels"] == folder
     assert (folder / "model.json").stat().st_mtime_ns == before
+    assert not loaded.tta
     single = load_universal_config(config, ["specialists.synthetic_vessels.scales=[1.0, 0.5]"])
     copied = load_model(UniversalExperiment(single, progress=lambda m: None).stage_specialists()["synthetic_vessels"])
-    assert copied.name == "resnet_unet" and copied.scales == (1.0, 0.5)
+    assert copied.name == "resnet_unet" and copied.scales == (1.0, 0.5) and not copied.tta
+    tta = load_universal_config(config, ["specialists.synthetic_vessels.ensemble_augment=[{colour_p: 1.0}]",
+                                         "specialists.synthetic_vessels.tta=true"])
+    said.clear()
+    flipped = UniversalExperiment(tta, progress=said.append).stage_specialists()["synthetic_vessels"]
+    assert not [m for m in said if "U-Net" in m]  # the members are reused; only the feeding changed
+    assert flipped == folder and load_model(flipped).tta and load_model(flipped).scales == (1.0,)

@@ -113,6 +113,27 @@ def test_multiscale_needs_tiles_and_sane_factors() -> None:
             Predictor(model, img_size=32, tile=32, scales=bad)
 
 
+def test_a_model_folder_says_whether_it_is_fed_with_flip_tta(tmp_path) -> None:
+    """``model.json``'s ``tta`` turns flip TTA on in :meth:`Predictor.for_model` (an explicit ``tta`` wins): the
+    logits of the four flips, each segmented and flipped back, averaged."""
+    from medseg.models.io import copy_model_folder, load_model, save_model_folder
+
+    plain = save_model_folder(_unet(), tmp_path / "plain", name="basic_unet", img_size=32,
+                              options=tiny_model_config("basic_unet"), extra={"tile": 32})
+    a, b = load_model(plain), load_model(copy_model_folder(plain, tmp_path / "tta", {"tta": True}))
+    assert not a.tta and b.tta
+    assert not Predictor.for_model(a).tta and Predictor.for_model(b).tta
+    assert not Predictor.for_model(b, tta=False).tta
+    img = np.random.default_rng(2).integers(0, 256, (40, 52, 3), dtype=np.uint8)
+    one = Predictor.for_model(a, engine="eager")
+    probs = [one.predict([np.ascontiguousarray(img[::sy, ::sx])])[0].prob[::sy, ::sx].astype(np.float64)
+             for sy in (1, -1) for sx in (1, -1)]
+    logits = np.mean([np.log(p / (1 - p)) for p in probs], axis=0)
+    got = Predictor.for_model(b, engine="eager").predict([img])[0].prob
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-logits)), atol=1e-4)
+    assert float(np.abs(got - probs[0]).max()) > 1e-4  # a U-Net is not flip-equivariant: TTA changes something
+
+
 def test_letterbox_tta_flips_boxes_with_the_image() -> None:
     torch.manual_seed(0)
     sam = build_model("lite_medsam", **tiny_model_config("lite_medsam")).eval()
@@ -138,6 +159,7 @@ def test_predict_cli_tiles_and_python_m_medseg(tmp_path) -> None:
                  "trainer.accelerator=cpu", "trainer.progress_bar=false"]) == 0
     out = tmp_path / "p"
     assert main(["predict", str(tmp_path / "run" / "model"), str(data), "-o", str(out), "--tile", "32", "--tta"]) == 0
+    assert main(["predict", str(tmp_path / "run" / "model"), str(data), "-o", str(tmp_path / "q"), "--no-tta"]) == 0
     masks = [p for p in out.rglob("*.png") if not p.stem.endswith("_overlay")]
     assert len(masks) == 2
     proc = subprocess.run([sys.executable, "-m", "medseg", "--version"], capture_output=True, text=True, check=False)

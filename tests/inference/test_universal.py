@@ -100,6 +100,15 @@ def test_unknown_task_lists_the_known_ones(folder: Path) -> None:
 
 
 def test_a_swapped_or_corrupt_part_is_refused(folder: Path, tmp_path: Path) -> None:
+    """Another part's weights, a part's feeding edited (``model.json`` ``tta``) and corrupt weights: each refused,
+    naming the file."""
+    part = folder / "specialists" / "vessels" / "model.json"
+    original = part.read_text()
+    part.write_text(json.dumps({**json.loads(original), "tta": True}, indent=2))
+    with pytest.raises(InvalidInputError, match="how it is fed"):
+        load_model(folder)
+    part.write_text(original)
+    load_model(folder)
     torch.manual_seed(5)
     other = save_model_folder(build_model("resnet_unet", **UNET), tmp_path / "other", name="resnet_unet",
                               options=UNET, img_size=32, extra={"tile": 32})
@@ -122,15 +131,33 @@ def test_replace_parts_swaps_one_part_and_keeps_the_rest(folder: Path, tmp_path:
                               options=UNET, img_size=32, extra={"tile": 32})
     swapped = replace_parts(folder, tmp_path / "swapped", {"specialists/vessels": other})
     before, after = json.loads((folder / "model.json").read_text()), json.loads((swapped / "model.json").read_text())
-    assert after["parts"]["head"] == before["parts"]["head"]
-    assert after["parts"]["specialists/vessels"] != before["parts"]["specialists/vessels"]
-    assert {k: v for k, v in after.items() if k != "parts"} == {k: v for k, v in before.items() if k != "parts"}
+    for pin in ("parts", "part_meta"):  # the swapped part's weights and model.json pinned anew, the head's kept
+        assert after[pin]["head"] == before[pin]["head"]
+        assert after[pin]["specialists/vessels"] != before[pin]["specialists/vessels"]
+    rest = {"parts", "part_meta"}
+    assert {k: v for k, v in after.items() if k not in rest} == {k: v for k, v in before.items() if k not in rest}
     loaded = load_model(swapped).model  # hash-checked; the new specialist's weights
     want = load_model(other).model.state_dict()
     got = loaded.specialists["vessels"].state_dict()
     assert all(torch.equal(got[k], want[k].half().float()) for k in want if want[k].is_floating_point())
     with pytest.raises(InvalidInputError, match="no part specialists/lungs"):
         replace_parts(folder, tmp_path / "bad", {"specialists/lungs": other})
+
+
+def test_tiling_and_tta_flags_are_refused_for_the_universal_model(folder: Path, tmp_path: Path, capsys) -> None:
+    """Each engine's own feeding (a specialist's tiles, scales and flip TTA) comes from its ``model.json``; the
+    flags that would override it for every task say so in one line and write nothing."""
+    from PIL import Image
+
+    from medseg.cli.main import main
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(np.random.default_rng(4).integers(0, 255, (40, 52, 3), dtype=np.uint8)).save(inputs / "a.png")
+    for flag in (["--tta"], ["--no-tta"], ["--tile", "32"]):
+        assert main(["predict", str(folder), str(inputs), "-o", str(tmp_path / "out"), *flag]) == 2
+        assert f"{flag[0]} do not apply" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_engines_must_cover_every_task(folder: Path) -> None:

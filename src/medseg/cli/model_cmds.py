@@ -140,7 +140,8 @@ def predict(
                                          "(patch-trained models tile, the others letterbox)."),
     overlap: float | None = typer.Option(None, "--overlap", min=0.0, max=0.95,
                                          help="Sliding-window overlap (default: the model's, else 0.25)."),
-    tta: bool = typer.Option(False, "--tta", help="Average the logits of the four flips."),
+    tta: bool | None = typer.Option(None, "--tta/--no-tta", help="Average the logits of the four flips "
+                                                                 "(default: the model's model.json tta, else no)."),
     target: str | None = typer.Option(None, "--target",
                                       help="Models with one output per target (universal models): which one."),
     modality: str | None = typer.Option(None, "--modality", help="With a router file: whose routing rule to use."),
@@ -247,7 +248,8 @@ def predict(
 
 
 def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_size: int = 8,
-               engine: str = "optimized", tile: int | None = None, overlap: float | None = None, tta: bool = False,
+               engine: str = "optimized", tile: int | None = None, overlap: float | None = None,
+               tta: bool | None = None,
                target: str | None = None, task: str | None = None, min_confidence: float | None = None,
                fast: bool = False, keep_specialists: bool = False, routing: str | None = None):
     """The :class:`Predictor` of a loaded model with the CLI's defaults: the model's own tile/overlap unless given
@@ -258,9 +260,10 @@ def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_
         from medseg.inference.universal import UniversalPredictor, routing_temperature_of
 
         unused = [n for n, v in (("--tile", tile), ("--overlap", overlap), ("--target", target)) if v is not None]
-        if unused or tta:
+        unused += [] if tta is None else ["--tta" if tta else "--no-tta"]
+        if unused:
             raise InvalidInputError(spec, f"the universal model picks each task's engine itself; "
-                                          f"{', '.join(unused + (['--tta'] if tta else []))} do not apply")
+                                          f"{', '.join(unused)} do not apply")
         try:
             return UniversalPredictor(loaded.model, device=device, threshold=threshold, batch_size=batch_size,
                                       engine=engine, task=task, fast=fast, keep_specialists=keep_specialists,
@@ -274,10 +277,11 @@ def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_
                 else "--min-confidence")
         raise InvalidInputError(spec, f"{flag} applies to the universal model only")
 
-    given = {**({} if tile is None else {"tile": tile or None}), **({} if overlap is None else {"overlap": overlap})}
+    given = {**({} if tile is None else {"tile": tile or None}), **({} if overlap is None else {"overlap": overlap}),
+             **({} if tta is None else {"tta": tta})}
     try:
         return Predictor.for_model(loaded, device=device, threshold=threshold, batch_size=batch_size, engine=engine,
-                                   tta=tta, channel=loaded.channel(target), task=task, **given)
+                                   channel=loaded.channel(target), task=task, **given)
     except ValueError as exc:
         raise InvalidInputError(spec, str(exc)) from exc
 
@@ -307,7 +311,8 @@ def evaluate(
     tile: int | None = typer.Option(None, "--tile", min=0, help="With --model: sliding-window tile (0 = letterbox; "
                                                                 "default: the model's)."),
     overlap: float | None = typer.Option(None, "--overlap", min=0.0, max=0.95, help="With --model: window overlap."),
-    tta: bool = typer.Option(False, "--tta", help="With --model: average the logits of the four flips."),
+    tta: bool | None = typer.Option(None, "--tta/--no-tta", help="With --model: average the logits of the four "
+                                                                 "flips (default: the model's)."),
     target: str | None = typer.Option(None, "--target", help="With --model: output of a multi-target model."),
     device: str = typer.Option("cpu", help="With --model: torch device."),
     on_error: OnErrorOpt = typer.Option(OnErrorOpt.stop, "--on-error",

@@ -81,11 +81,14 @@ class SpecialistConfig(Strict):
     #: multi-scale test-time augmentation: the resize factors whose sliding-window logits are averaged at inference
     #: (``model.json``'s ``scales``, :class:`medseg.inference.Predictor`); ``[1.0]``: the image as it is
     scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    #: flip test-time augmentation: the logits of the four flips (identity, horizontal, vertical, both) averaged at
+    #: inference (``model.json``'s ``tta``, :class:`medseg.inference.Predictor`)
+    tta: bool = False
 
     def members(self) -> list[SpecialistConfig]:
         """One single-U-Net config per ensemble member (the first with ``augment``, then one per
-        ``ensemble_augment`` entry), at ``scales`` 1: what each member's training stage records."""
-        single = self.model_copy(update={"ensemble_augment": [], "scales": [1.0]})
+        ``ensemble_augment`` entry), at ``scales`` 1 without TTA: what each member's training stage records."""
+        single = self.model_copy(update={"ensemble_augment": [], "scales": [1.0], "tta": False})
         return [single, *(single.model_copy(update={"augment": a}) for a in self.ensemble_augment)]
 
 
@@ -283,19 +286,20 @@ class UniversalExperiment(StagedExperiment):
 
     def stage_specialists(self) -> dict[str, Path]:
         """target → the model folder of its specialist (trained, resumed or reused; with ``ensemble_augment`` or
-        ``scales``, the members' combination in ``specialists/<target>-combined``)."""
+        ``scales`` or ``tta``, the members' combination in ``specialists/<target>-combined``)."""
         out: dict[str, Path] = {}
         for target, sc in self.cfg.specialists.items():
             members = [self._train_specialist(target, m, self.out / "specialists" / (target if k == 0 else
                                                                                        f"{target}-member{k}"))
                        for k, m in enumerate(sc.members())]
-            out[target] = members[0] if len(members) == 1 and sc.scales == [1.0] else \
-                self._combine_specialist(members, sc.scales, self.out / "specialists" / f"{target}-combined")
+            feed = {"scales": sc.scales, "tta": sc.tta}
+            out[target] = members[0] if len(members) == 1 and feed == {"scales": [1.0], "tta": False} else \
+                self._combine_specialist(members, feed, self.out / "specialists" / f"{target}-combined")
         return out
 
-    def _combine_specialist(self, members: list[Path], scales: list[float], folder: Path) -> Path:
-        """``folder/model``: the members' logit ensemble (one member: its copy) with ``scales`` in its
-        ``model.json``; rebuilt when a member's weights changed."""
+    def _combine_specialist(self, members: list[Path], feed: dict[str, Any], folder: Path) -> Path:
+        """``folder/model``: the members' logit ensemble (one member: its copy) with ``feed`` (``scales``,
+        ``tta``: how it is fed) in its ``model.json``; rebuilt when a member's weights or ``feed`` changed."""
         from medseg.models.ensemble import ensemble_model_folders
         from medseg.models.io import copy_model_folder, read_model_meta
 
@@ -304,11 +308,11 @@ class UniversalExperiment(StagedExperiment):
         if is_model_folder(target):
             meta = read_model_meta(target)
             built = [m["sha256"] for m in meta.get("ensembled_from", [{"sha256": meta.get("sha256")}])]
-            if built == digests and meta.get("scales", [1.0]) == scales:
+            if built == digests and {"scales": meta.get("scales", [1.0]), "tta": meta.get("tta", False)} == feed:
                 return target
         if len(members) == 1:
-            return copy_model_folder(members[0], target, {"scales": scales})
-        return ensemble_model_folders(members, target, extra={"scales": scales})
+            return copy_model_folder(members[0], target, feed)
+        return ensemble_model_folders(members, target, extra=feed)
 
     def _train_specialist(self, target: str, sc: SpecialistConfig, folder: Path) -> Path:
         """The model folder of one specialist U-Net of ``target`` (trained, resumed or reused) in ``folder``."""

@@ -121,13 +121,15 @@ class Predictor:
 
     @classmethod
     def for_model(cls, loaded: LoadedModel, **kwargs: Any) -> Predictor:
-        """A predictor fed as ``loaded`` was trained (its input size, edge operator, colour, and the sliding-window
-        tile and overlap of a patch-trained model); ``kwargs`` as the constructor's (e.g. ``device``, ``tile``,
+        """A predictor fed as ``loaded`` was trained (its input size, edge operator, colour, the sliding-window
+        tile, overlap and ``scales`` of a patch-trained model, its ``tta``); ``kwargs`` as the constructor's (e.g. ``device``, ``tile``,
         ``task``) override them."""
         opts: dict[str, Any] = {"img_size": loaded.img_size, "edge": loaded.edge, "color": loaded.color,
                                 "tile": loaded.tile, "overlap": loaded.overlap, **kwargs}
         if opts["tile"] is not None and "scales" not in kwargs:
             opts["scales"] = loaded.scales
+        if "tta" not in kwargs:
+            opts["tta"] = loaded.tta
         return cls(loaded.model, **opts)
 
     def predict(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray | None] | None = None,

@@ -93,6 +93,12 @@ class LoadedModel:
         return tuple(float(f) for f in self.meta.get("scales") or (1.0,))
 
     @property
+    def tta(self) -> bool:
+        """Whether the logits of the four flips are averaged at inference (flip test-time augmentation,
+        ``model.json``'s ``tta``; default ``False``)."""
+        return bool(self.meta.get("tta", False))
+
+    @property
     def overlap(self) -> float:
         """Default sliding-window overlap (the one used in validation)."""
         return float(self.meta.get("overlap", 0.25))

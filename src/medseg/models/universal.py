@@ -8,7 +8,8 @@
 Which engine each task runs was chosen on the validation split (``medseg experiment universal``). A model folder::
 
     model.json                 name "universal", tasks, engines (task → engine), the encoder's weights and the
-                               sha256 of every part's weights
+                               sha256 of every part's weights (``parts``) and of its ``model.json`` (``part_meta``:
+                               how it is fed, e.g. a specialist's tiles, ``scales`` and flip ``tta``)
     head/                      a model folder (``prompt_free_head``)
     specialists/<target>/      model folders (patch-trained U-Nets)
     student/                   optional: ``lite_medsam_student`` (distilled encoder) for ``--fast``
@@ -16,7 +17,7 @@ Which engine each task runs was chosen on the validation split (``medseg experim
                                ``fast_encoder`` then names that encoder: LiteMedSAM's own at a smaller input side)
 
 Each part is a normal model folder, loaded hash-checked; ``model.json`` pins their digests too, so a part swapped
-for another is refused. LiteMedSAM's weights are not in the folder: they come from the registered, hash-checked
+for another, or fed otherwise than it was validated, is refused. LiteMedSAM's weights are not in the folder: they come from the registered, hash-checked
 LiteMedSAM checkpoint (:func:`medseg.weights.fetch_weights`).
 """
 
@@ -45,7 +46,7 @@ class UniversalModel(nn.Module):
         head: the prompt-free head over ``sam``'s embedding.
         specialists: target → native-resolution model (one output).
         specialist_options: target → how it was trained to be fed (``tile``, ``overlap``, ``img_size``,
-            ``color``, ``edge``, the multi-scale ``scales``).
+            ``color``, ``edge``, the multi-scale ``scales``, the flip ``tta``).
         engines: task → ``head`` or ``specialist`` (every task of the head; a ``specialist`` task must have one).
         student: a lighter LiteMedSAM whose embedding feeds a head for every task in ``--fast`` mode
             (``lite_medsam_student``: a distilled encoder; or ``lite_medsam`` with ``encoder_input_size``: LiteMedSAM's
@@ -112,7 +113,7 @@ def save_universal(folder: str | Path, *, head: str | Path, specialists: dict[st
     parts = {"head": Path(head), **{f"specialists/{t}": Path(p) for t, p in specialists.items()},
              **({"student": Path(student)} if student is not None else {}),
              **({"fast_head": Path(fast_head)} if fast_head is not None else {})}
-    digests = {}
+    digests, described = {}, {}  # part → sha256 of its weights, of its model.json (how it is fed: tile, scales, tta)
     for rel, src in parts.items():
         (tmp / rel).mkdir(parents=True, exist_ok=True)
         part_meta = read_model_meta(src)
@@ -125,9 +126,11 @@ def save_universal(folder: str | Path, *, head: str | Path, specialists: dict[st
             shutil.copy2(src / "model.safetensors", tmp / rel / "model.safetensors")
         atomic_write_text(tmp / rel / META_FILE, json.dumps(part_meta, indent=2))
         digests[rel] = part_meta["sha256"]
+        described[rel] = sha256_file(tmp / rel / META_FILE)
     head_meta = read_model_meta(head)
     meta = {"name": "universal", "tasks": head_meta["options"]["tasks"], "engines": engines,
             "img_size": head_meta.get("img_size", 256), "encoder": head_meta.get("encoder"), "parts": digests,
+            "part_meta": described,
             **({"fast_encoder": fast_encoder} if fast_encoder is not None else {}), **(extra or {})}
     atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=2))
     if folder.exists():
@@ -152,7 +155,7 @@ def replace_parts(folder: str | Path, out: str | Path, parts: dict[str, str | Pa
         raise InvalidInputError(folder / META_FILE, f"no part {', '.join(unknown)} to replace "
                                                     f"(parts: {', '.join(meta.get('parts', {}))})")
     now = {rel: Path(parts.get(rel, folder / rel)) for rel in meta["parts"]}
-    own = ("name", "tasks", "engines", "img_size", "encoder", "parts", "fast_encoder")
+    own = ("name", "tasks", "engines", "img_size", "encoder", "parts", "part_meta", "fast_encoder")
     kept = {k: v for k, v in meta.items() if k not in own}
     return save_universal(out, head=now["head"], engines=meta["engines"], student=now.get("student"),
                           specialists={rel.split("/", 1)[1]: p for rel, p in now.items()
@@ -169,6 +172,7 @@ def load_universal(folder: str | Path, meta: dict[str, Any]) -> UniversalModel:
     """
     from medseg.models.io import load_model
     from medseg.models.registry import build_model
+    from medseg.weights import sha256_file
 
     folder = Path(folder)
     parts: dict[str, Any] = {}
@@ -177,6 +181,10 @@ def load_universal(folder: str | Path, meta: dict[str, Any]) -> UniversalModel:
         if loaded.meta.get("sha256") != digest:
             raise InvalidInputError(folder / rel / META_FILE, f"this part's weights ({loaded.meta.get('sha256')}) "
                                                                   f"are not the ones {folder / 'model.json'} pins")
+        pinned = meta.get("part_meta", {}).get(rel)  # folders written before parts' model.json were pinned: none
+        if pinned is not None and sha256_file(folder / rel / META_FILE) != pinned:
+            raise InvalidInputError(folder / rel / META_FILE, f"this part's model.json (how it is fed: tile, scales, "
+                                                                  f"tta, …) is not the one {folder / 'model.json'} pins")
         parts[rel] = loaded
     if "head" not in parts:
         raise InvalidInputError(folder / META_FILE, "no head part")
@@ -202,7 +210,8 @@ def load_universal(folder: str | Path, meta: dict[str, Any]) -> UniversalModel:
         fast_head=parts["fast_head"].model if "fast_head" in parts else None,
         specialists={t: p.model for t, p in specialists.items()},
         specialist_options={t: {"tile": p.tile, "overlap": p.overlap, "img_size": p.img_size, "color": p.color,
-                                "edge": p.edge, "scales": p.scales} for t, p in specialists.items()},
+                                "edge": p.edge, "scales": p.scales, "tta": p.tta}
+                            for t, p in specialists.items()},
         engines=meta["engines"]).eval()
 
 
