@@ -35,9 +35,9 @@ run (``--seed-offset 1``: the first seed's U-Nets were lost with a machine move;
 
 ``--stage in-domain`` then trains a variant on the in-domain config (``configs/universal-cpu.yaml``: every dataset
 of the target; the shipped specialist's members are taken for the single variants they are) and compares it with
-``reference`` there, the shipped ``universal`` model's specialist (its first member when it ships an ensemble), on the same validation images (rule, fixed before the run: the variant replaces
-it only if it was adopted above and its validation Dice, mean over the target's datasets, is at most 0.01 lower)
-and test images (reported):
+``reference`` there, the shipped ``universal`` model's specialist (its first member when it ships an ensemble),
+on the same validation images (rule, fixed before the run: the variant replaces it only if it was adopted above
+and its validation Dice, mean over the target's datasets, is at most 0.01 lower) and test images (reported):
 
     python benchmarks/heldout_specialist_aug.py --stage in-domain --variant domain --variant ensemble-ms
 

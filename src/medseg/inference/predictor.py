@@ -122,8 +122,8 @@ class Predictor:
     @classmethod
     def for_model(cls, loaded: LoadedModel, **kwargs: Any) -> Predictor:
         """A predictor fed as ``loaded`` was trained (its input size, edge operator, colour, the sliding-window
-        tile, overlap and ``scales`` of a patch-trained model, its ``tta``); ``kwargs`` as the constructor's (e.g. ``device``, ``tile``,
-        ``task``) override them."""
+        tile, overlap and ``scales`` of a patch-trained model, its ``tta``); ``kwargs`` as the constructor's
+        (e.g. ``device``, ``tile``, ``task``) override them."""
         opts: dict[str, Any] = {"img_size": loaded.img_size, "edge": loaded.edge, "color": loaded.color,
                                 "tile": loaded.tile, "overlap": loaded.overlap, **kwargs}
         if opts["tile"] is not None and "scales" not in kwargs:

@@ -17,8 +17,8 @@ Which engine each task runs was chosen on the validation split (``medseg experim
                                ``fast_encoder`` then names that encoder: LiteMedSAM's own at a smaller input side)
 
 Each part is a normal model folder, loaded hash-checked; ``model.json`` pins their digests too, so a part swapped
-for another, or fed otherwise than it was validated, is refused. LiteMedSAM's weights are not in the folder: they come from the registered, hash-checked
-LiteMedSAM checkpoint (:func:`medseg.weights.fetch_weights`).
+for another, or fed otherwise than it was validated, is refused. LiteMedSAM's weights are not in the folder: they
+come from the registered, hash-checked LiteMedSAM checkpoint (:func:`medseg.weights.fetch_weights`).
 """
 
 from __future__ import annotations
@@ -183,8 +183,9 @@ def load_universal(folder: str | Path, meta: dict[str, Any]) -> UniversalModel:
                                                                   f"are not the ones {folder / 'model.json'} pins")
         pinned = meta.get("part_meta", {}).get(rel)  # folders written before parts' model.json were pinned: none
         if pinned is not None and sha256_file(folder / rel / META_FILE) != pinned:
-            raise InvalidInputError(folder / rel / META_FILE, f"this part's model.json (how it is fed: tile, scales, "
-                                                                  f"tta, …) is not the one {folder / 'model.json'} pins")
+            raise InvalidInputError(folder / rel / META_FILE, "this part's model.json (how it is fed: tile, "
+                                                                  f"scales, tta, …) is not the one "
+                                                                  f"{folder / 'model.json'} pins")
         parts[rel] = loaded
     if "head" not in parts:
         raise InvalidInputError(folder / META_FILE, "no head part")
