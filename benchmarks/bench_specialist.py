@@ -1,8 +1,9 @@
 """What a specialist's recipe costs per image on the CPU: the shipped ``universal`` model's specialist of a target
-(for retinal vessels: two U-Nets, each image also at 0.8×) against its first member alone at scale 1 (the recipe
-shipped before), timed side by side (calls interleaved image by image), on the test images of the target's datasets
-in the reference split; native resolution, sliding windows, end to end (uint8 image → mask). Medians over images of
-the per-image median over repeats; ratio = the specialist / its first member.
+(for retinal vessels: two U-Nets, the four flips of each image averaged), the same without its flips (``--no-tta``)
+and its first member alone at scale 1 without flips (the recipe shipped before the ensemble), timed side by side
+(calls interleaved image by image), on the test images of the target's datasets in the reference split; native
+resolution, sliding windows, end to end (uint8 image → mask). Medians over images of the per-image median over
+repeats; ratio = the row / the first member.
 
     python benchmarks/bench_specialist.py [--target retinal-vessel] [--repeats 3] [--threads 2] [--out DIR]
 """
@@ -42,14 +43,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         first = ensemble_member_folder(shipped, 0, Path(tmp) / "first")
         models = {"shipped specialist": Predictor.for_model(load_model(shipped)),
-                  "its first member, scale 1": Predictor.for_model(load_model(first), scales=(1.0,))}
+                  "shipped specialist without flips (--no-tta)": Predictor.for_model(load_model(shipped), tta=False),
+                  "its first member, scale 1": Predictor.for_model(load_model(first), scales=(1.0,), tta=False)}
         per: dict[str, list[float]] = {k: [] for k in models}
         for image in images:
             for name, predictor in models.items():  # interleaved: both see the same machine load
                 times, _ = run_times(lambda p=predictor, im=image: p.predict([im]), args.repeats)
                 per[name].append(statistics.median(times) * 1000)
     base = statistics.median(per["its first member, scale 1"])
-    rows = [{"specialist": name, "scales": list(models[name].scales), "images": len(images),
+    rows = [{"specialist": name, "scales": list(models[name].scales), "flips": 4 if models[name].tta else 1,
+             "images": len(images),
              "median_ms_per_image": statistics.median(ms), "ratio": statistics.median(ms) / base}
             for name, ms in per.items()]
     print(f"{args.target}: {len(images)} test images of {', '.join(args.datasets)}, {args.threads} threads")

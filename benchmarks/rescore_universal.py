@@ -8,7 +8,8 @@ the experiment.
 Scores (native resolution, as ``medseg experiment universal`` does): ``universal`` (no prompt, no task), ``--fast``
 and ``--fast --keep-specialists``, each engine with the true task, beside the committed LiteMedSAM and reference
 U-Net scores of the config's ``baseline`` / ``reference_dir``. A per-image CSV of ``--previous``'s ``scores/`` is
-reused only where every part it depends on has the same sha256 in both model folders (``test_head.csv``: the head;
+reused only where every part it depends on has the same weights and the same ``model.json`` (how it is fed) in both
+model folders (``test_head.csv``: the head;
 ``fast.csv``: the fast head; ``test_specialist.csv``: every specialist; ``universal.csv``: the head and the
 specialists; ``fast_specialists.csv``: the fast head and the specialists; the last three also need the same engines
 and routing settings); the rest is scored anew. Writes
@@ -34,6 +35,7 @@ from medseg.experiments.universal_report import (
     task_accuracy,
 )
 from medseg.models.io import read_model_meta
+from medseg.weights import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 #: a per-image CSV → the model parts (prefixes of ``model.json``'s ``parts``) its rows depend on
@@ -50,9 +52,13 @@ def reusable(previous_model: Path, previous_scores: Path, model: Path) -> list[s
         return []
     before, after = read_model_meta(previous_model), read_model_meta(model)
     routing = all(before.get(k) == after.get(k) for k in ("engines", "min_confidence", "fast_encoder", "img_size"))
+
+    def unchanged(part: str) -> bool:  # its weights and its model.json (how it is fed: tiles, scales, tta)
+        return part in before["parts"] and before["parts"][part] == after["parts"].get(part) and \
+            sha256_file(previous_model / part / "model.json") == sha256_file(model / part / "model.json")
+
     same = [name for name, prefixes in DEPENDS.items()
-            if all(before["parts"].get(p) == after["parts"].get(p)
-                   for p in set(before["parts"]) | set(after["parts"]) if p.startswith(prefixes))
+            if all(unchanged(p) for p in set(before["parts"]) | set(after["parts"]) if p.startswith(prefixes))
             and (routing or name not in ROUTED)]
     return [n for n in same if (previous_scores / n).is_file()]
 

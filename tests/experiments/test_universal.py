@@ -65,6 +65,8 @@ def test_universal_experiment_runs_every_stage_and_reuses_them(config: Path, tmp
     for name in ("by_modality", "by_dataset", "task_accuracy"):
         assert (run / "report" / f"{name}.csv").is_file()
     assert (run / "report" / "head_learning_curve.png").is_file()
+    card = (run / "report" / "MODEL_CARD.md").read_text()  # each part: what it is, how it is fed, its weights
+    assert "| head | prompt_free_head | 64² canvas | float16 |" in card and "| student | lite_medsam_student |" in card
     said.clear()
     UniversalExperiment(cfg, progress=said.append).run()  # everything cached: nothing trains or scores again
     assert not said

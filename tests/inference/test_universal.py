@@ -144,9 +144,10 @@ def test_replace_parts_swaps_one_part_and_keeps_the_rest(folder: Path, tmp_path:
         replace_parts(folder, tmp_path / "bad", {"specialists/lungs": other})
 
 
-def test_tiling_and_tta_flags_are_refused_for_the_universal_model(folder: Path, tmp_path: Path, capsys) -> None:
-    """Each engine's own feeding (a specialist's tiles, scales and flip TTA) comes from its ``model.json``; the
-    flags that would override it for every task say so in one line and write nothing."""
+def test_tiling_is_refused_and_tta_switches_the_specialists_flips(folder: Path, tmp_path: Path, capsys) -> None:
+    """Each engine's own tiles and scales come from its ``model.json``: ``--tile`` says so in one line and writes
+    nothing. ``--tta`` / ``--no-tta`` turn every specialist's flip TTA on or off (default: as its ``model.json``
+    says); the head is never flipped."""
     from PIL import Image
 
     from medseg.cli.main import main
@@ -154,10 +155,17 @@ def test_tiling_and_tta_flags_are_refused_for_the_universal_model(folder: Path, 
     inputs = tmp_path / "in"
     inputs.mkdir()
     Image.fromarray(np.random.default_rng(4).integers(0, 255, (40, 52, 3), dtype=np.uint8)).save(inputs / "a.png")
-    for flag in (["--tta"], ["--no-tta"], ["--tile", "32"]):
-        assert main(["predict", str(folder), str(inputs), "-o", str(tmp_path / "out"), *flag]) == 2
-        assert f"{flag[0]} do not apply" in capsys.readouterr().err
+    assert main(["predict", str(folder), str(inputs), "-o", str(tmp_path / "out"), "--tile", "32"]) == 2
+    assert "--tile do not apply" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    for flag in ("--tta", "--no-tta"):
+        assert main(["predict", str(folder), str(inputs), "-o", str(tmp_path / flag), flag, "--task", "vessels"]) == 0
+    model = load_model(folder).model
+    assert not UniversalPredictor(model)._specialists["vessels"].tta
+    assert UniversalPredictor(model, specialist_tta=True)._specialists["vessels"].tta
+    model.specialist_options["vessels"]["tta"] = True  # a folder whose specialist asks for flips
+    assert UniversalPredictor(model)._specialists["vessels"].tta
+    assert not UniversalPredictor(model, specialist_tta=False)._specialists["vessels"].tta
 
 
 def test_engines_must_cover_every_task(folder: Path) -> None:

@@ -140,8 +140,9 @@ def predict(
                                          "(patch-trained models tile, the others letterbox)."),
     overlap: float | None = typer.Option(None, "--overlap", min=0.0, max=0.95,
                                          help="Sliding-window overlap (default: the model's, else 0.25)."),
-    tta: bool | None = typer.Option(None, "--tta/--no-tta", help="Average the logits of the four flips "
-                                                                 "(default: the model's model.json tta, else no)."),
+    tta: bool | None = typer.Option(None, "--tta/--no-tta", help="Average the logits of the four flips (default: "
+                                                                 "the model's model.json tta, else no; universal: "
+                                                                 "its specialists')."),
     target: str | None = typer.Option(None, "--target",
                                       help="Models with one output per target (universal models): which one."),
     modality: str | None = typer.Option(None, "--modality", help="With a router file: whose routing rule to use."),
@@ -260,7 +261,6 @@ def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_
         from medseg.inference.universal import UniversalPredictor, routing_temperature_of
 
         unused = [n for n, v in (("--tile", tile), ("--overlap", overlap), ("--target", target)) if v is not None]
-        unused += [] if tta is None else ["--tta" if tta else "--no-tta"]
         if unused:
             raise InvalidInputError(spec, f"the universal model picks each task's engine itself; "
                                           f"{', '.join(unused)} do not apply")
@@ -269,7 +269,8 @@ def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_
                                       engine=engine, task=task, fast=fast, keep_specialists=keep_specialists,
                                       min_confidence=(loaded.meta.get("min_confidence", 0.5) if min_confidence is None
                                                       else min_confidence), routing=routing or "image",
-                                      routing_temperature=routing_temperature_of(loaded.meta, fast))
+                                      routing_temperature=routing_temperature_of(loaded.meta, fast),
+                                      specialist_tta=tta)
         except ValueError as exc:
             raise InvalidInputError(spec, str(exc)) from exc
     if min_confidence is not None or fast or keep_specialists or routing is not None:

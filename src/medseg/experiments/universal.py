@@ -735,7 +735,7 @@ class UniversalExperiment(StagedExperiment):
         """``rep/MODEL_CARD.md`` and ``rep/failure_gallery.png`` (the worst test image of every dataset) of the
         ``universal`` model folder ``model`` scored as ``universal_rows``; ``config``: the recipe the card's
         command names (default: the run's copy, ``out_dir/config.yaml``)."""
-        from medseg.experiments.universal_report import data_licences, gallery, model_card, read_table
+        from medseg.experiments.universal_report import data_licences, gallery, model_card, part_rows, read_table
         from medseg.inference.universal import UniversalPredictor
         from medseg.models.io import load_model
 
@@ -747,11 +747,10 @@ class UniversalExperiment(StagedExperiment):
         for e in self.entries():
             counts.setdefault(e.dataset, {}).setdefault(e.split, 0)
             counts[e.dataset][e.split] += 1
-        weights = {str(p.relative_to(model)): p.stat().st_size for p in sorted(model.rglob("*.safetensors"))}
         text = model_card(by_dataset=by_dataset, by_modality=by_modality, accuracy=accuracy, split_counts=counts,
                           licences=data_licences(self.cfg.data.root / "README.md"),
                           engines=read_model_meta(model)["engines"],
-                          target_of=self.cfg.data.target_of, weights=weights,
+                          target_of=self.cfg.data.target_of, parts=part_rows(model),
                           gallery_path=picture.name if picture.is_file() else None,
                           command=f"medseg experiment universal {config or self.out / 'config.yaml'}",
                           held_out=read_table(self.cfg.held_out_results) if self.cfg.held_out_results else None)

