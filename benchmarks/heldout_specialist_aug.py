@@ -185,6 +185,9 @@ def main() -> None:
     ap.add_argument("--seed-offset", type=int, default=0,
                     help="held-out stage: a seed replicate (the specialists' seed_offset; runs in <variant>-seed<k>, "
                          "tables titled with the seed)")
+    ap.add_argument("--label", default="",
+                    help="appended to the held-out tables' titles (and so their file names), e.g. ', seed 0 "
+                         "retrained' for a rerun that must not overwrite the committed tables")
     ap.add_argument("--table", action="store_true",
                     help="with --variant: afterwards train what is missing and print the table of every variant")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results")
@@ -195,7 +198,7 @@ def main() -> None:
         if args.stage == "in-domain":
             raise SystemExit("--seed-offset: held-out stage only (in domain the reference run is the shipped one)")
         budget["seed_offset"] = args.seed_offset
-    seed = f", seed offset {args.seed_offset}" if args.seed_offset else ""
+    seed = (f", seed offset {args.seed_offset}" if args.seed_offset else "") + args.label
     if args.stage == "in-domain":
         seed_shipped_members(args.in_domain, args.target)
         names = [BASELINE, *(v for v in args.variant or ["domain"] if v != BASELINE)]
