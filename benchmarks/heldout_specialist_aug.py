@@ -93,11 +93,16 @@ def run_variant(config: Path, name: str, target: str, budget: dict[str, Any]) ->
     exp = variant_experiment(config, name, target, budget)
     for k, member in enumerate(exp.cfg.specialists[target].members()):
         mine = exp.out / "specialists" / (target if k == 0 else f"{target}-member{k}")
-        single = next((v for v in VARIANTS if VARIANTS[v] == {"augment": member.augment, **SINGLE}), None)
+        single = single_variant(member.augment)
         theirs = exp.out.parent / variant_dir(str(single), budget) / "specialists" / target
         if single not in (None, name) and is_model_folder(theirs / "model") and not mine.exists():
             shutil.copytree(theirs, mine, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
     return score_specialist(exp, load_model(exp.stage_specialists()[target]), target, name)
+
+
+def single_variant(augment: dict[str, Any]) -> str | None:
+    """The single (one U-Net, one scale, no TTA) variant trained with ``augment``, if there is one."""
+    return next((v for v in VARIANTS if VARIANTS[v] == {"augment": augment, **SINGLE}), None)
 
 
 def variant_dir(name: str, budget: dict[str, Any]) -> str:
@@ -131,7 +136,7 @@ def seed_shipped_members(config: Path, target: str) -> None:
 
     shipped = shipped_model_folder("universal") / "specialists" / target
     for k, member in enumerate(load_universal_config(config).specialists[target].members()):
-        name = next((v for v in VARIANTS if VARIANTS[v] == {"augment": member.augment, **SINGLE}), None)
+        name = single_variant(member.augment)
         if name is None:
             continue
         folder = variant_experiment(config, name, target, {}).out / "specialists" / target / "model"

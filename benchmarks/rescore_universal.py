@@ -52,13 +52,12 @@ def reusable(previous_model: Path, previous_scores: Path, model: Path) -> list[s
         return []
     before, after = read_model_meta(previous_model), read_model_meta(model)
     routing = all(before.get(k) == after.get(k) for k in ("engines", "min_confidence", "fast_encoder", "img_size"))
-
-    def unchanged(part: str) -> bool:  # its weights and its model.json (how it is fed: tiles, scales, tta)
-        return part in before["parts"] and before["parts"][part] == after["parts"].get(part) and \
-            sha256_file(previous_model / part / "model.json") == sha256_file(model / part / "model.json")
-
+    # a part is unchanged when its weights and its model.json (how it is fed: tiles, scales, tta) are
+    changed = {p for p in set(before["parts"]) | set(after["parts"])
+               if p not in before["parts"] or before["parts"][p] != after["parts"].get(p)
+               or sha256_file(previous_model / p / "model.json") != sha256_file(model / p / "model.json")}
     same = [name for name, prefixes in DEPENDS.items()
-            if all(unchanged(p) for p in set(before["parts"]) | set(after["parts"]) if p.startswith(prefixes))
+            if not any(p.startswith(prefixes) for p in changed)
             and (routing or name not in ROUTED)]
     return [n for n in same if (previous_scores / n).is_file()]
 

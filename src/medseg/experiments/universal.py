@@ -85,6 +85,10 @@ class SpecialistConfig(Strict):
     #: inference (``model.json``'s ``tta``, :class:`medseg.inference.Predictor`)
     tta: bool = False
 
+    def feeding(self) -> dict[str, Any]:
+        """How the specialist is fed at inference (``model.json`` fields): ``{"scales": …, "tta": …}``."""
+        return {"scales": list(self.scales), "tta": self.tta}
+
     def members(self) -> list[SpecialistConfig]:
         """One single-U-Net config per ensemble member (the first with ``augment``, then one per
         ``ensemble_augment`` entry), at ``scales`` 1 without TTA: what each member's training stage records."""
@@ -292,8 +296,8 @@ class UniversalExperiment(StagedExperiment):
             members = [self._train_specialist(target, m, self.out / "specialists" / (target if k == 0 else
                                                                                        f"{target}-member{k}"))
                        for k, m in enumerate(sc.members())]
-            feed = {"scales": sc.scales, "tta": sc.tta}
-            out[target] = members[0] if len(members) == 1 and feed == {"scales": [1.0], "tta": False} else \
+            feed = sc.feeding()
+            out[target] = members[0] if len(members) == 1 and feed == SpecialistConfig().feeding() else \
                 self._combine_specialist(members, feed, self.out / "specialists" / f"{target}-combined")
         return out
 
@@ -308,7 +312,7 @@ class UniversalExperiment(StagedExperiment):
         if is_model_folder(target):
             meta = read_model_meta(target)
             built = [m["sha256"] for m in meta.get("ensembled_from", [{"sha256": meta.get("sha256")}])]
-            if built == digests and {"scales": meta.get("scales", [1.0]), "tta": meta.get("tta", False)} == feed:
+            if built == digests and {k: meta.get(k, v) for k, v in SpecialistConfig().feeding().items()} == feed:
                 return target
         if len(members) == 1:
             return copy_model_folder(members[0], target, feed)

@@ -278,13 +278,11 @@ def part_rows(model: str | Path) -> list[dict[str, Any]]:
         if meta.get("tile"):
             scales = meta.get("scales") or [1.0]
             fed = (f"{meta['tile']}² tiles, overlap {meta.get('overlap', 0.25):g}"
-                   + (f", scales {', '.join(f'{f:g}' for f in scales)}" if scales != [1.0] else "")
-                   + (", 4 flips averaged" if meta.get("tta") else ""))
+                   + (f", scales {', '.join(f'{f:g}' for f in scales)}" if scales != [1.0] else ""))
         else:
             side = fast_side if rel == "fast_head" and fast_side else None
-            fed = (f"{meta.get('img_size', 256)}² canvas"
-                   + (f", LiteMedSAM's encoder at {side}² input" if side else "")
-                   + (", 4 flips averaged" if meta.get("tta") else ""))
+            fed = f"{meta.get('img_size', 256)}² canvas" + (f", LiteMedSAM's encoder at {side}² input" if side else "")
+        fed += ", 4 flips averaged" if meta.get("tta") else ""
         weights = model / rel / "model.safetensors"
         rows.append({"part": rel, "model": what, "fed as": fed,
                      "stored": str(meta.get("stored_dtype", "torch.float32")).removeprefix("torch."),
