@@ -211,10 +211,10 @@ def route_batches(lodo: LodoSetup, models: dict[str, torch.nn.Module], datasets:
                                                                               ).probs.argmax(1),
                   "whole test split one batch": lambda rows, m=mixed: m[rows]}
         for routing, chosen in routes.items():
-            for r in route_test({0.0: model}, datasets, lodo.datasets, lodo.labels,
+            for r in route_test({name: model}, datasets, lodo.datasets, lodo.labels,
                                 lambda _m, _part, rows, c=chosen: torch.from_numpy(c(rows)), lodo.tasks, scores,
                                 lodo.info):
-                r.pop("label_smoothing")
+                r.pop("variant")
                 out.append({"classifier": name, "routing": routing, "dataset": r.pop("dataset"), "n": r.pop("n"),
                             "routing_accuracy": r.pop("routing_accuracy"), "implied_dice": r.pop("universal_dice"),
                             "exact_images": r.pop("exact_images"),

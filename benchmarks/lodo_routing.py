@@ -1,4 +1,4 @@
-"""Leave-datasets-out routing: does label smoothing make the task classifier recognise datasets it never saw?
+"""Leave-datasets-out routing: which refit of the task classifier best recognises datasets it never saw?
 
 The universal model names an image's task with a small classifier over LiteMedSAM's pooled tokens
 (:class:`medseg.models.task_classifier.TaskClassifier`), refitted on cached embeddings by the recipe's
@@ -18,6 +18,23 @@ weight decay 0.1, no class balance, label smoothing 0.1, feature-statistics nois
 first sweep of these folds at the ``--fast`` encoder's 128² embeddings, so the 128² table is where it was picked and
 the 256² one checks it on the encoder the shipped classifier reads.
 
+A variant is ``key=value,…`` overrides of the recipe's ``classifier:`` section (``--variants``; the first is the
+baseline), e.g. ``ensemble=K``: the mean logits of K heads fitted with seeds s, s + 10, …
+(:class:`~medseg.training.task_classifier.ClassifierFitConfig`). The first study compared
+``label_smoothing=0.0`` and ``label_smoothing=0.1`` (the defaults; its tables' ``variant`` column was named
+``label_smoothing``).
+
+Second study (regularisers; rule fixed before any of its scores was seen). Baseline: the recipe
+(``label_smoothing=0.1``). Candidates: ``label_smoothing=0.2``; ``feature_dropout`` 0.3 and 0.6; ``mixup=0.4``;
+``ensemble=5`` (each with ε = 0.1). At the 128² encoder the candidate with the highest held-out routing mean whose
+in-domain validation accuracy is not below the baseline's goes on; none above the baseline: the study stops. At the
+256² encoder it is adopted by the first study's rule (held-out mean rises, in-domain validation accuracy does not
+fall); only then are the test images routed (``--test``).
+
+    python benchmarks/lodo_routing.py --encoder fast --name "LODO regularisers" \
+        --variants label_smoothing=0.1 label_smoothing=0.2 label_smoothing=0.1,feature_dropout=0.3 \
+        label_smoothing=0.1,feature_dropout=0.6 label_smoothing=0.1,mixup=0.4 label_smoothing=0.1,ensemble=5
+
 ``--test`` (after the rule decided) routes the test images of the first fold's datasets with the recipe's seed, and
 puts the held-out run's committed per-image Dice (``--held-out-scores``) on that routing: an image routed to its true
 task scores what that task's engine scored with the task given (exact), one routed to the task held-out run 2 chose
@@ -35,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from _common import emit
 from _lodo import LodoSetup, add_lodo_arguments
@@ -43,14 +61,31 @@ from medseg.experiments.universal_report import read_table
 REPO = Path(__file__).resolve().parents[1]
 
 
+def parse_variant(text: str) -> dict[str, Any]:
+    """``key=value,key=value`` → overrides of the ``classifier:`` section (values as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--variants: {item!r} is not key=value")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_lodo_arguments(ap)
-    ap.add_argument("--label-smoothing", nargs="+", type=float, default=[0.0, 0.1],
-                    help="the variants; the first is the baseline")
+    ap.add_argument("--variants", nargs="+", default=["label_smoothing=0.0", "label_smoothing=0.1"],
+                    help="classifier refits as key=value,… overrides of the recipe's classifier: section; the "
+                         "first is the baseline")
+    ap.add_argument("--name", default="LODO routing", help="the tables' title (and file names)")
     ap.add_argument("--test", action="store_true", help="also route the first fold's test images (see above)")
     ap.add_argument("--held-out-scores", type=Path,
                     default=REPO / "benchmarks/results/universal-heldout-cpu/scores")
+    ap.add_argument("--specialist-scores", type=Path,
+                    help="per-image scores (case, dice) of a specialist retrained without the fold's datasets, e.g. "
+                         "benchmarks/results/universal-heldout-cpu/specialist-aug/held_out_ensemble-tta_seed0_"
+                         "retrained.csv: --test adds the Dice implied with it in place of the held-out run's")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/universal-cpu/lodo-routing")
     args = ap.parse_args()
 
@@ -59,25 +94,29 @@ def main() -> None:
     folds = [tuple(f.split(",")) for f in args.folds]
     refit = lodo.refit
 
-    def fit(held: tuple[str, ...], seed: int, eps: float) -> tuple[torch.nn.Module, float]:
-        return lodo.fit(held, seed, label_smoothing=eps)
+    def fit(held: tuple[str, ...], seed: int, overrides: dict[str, Any]) -> tuple[torch.nn.Module, float]:
+        """The variant fitted without ``held``: its (B, 2C) → (B, K) head and in-domain validation accuracy."""
+        model, acc = lodo.fit(held, seed, **overrides)
+        return model.classifier.head, acc
 
-    def route(model: torch.nn.Module, part: str, rows: list[int]) -> torch.Tensor:
+    def route(head: torch.nn.Module, part: str, rows: list[int]) -> torch.Tensor:
         """(len(rows),) the task each image of ``part`` is routed to."""
-        return lodo.probs(model, part, rows).argmax(1)
+        with torch.no_grad():
+            return head(lodo.features[part]["none"][rows]).argmax(1)
 
     table: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
-    test_models: dict[float, torch.nn.Module] = {}
-    for eps in args.label_smoothing:
+    test_models: dict[str, torch.nn.Module] = {}
+    for variant in args.variants:
+        overrides = parse_variant(variant)
         per: dict[str, list[float]] = {}
         in_domain = []
         for seed in args.seeds:
-            in_domain.append(fit((), seed, eps)[1])
+            in_domain.append(fit((), seed, overrides)[1])
             for held in folds:
-                model, _ = fit(held, seed, eps)
+                model, _ = fit(held, seed, overrides)
                 if held == folds[0] and seed == refit.seed:
-                    test_models[eps] = model
+                    test_models[variant] = model
                 for d in held:
                     hits = []
                     for part in ("train", "val"):
@@ -86,58 +125,66 @@ def main() -> None:
                     per.setdefault(d, []).append(float(np.mean(hits)))
         for d, accs in per.items():
             n = sum(dd == d for p in ("train", "val") for dd in ds[p])
-            table.append({"label_smoothing": eps, "held_out_dataset": d, "n_images": n,
+            table.append({"variant": variant, "held_out_dataset": d, "n_images": n,
                           "routing_accuracy": float(np.mean(accs)), "per_seed": " ".join(f"{a:.3f}" for a in accs)})
-        summary.append({"label_smoothing": eps, "encoder": args.encoder,
+        summary.append({"variant": variant, "encoder": args.encoder,
                         "held_out_routing_mean": float(np.mean([np.mean(a) for a in per.values()])),
                         "in_domain_val_accuracy": float(np.mean(in_domain)), "seeds": len(args.seeds)})
+        print(summary[-1], flush=True)
     base = summary[0]
     for row in summary:
         row["adopt"] = (row is not base and row["held_out_routing_mean"] > base["held_out_routing_mean"]
                         and row["in_domain_val_accuracy"] >= base["in_domain_val_accuracy"])
     slug = f"{args.encoder}_encoder"
     print(f"folds {folds}: each refitted without its datasets; routed: their training and validation images")
-    emit(f"LODO routing {slug}", table, args.out)
-    emit(f"LODO routing {slug} summary", summary, args.out)
+    emit(f"{args.name} {slug}", table, args.out)
+    emit(f"{args.name} {slug} summary", summary, args.out)
     if args.test:
-        emit(f"LODO routing {slug} test", route_test(test_models, folds[0], ds, y, route, tasks, args.held_out_scores,
-                                                     info), args.out)
+        emit(f"{args.name} {slug} test", route_test(test_models, folds[0], ds, y, route, tasks,
+                                                     args.held_out_scores, info, args.specialist_scores), args.out)
 
 
-def route_test(models: dict[float, torch.nn.Module], held: tuple[str, ...], ds: dict[str, list[str]],
+def route_test(models: dict[str, torch.nn.Module], held: tuple[str, ...], ds: dict[str, list[str]],
                y: dict[str, torch.Tensor], route: Any, tasks: list[str], scores: Path,
-               info: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+               info: dict[str, list[dict[str, Any]]], specialist: Path | None = None) -> list[dict[str, Any]]:
     """Per variant and held-out dataset: test routing accuracy and the held-out universal Dice it implies (see the
-    module docstring)."""
+    module docstring); with ``specialist`` (per-image scores, ``case`` and ``dice``), also the Dice implied when the
+    images routed to their true task's specialist score what that specialist scored."""
     run2 = {r["case"]: r for r in read_table(scores / "universal.csv")}
     engine_of = {r["true_task"]: r["engine"] for r in run2.values() if r["task"] == r["true_task"]}
     engine_dice = {}
     for name in ("test_head.csv", "test_specialist.csv"):
         for r in read_table(scores / name):
             engine_dice[(r["case"], "specialist" if "specialist" in name else "head")] = float(r["dice"])
+    retrained = {} if specialist is None else {r["case"]: float(r["dice"]) for r in read_table(specialist)}
     rows = []
-    for eps, model in models.items():
+    for variant, model in models.items():
         for d in held:
             idx = [i for i, dd in enumerate(ds["test"]) if dd == d]
             cases = [info["test"][i]["case"] for i in idx]
             chosen = route(model, "test", idx)
-            dice, exact = [], 0
+            dice, exact, with_specialist = [], 0, []
             for j, case in enumerate(cases):
                 r = run2[case]
                 task = tasks[int(chosen[j])]
                 if task == r["true_task"]:
                     dice.append(engine_dice[(case, engine_of[task])])
+                    with_specialist.append(retrained.get(case, dice[-1]) if engine_of[task] == "specialist"
+                                           else dice[-1])
                     exact += 1
-                elif task == r["task"]:
+                    continue
+                if task == r["task"]:
                     dice.append(float(r["dice"]))
                     exact += 1
                 else:
                     dice.append(0.0)
-            rows.append({"label_smoothing": eps, "dataset": d, "n": len(idx),
+                with_specialist.append(dice[-1])
+            extra = {} if specialist is None else {"universal_dice_with_specialist": float(np.mean(with_specialist))}
+            rows.append({"variant": variant, "dataset": d, "n": len(idx),
                          "routing_accuracy": float((chosen == y["test"][idx]).float().mean()),
                          "held_out_run2_accuracy": float(np.mean([run2[c]["task"] == run2[c]["true_task"]
                                                                   for c in cases])),
-                         "universal_dice": float(np.mean(dice)), "exact_images": exact,
+                         "universal_dice": float(np.mean(dice)), **extra, "exact_images": exact,
                          "held_out_run2_dice": float(np.mean([float(run2[c]["dice"]) for c in cases]))})
     return rows
 

@@ -125,3 +125,70 @@ def test_label_smoothing_keeps_the_refit_from_certainty() -> None:
     assert abs(top[0.3] - (1 - 0.3 + 0.3 / 3)) < 0.05
     with pytest.raises(ValueError):
         ClassifierFitConfig(label_smoothing=1.0)
+
+
+def test_feature_dropout_and_mixup_are_seeded_train_only_and_still_learn_separable_tasks() -> None:
+    """Dropout on the features and mixup of the rows change only the training loss: the fit is reproducible from
+    its seed, differs from the plain fit, still classifies separable tasks right, and the head predicts
+    deterministically."""
+    dim = _model().classifier.head[0].normalized_shape[0]
+    gen = torch.Generator().manual_seed(5)
+    centres = torch.randn(3, dim, generator=gen) * 4
+    y = torch.arange(3).repeat(20)
+    x = centres[y] + torch.randn(len(y), dim, generator=gen)
+    heads = {}
+    for name, extra in {"plain": {}, "dropout": {"feature_dropout": 0.5}, "mixup": {"mixup": 0.4},
+                        "mixup again": {"mixup": 0.4}}.items():
+        model = _model()
+        fit = fit_task_classifier(model, x, y, cfg=ClassifierFitConfig(steps=60, lr=1e-2, **extra))
+        assert fit.train_accuracy == 1.0
+        with torch.no_grad():
+            heads[name] = model.classifier.head(x)
+            assert torch.equal(heads[name], model.classifier.head(x))  # eval: no dropout at prediction
+    assert torch.equal(heads["mixup"], heads["mixup again"])
+    assert not torch.allclose(heads["plain"], heads["dropout"]) and not torch.allclose(heads["plain"], heads["mixup"])
+    with pytest.raises(ValueError):
+        ClassifierFitConfig(feature_dropout=1.0)
+    with pytest.raises(ValueError):
+        ClassifierFitConfig(mixup=-0.1)
+
+
+def test_the_plain_training_loss_is_torchs_weighted_smoothed_cross_entropy() -> None:
+    """Without dropout or mixup, the per-row loss normalised by the rows' class weights equals
+    ``F.cross_entropy``'s own weighted mean (the refits before these options are reproduced)."""
+    import torch.nn.functional as F
+
+    from medseg.training.task_classifier import _training_loss
+
+    head = torch.nn.Linear(4, 3)
+    gen = torch.Generator().manual_seed(0)
+    x, y, w = torch.randn(10, 4, generator=gen), torch.randint(0, 3, (10,), generator=gen), torch.tensor([1., 2., 3.])
+    cfg = ClassifierFitConfig(label_smoothing=0.1)
+    got = _training_loss(head, x, y, w, cfg, gen, np.random.default_rng(0))
+    assert torch.allclose(got, F.cross_entropy(head(x), y, weight=w, label_smoothing=0.1))
+
+
+def test_an_ensemble_refit_is_the_mean_of_its_members_fitted_with_spaced_seeds() -> None:
+    """``ensemble=K`` fits K heads with seeds s, s + 10, … (each chosen on validation) and keeps their mean logits in
+    one head K times as wide; the members are exactly the single fits of those seeds."""
+    from medseg.models.task_classifier import mean_of_heads
+
+    dim = _model().classifier.head[0].normalized_shape[0]
+    gen = torch.Generator().manual_seed(6)
+    centres = torch.randn(3, dim, generator=gen) * 2
+    y, vy = torch.arange(3).repeat(10), torch.arange(3).repeat(4)
+    x, vx = centres[y] + torch.randn(len(y), dim, generator=gen), centres[vy] + torch.randn(len(vy), dim, generator=gen)
+    cfg = ClassifierFitConfig(steps=20, lr=1e-2, seed=3, label_smoothing=0.1)
+    singles = []
+    for s in (3, 13, 23):
+        model = _model()
+        fit_task_classifier(model, x, y, vx, vy, cfg.model_copy(update={"seed": s}))
+        singles.append(model.classifier.head)
+    model = _model()
+    fit = fit_task_classifier(model, x, y, vx, vy, cfg.model_copy(update={"ensemble": 3}))
+    assert model.classifier.head[1].out_features == 3 * singles[0][1].out_features
+    assert len(fit.members) == 3 and {r["member"] for r in fit.history} == {0, 1, 2}
+    assert set(fit.summary()["members"][0]) >= {"chosen_step", "val_accuracy"}
+    with torch.no_grad():
+        assert torch.allclose(model.classifier.head(vx), mean_of_heads(singles)(vx), atol=1e-5)
+        assert fit.val_accuracy == float((model.classifier.head(vx).argmax(1) == vy).float().mean())

@@ -436,7 +436,9 @@ class UniversalExperiment(StagedExperiment):
         self.say(f"classifier: validation accuracy {fit.val_accuracy_before:.3f} → {fit.val_accuracy:.3f} "
                  f"(step {fit.chosen_step} of {cc.steps})")
         keep = {k: v for k, v in loaded.meta.items() if k not in ("name", "options", "img_size", "sha256", "versions")}
-        return save_model_folder(model, out / "model", name=loaded.name, options=loaded.meta["options"],
+        # the head's width as refitted (an ensemble refit widens it): the builder's option that loads it
+        options = {**loaded.meta["options"], "classifier_hidden": model.classifier.head[1].out_features}
+        return save_model_folder(model, out / "model", name=loaded.name, options=options,
                                  img_size=loaded.img_size, extra={**keep, "classifier_refit": summary})
 
     def fast_encoder_options(self) -> dict[str, Any] | None:

@@ -28,7 +28,7 @@ from pydantic import Field
 from torch import nn
 
 from medseg.data.geometry import letterbox_image
-from medseg.models.task_classifier import TaskClassifier
+from medseg.models.task_classifier import TaskClassifier, mean_of_heads
 from medseg.training.config import Strict
 from medseg.training.embedding_cache import open_embeddings
 
@@ -56,6 +56,18 @@ class ClassifierFitConfig(Strict):
     #: datasets of known tasks better in leave-datasets-out tests (``benchmarks/lodo_routing.py``). Validation
     #: (which chooses the step) is scored without it.
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    #: inverted dropout on the pooled input features at every training step (each feature zeroed with this
+    #: probability, the rest scaled by 1 / (1 − p)); validation and prediction see them whole
+    feature_dropout: float = Field(0.0, ge=0, lt=1)
+    #: mixup (Zhang et al., ICLR 2018) of the training rows with concentration α: every step each row is mixed with
+    #: a random other, weight λ ~ Beta(α, α) per row, and its loss is λ·CE(own task) + (1 − λ)·CE(the other's);
+    #: 0 turns it off
+    mixup: float = Field(0.0, ge=0)
+    #: fit this many heads (seeds ``seed``, ``seed`` + 10, …; each its own step chosen on validation) and keep the
+    #: mean of their logits, folded into one head of ``ensemble`` × its hidden width
+    #: (:func:`~medseg.models.task_classifier.mean_of_heads`): the refit's seed-to-seed variance on unseen datasets
+    #: averaged away; chosen by leave-datasets-out routing (``benchmarks/lodo_routing.py``)
+    ensemble: int = Field(1, ge=1)
 
 
 class EncoderRefitConfig(ClassifierFitConfig):
@@ -93,10 +105,16 @@ class ClassifierFit:
     val_accuracy: float | None
     val_accuracy_before: float | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: with ``ensemble`` > 1: each member's own fit (``history`` then has a ``member`` column; ``chosen_step`` is
+    #: the first member's, the accuracies are the folded head's)
+    members: list[ClassifierFit] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {"chosen_step": self.chosen_step, "train_accuracy": self.train_accuracy,
-                "val_accuracy": self.val_accuracy, "val_accuracy_before": self.val_accuracy_before}
+        out = {"chosen_step": self.chosen_step, "train_accuracy": self.train_accuracy,
+               "val_accuracy": self.val_accuracy, "val_accuracy_before": self.val_accuracy_before}
+        if self.members:
+            out["members"] = [m.summary() for m in self.members]
+        return out
 
 
 @torch.no_grad()  # not inference_mode: the features are trained on afterwards
@@ -139,7 +157,9 @@ def pooled_features(model: nn.Module, images: Iterable[np.ndarray], *, img_size:
 def fit_task_classifier(model: nn.Module, features: torch.Tensor, labels: torch.Tensor,
                         val_features: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
                         cfg: ClassifierFitConfig | None = None) -> ClassifierFit:
-    """Fit ``model.classifier.head`` on pooled features in place (every other weight untouched).
+    """Fit ``model.classifier.head`` on pooled features in place (every other weight untouched). With
+    ``cfg.ensemble`` = K > 1 the head is replaced by the K fitted heads folded into one of K × its hidden width
+    (save the model with ``classifier_hidden`` set to ``model.classifier.head[1].out_features``).
 
     Args:
         model: the task model; its classifier's head is replaced by the chosen step's weights.
@@ -151,7 +171,6 @@ def fit_task_classifier(model: nn.Module, features: torch.Tensor, labels: torch.
         ValueError: shapes disagree, or a label is not one of the model's tasks.
     """
     cfg = cfg or ClassifierFitConfig()
-    head: nn.Module = model.classifier.head
     n_tasks = len(model.tasks)
     for f, y, what in ((features, labels, "training"), (val_features, val_labels, "validation")):
         if f is None or y is None:
@@ -160,6 +179,29 @@ def fit_task_classifier(model: nn.Module, features: torch.Tensor, labels: torch.
             raise ValueError(f"{what} features {tuple(f.shape)} and labels {tuple(y.shape)} do not pair up")
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= n_tasks):
             raise ValueError(f"{what} labels must be task indices in [0, {n_tasks})")
+    has_val = val_features is not None and val_labels is not None and len(val_labels) > 0
+    if cfg.ensemble == 1:
+        return _fit_head(model.classifier.head, n_tasks, features, labels, val_features, val_labels, cfg)
+    start = copy.deepcopy(model.classifier.head)
+    heads: list[nn.Module] = []
+    members: list[ClassifierFit] = []
+    for i in range(cfg.ensemble):
+        heads.append(copy.deepcopy(start))
+        members.append(_fit_head(heads[-1], n_tasks, features, labels, val_features, val_labels,
+                                 cfg.model_copy(update={"seed": cfg.seed + 10 * i, "ensemble": 1})))
+    head = model.classifier.head = mean_of_heads(heads)  # type: ignore[arg-type]
+    with torch.no_grad():
+        train_acc = float((head(features).argmax(1) == labels).float().mean())
+        val_acc = float((head(val_features).argmax(1) == val_labels).float().mean()) if has_val else None
+    history = [{"member": i, **row} for i, m in enumerate(members) for row in m.history]
+    return ClassifierFit(chosen_step=members[0].chosen_step, train_accuracy=train_acc, val_accuracy=val_acc,
+                         val_accuracy_before=members[0].val_accuracy_before, history=history, members=members)
+
+
+def _fit_head(head: nn.Module, n_tasks: int, features: torch.Tensor, labels: torch.Tensor,
+              val_features: torch.Tensor | None, val_labels: torch.Tensor | None,
+              cfg: ClassifierFitConfig) -> ClassifierFit:
+    """One head fitted in place as :func:`fit_task_classifier` says (inputs checked there)."""
     has_val = val_features is not None and val_labels is not None and len(val_labels) > 0
 
     def evaluate(f: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -191,9 +233,11 @@ def fit_task_classifier(model: nn.Module, features: torch.Tensor, labels: torch.
     best_state, chosen, history = initial, 0, []
     if cfg.keep_before and has_val:
         best = (before, -before_loss)  # type: ignore[operator]
+    noise = torch.Generator().manual_seed(cfg.seed + 1)  # dropout masks and mixup pairs
+    shares = np.random.default_rng(cfg.seed + 1)  # mixup weights
     for step in range(1, cfg.steps + 1):
         with torch.enable_grad():
-            loss = F.cross_entropy(head(features), labels, weight=weight, label_smoothing=cfg.label_smoothing)
+            loss = _training_loss(head, features, labels, weight, cfg, noise, shares)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -214,3 +258,25 @@ def fit_task_classifier(model: nn.Module, features: torch.Tensor, labels: torch.
                                                 "val_accuracy": before}
     return ClassifierFit(chosen_step=chosen, train_accuracy=pick["train_accuracy"],
                          val_accuracy=pick.get("val_accuracy"), val_accuracy_before=before, history=history)
+
+
+def _training_loss(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None,
+                   cfg: ClassifierFitConfig, gen: torch.Generator, rng: np.random.Generator) -> torch.Tensor:
+    """One full-batch step's loss: cross-entropy (class weights, label smoothing) of the head on the features after
+    ``feature_dropout`` and ``mixup``, normalised by the rows' weights as ``F.cross_entropy``'s mean is."""
+    x = features
+    if cfg.feature_dropout > 0:
+        keep = torch.rand(x.shape, generator=gen) >= cfg.feature_dropout
+        x = x * keep / (1 - cfg.feature_dropout)
+    w = torch.ones(len(labels)) if weight is None else weight[labels]
+    if cfg.mixup <= 0:
+        ce = F.cross_entropy(head(x), labels, weight=weight, reduction="none", label_smoothing=cfg.label_smoothing)
+        return ce.sum() / w.sum()
+    lam = torch.from_numpy(rng.beta(cfg.mixup, cfg.mixup, len(labels))).to(x.dtype)
+    lam = torch.maximum(lam, 1 - lam)  # the row keeps the larger share: its own task dominates
+    perm = torch.randperm(len(labels), generator=gen)
+    logits = head(lam[:, None] * x + (1 - lam[:, None]) * x[perm])
+    ce_own = F.cross_entropy(logits, labels, weight=weight, reduction="none", label_smoothing=cfg.label_smoothing)
+    ce_other = F.cross_entropy(logits, labels[perm], weight=weight, reduction="none",
+                               label_smoothing=cfg.label_smoothing)
+    return (lam * ce_own + (1 - lam) * ce_other).sum() / (lam * w + (1 - lam) * w[perm]).sum()
