@@ -242,6 +242,16 @@ def test_the_classifier_refit_sees_the_jittered_views_and_leaves_segmentation_as
     again = _held_out_config(tmp_path, root, "refit", held_out=["synthetic_polyps"], classifier={**refit, "steps": 5})
     with pytest.raises(MedsegError, match="classifier"):
         UniversalExperiment(load_universal_config(again), progress=lambda m: None).run()
+    # an ensemble refit widens the head; its model folder says so and loads (benchmarks/refit_classifier.py's path)
+    from medseg.models.io import load_model
+
+    ens = UniversalExperiment(load_universal_config(_held_out_config(
+        tmp_path, root, "refit", held_out=["synthetic_polyps"], classifier={**refit, "ensemble": 3})),
+        progress=lambda m: None)
+    ens.begin()
+    loaded = load_model(ens.refit_classifier(tmp_path / "refit" / "head" / "model", tmp_path / "ensemble"))
+    assert loaded.meta["options"]["classifier_hidden"] == 3 * 16 == loaded.model.classifier.head[1].out_features
+    assert len(loaded.meta["classifier_refit"]["members"]) == 3
 
 
 def test_a_section_tracked_since_a_stage_was_built_is_a_change_only_off_its_default(config: Path) -> None:
