@@ -18,6 +18,15 @@ def _model():
     return build_model("esp_medsam", **{**tiny_model_config("esp_medsam"), "tasks": ["a", "b", "c"]}).eval()
 
 
+def _blobs(seed: int, spread: float, per_task: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three separable tasks: (3·per_task, 2C) points around seeded centres ``spread`` apart, and their labels."""
+    dim = _model().classifier.head[0].normalized_shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(3, dim, generator=gen) * spread
+    y = torch.arange(3).repeat(per_task)
+    return centres[y] + torch.randn(len(y), dim, generator=gen), y
+
+
 def test_pooled_features_are_the_classifier_input_of_the_letterboxed_image() -> None:
     from medseg.data.geometry import letterbox_image
 
@@ -109,11 +118,7 @@ def test_keep_before_never_lowers_validation_accuracy(seed: int, steps: int) -> 
 def test_label_smoothing_keeps_the_refit_from_certainty() -> None:
     """On separable tasks an unsmoothed fit drives the training probabilities to 1; with label smoothing ε over K
     tasks the loss is lowest at 1 − ε + ε/K, so the fit stops near it, and still classifies every point right."""
-    dim = _model().classifier.head[0].normalized_shape[0]
-    gen = torch.Generator().manual_seed(4)
-    centres = torch.randn(3, dim, generator=gen) * 4
-    y = torch.arange(3).repeat(20)
-    x = centres[y] + torch.randn(len(y), dim, generator=gen)
+    x, y = _blobs(4, 4.0)
     top = {}
     for eps in (0.0, 0.3):
         model = _model()
@@ -131,11 +136,7 @@ def test_feature_dropout_and_mixup_are_seeded_train_only_and_still_learn_separab
     """Dropout on the features and mixup of the rows change only the training loss: the fit is reproducible from
     its seed, differs from the plain fit, still classifies separable tasks right, and the head predicts
     deterministically."""
-    dim = _model().classifier.head[0].normalized_shape[0]
-    gen = torch.Generator().manual_seed(5)
-    centres = torch.randn(3, dim, generator=gen) * 4
-    y = torch.arange(3).repeat(20)
-    x = centres[y] + torch.randn(len(y), dim, generator=gen)
+    x, y = _blobs(5, 4.0)
     heads = {}
     for name, extra in {"plain": {}, "dropout": {"feature_dropout": 0.5}, "mixup": {"mixup": 0.4},
                         "mixup again": {"mixup": 0.4}}.items():
