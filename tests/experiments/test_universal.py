@@ -252,6 +252,13 @@ def test_the_classifier_refit_sees_the_jittered_views_and_leaves_segmentation_as
     loaded = load_model(ens.refit_classifier(tmp_path / "refit" / "head" / "model", tmp_path / "ensemble"))
     assert loaded.meta["options"]["classifier_hidden"] == 3 * 16 == loaded.model.classifier.head[1].out_features
     assert len(loaded.meta["classifier_refit"]["members"]) == 3
+    from medseg.experiments.universal_report import part_rows
+    from medseg.models.universal import replace_parts
+
+    swapped = replace_parts(tmp_path / "refit" / "model", tmp_path / "swapped",
+                            {"head": tmp_path / "ensemble" / "model"})
+    head_row = next(r for r in part_rows(swapped) if r["part"] == "head")
+    assert head_row["model"].endswith("task classifier: mean logits of 3 refits")
 
 
 def test_a_section_tracked_since_a_stage_was_built_is_a_change_only_off_its_default(config: Path) -> None:

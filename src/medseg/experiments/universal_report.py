@@ -260,8 +260,9 @@ def gallery(rows: Sequence[dict[str, str]], entries: Sequence[Any], predictor: A
 
 def part_rows(model: str | Path) -> list[dict[str, Any]]:
     """One row per part of the ``universal`` model folder ``model``: what it is (an ensemble names its members and
-    their validation Dice), how it is fed (the 256² canvas, or tiles with their overlap, ``scales`` and flip
-    ``tta``), its stored dtype, bytes and sha256 (short) of its weights — read from the parts' ``model.json``."""
+    their validation Dice; an ensembled task classifier its number of refits), how it is fed (the 256² canvas, or
+    tiles with their overlap, ``scales`` and flip ``tta``), its stored dtype, bytes and sha256 (short) of its
+    weights — read from the parts' ``model.json``."""
     from medseg.models.io import read_model_meta
 
     model = Path(model)
@@ -275,6 +276,8 @@ def part_rows(model: str | Path) -> list[dict[str, Any]]:
         what = (f"mean logits of {len(members)} × {', '.join(sorted({m['name'] for m in members}))}"
                 + (f" (members' validation Dice in training: {dice})" if dice else "") if members
                 else str(meta.get("name")))
+        refits = (meta.get("classifier_refit") or {}).get("members") or []
+        what += f"; task classifier: mean logits of {len(refits)} refits" if refits else ""
         if meta.get("tile"):
             scales = meta.get("scales") or [1.0]
             fed = (f"{meta['tile']}² tiles, overlap {meta.get('overlap', 0.25):g}"
