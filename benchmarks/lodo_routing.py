@@ -29,11 +29,15 @@ Second study (regularisers; rule fixed before any of its scores was seen). Basel
 ``ensemble=5`` (each with ε = 0.1). At the 128² encoder the candidate with the highest held-out routing mean whose
 in-domain validation accuracy is not below the baseline's goes on; none above the baseline: the study stops. At the
 256² encoder it is adopted by the first study's rule (held-out mean rises, in-domain validation accuracy does not
-fall); only then are the test images routed (``--test``).
+fall). The test rows (``--test``, the same run) are reported only; the rule reads the summary, which no test image
+enters. (``OUT=benchmarks/results/universal-cpu/lodo-regularisers``)
 
-    python benchmarks/lodo_routing.py --encoder fast --name "LODO regularisers" \
+    python benchmarks/lodo_routing.py --encoder fast --name "LODO regularisers" --out $OUT \
         --variants label_smoothing=0.1 label_smoothing=0.2 label_smoothing=0.1,feature_dropout=0.3 \
         label_smoothing=0.1,feature_dropout=0.6 label_smoothing=0.1,mixup=0.4 label_smoothing=0.1,ensemble=5
+    python benchmarks/lodo_routing.py --encoder main --test --name "LODO regularisers" --out $OUT \
+        --variants label_smoothing=0.1 label_smoothing=0.1,ensemble=5 --specialist-scores \
+        benchmarks/results/universal-heldout-cpu/specialist-aug/held_out_ensemble-tta_seed0_retrained.csv
 
 ``--test`` (after the rule decided) routes the test images of the first fold's datasets with the recipe's seed, and
 puts the held-out run's committed per-image Dice (``--held-out-scores``) on that routing: an image routed to its true
