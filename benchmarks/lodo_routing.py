@@ -99,14 +99,11 @@ def main() -> None:
     refit = lodo.refit
 
     def fit(held: tuple[str, ...], seed: int, overrides: dict[str, Any]) -> tuple[torch.nn.Module, float]:
-        """The variant fitted without ``held``: its (B, 2C) → (B, K) head and in-domain validation accuracy."""
-        model, acc = lodo.fit(held, seed, **overrides)
-        return model.classifier.head, acc
+        return lodo.fit(held, seed, **overrides)
 
-    def route(head: torch.nn.Module, part: str, rows: list[int]) -> torch.Tensor:
+    def route(model: torch.nn.Module, part: str, rows: list[int]) -> torch.Tensor:
         """(len(rows),) the task each image of ``part`` is routed to."""
-        with torch.no_grad():
-            return head(lodo.features[part]["none"][rows]).argmax(1)
+        return lodo.probs(model, part, rows).argmax(1)
 
     table: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []

@@ -268,10 +268,9 @@ def _training_loss(head: nn.Module, features: torch.Tensor, labels: torch.Tensor
     if cfg.feature_dropout > 0:
         keep = torch.rand(x.shape, generator=gen) >= cfg.feature_dropout
         x = x * keep / (1 - cfg.feature_dropout)
-    w = torch.ones(len(labels)) if weight is None else weight[labels]
     if cfg.mixup <= 0:
-        ce = F.cross_entropy(head(x), labels, weight=weight, reduction="none", label_smoothing=cfg.label_smoothing)
-        return ce.sum() / w.sum()
+        return F.cross_entropy(head(x), labels, weight=weight, label_smoothing=cfg.label_smoothing)
+    w = torch.ones(len(labels)) if weight is None else weight[labels]
     lam = torch.from_numpy(rng.beta(cfg.mixup, cfg.mixup, len(labels))).to(x.dtype)
     lam = torch.maximum(lam, 1 - lam)  # the row keeps the larger share: its own task dominates
     perm = torch.randperm(len(labels), generator=gen)
