@@ -199,3 +199,10 @@ def test_predict_with_a_task_model_needs_no_prompt_and_no_modality(tmp_path: Pat
     assert {r["task"] for r in csv.DictReader(open(tmp_path / "q" / "tasks.csv"))} == {"xray-lungs"}
     assert main(["predict", str(folder), str(data), "--out", str(tmp_path / "r"), "--task", "ct"]) != 0
     assert "unknown task 'ct'" in capsys.readouterr().err
+    # evaluate --model segments as predict does and keeps the routing beside the predictions
+    assert main(["evaluate", str(data), str(data), "--model", str(folder), "--out", str(tmp_path / "e")]) == 0
+    routed = list(csv.DictReader(open(tmp_path / "e" / "predictions" / "tasks.csv")))
+    assert sorted(r["image"] for r in routed) == sorted(r["image"] for r in rows)
+    assert [r["task"] for r in sorted(routed, key=lambda r: r["image"])] == \
+        [r["task"] for r in sorted(rows, key=lambda r: r["image"])]
+    assert "segmented as:" in capsys.readouterr().out

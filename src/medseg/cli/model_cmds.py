@@ -225,27 +225,35 @@ def predict(
     for r in results:
         if r.note:
             err.print(f"[yellow]warning:[/yellow] {r.image}: {r.note}", highlight=False, soft_wrap=True)
-    if any(r.task is not None for r in results):
-        from medseg.evaluation import write_csv
-
-        universal = any(r.engine is not None for r in results)
-        write_csv([{"image": str(r.image), "mask": str(r.mask), "task": r.task,
-                    **({"probability": round(r.task_probability, 4) if r.task_probability is not None else "",
-                        "engine": r.engine, "confident": r.confident} if universal else {})} for r in results],
-                  out / "tasks.csv")
-        counts = {t: sum(r.task == t for r in results) for t in sorted({str(r.task) for r in results})}
-        typer.echo("segmented as: " + ", ".join(f"{t} {n}" for t, n in counts.items()) + f" ({out / 'tasks.csv'})")
-        unsure = [r for r in results if not r.confident]
-        if unsure:
-            err.print(f"[yellow]warning:[/yellow] the classifier was unsure (probability below the minimum "
-                      f"confidence) of {len(unsure)} image(s); each was segmented as its most probable task, check "
-                      "them: " + ", ".join(f"{r.image} ({r.task} {r.task_probability:.2f})" for r in unsure[:10])
-                      + (" …" if len(unsure) > 10 else ""), highlight=False, soft_wrap=True)
+    _write_tasks(results, out)
     if routed:
         typer.echo(f"routed ({router}, {modality}): {predictor.counts['a']} images → {folders['a']}, "
                    f"{predictor.counts['b']} → {folders['b']}")
     close_batch(found=len(files), written=len(results), out=out, skipped=skipped,
                 not_inputs=_not_inputs_line(not_inputs))
+
+
+def _write_tasks(results: list, out: Path) -> None:
+    """A task model's routing: ``out/tasks.csv`` (each image's task; for ``universal`` also its probability, the
+    engine and whether the classifier was sure), the count per task, and a warning naming the unsure images. Nothing
+    for a model without tasks."""
+    if not any(r.task is not None for r in results):
+        return
+    from medseg.evaluation import write_csv
+
+    universal = any(r.engine is not None for r in results)
+    write_csv([{"image": str(r.image), "mask": str(r.mask), "task": r.task,
+                **({"probability": round(r.task_probability, 4) if r.task_probability is not None else "",
+                    "engine": r.engine, "confident": r.confident} if universal else {})} for r in results],
+              out / "tasks.csv")
+    counts = {t: sum(r.task == t for r in results) for t in sorted({str(r.task) for r in results})}
+    typer.echo("segmented as: " + ", ".join(f"{t} {n}" for t, n in counts.items()) + f" ({out / 'tasks.csv'})")
+    unsure = [r for r in results if not r.confident]
+    if unsure:
+        err.print(f"[yellow]warning:[/yellow] the classifier was unsure (probability below the minimum "
+                  f"confidence) of {len(unsure)} image(s); each was segmented as its most probable task, check "
+                  "them: " + ", ".join(f"{r.image} ({r.task} {r.task_probability:.2f})" for r in unsure[:10])
+                  + (" …" if len(unsure) > 10 else ""), highlight=False, soft_wrap=True)
 
 
 def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_size: int = 8,
@@ -355,6 +363,7 @@ def evaluate(
                                         progress=lambda k: bar.advance(task, k), on_error=on_error.value,
                                         skipped=not_segmented)
             predicted = {r.image: r.masks for r in written}  # scored as predicted, not read back from the files
+            _write_tasks(written, out / "predictions")
         with _progress() as bar:
             task = bar.add_task("evaluate", total=None)
             res = evaluate_folders(pred, gt, out, config=cfg, modality=modality, dataset=dataset,
