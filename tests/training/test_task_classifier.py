@@ -97,8 +97,8 @@ def test_a_balanced_fit_weighs_a_rare_task_like_a_common_one() -> None:
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), steps=st.integers(1, 6))
 def test_keep_before_never_lowers_validation_accuracy(seed: int, steps: int) -> None:
-    """Law: with ``keep_before`` the weights the fit started from compete as step 0, so the chosen head's validation
-    accuracy is never below theirs; when no step beats them the head is left exactly as it was (step 0)."""
+    """Law: with ``keep_before`` the weights the fit started from are kept when no step reaches their validation
+    accuracy, so the chosen head's is never below theirs; then the head is left exactly as it was (step 0)."""
     gen = torch.Generator().manual_seed(seed)
     model = _model()
     dim = model.classifier.head[0].normalized_shape[0]
@@ -113,6 +113,26 @@ def test_keep_before_never_lowers_validation_accuracy(seed: int, steps: int) -> 
     assert fit.val_accuracy == now
     if fit.chosen_step == 0:
         assert all(torch.equal(v, start[k]) for k, v in model.classifier.head.state_dict().items())
+
+
+def test_keep_before_gives_a_tie_in_accuracy_to_the_smoothed_refit() -> None:
+    """A jointly trained classifier that is already right on every validation point, and nearly certain, has a
+    lower validation loss than any label-smoothed refit can reach; at equal accuracy the refit is kept anyway (its
+    loss is not compared with theirs), and it is chosen among its own steps on accuracy, then loss."""
+    px, py = _blobs(1, 4.0, per_task=25)
+    x, y, vx, vy = px[:60], py[:60], px[60:], py[60:]
+    model = _model()
+    fit_task_classifier(model, x, y, cfg=ClassifierFitConfig(steps=300, lr=1e-2))  # the "jointly trained" one
+    with torch.no_grad():
+        sure = model.classifier.head(vx).softmax(1).amax(1)
+    assert float((model.classifier.head(vx).argmax(1) == vy).float().mean()) == 1.0 and float(sure.min()) > 0.95
+    fit = fit_task_classifier(model, x, y, vx, vy, ClassifierFitConfig(steps=100, lr=1e-2, keep_before=True,
+                                                                       label_smoothing=0.3))
+    assert fit.chosen_step > 0 and fit.val_accuracy == fit.val_accuracy_before == 1.0
+    best = max(fit.history, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
+    assert best["step"] == fit.chosen_step
+    with torch.no_grad():  # the smoothed refit is less sure than the head it replaced
+        assert float(model.classifier.head(vx).softmax(1).amax(1).max()) < float(sure.min())
 
 
 def test_label_smoothing_keeps_the_refit_from_certainty() -> None:

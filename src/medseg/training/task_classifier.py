@@ -48,8 +48,11 @@ class ClassifierFitConfig(Strict):
     #: weight each task's training loss by the inverse of its share of the training rows (a task with few images,
     #: e.g. 48 vessel images against 280 nuclei ones, counts as much as any other); validation is unweighted
     balanced: bool = False
-    #: the weights the fit started from (the jointly trained ones) compete as step 0: kept unless a step beats them
-    #: on validation (accuracy, then loss), so a refit never lowers validation accuracy
+    #: the weights the fit started from (the jointly trained ones) are kept (step 0) only when no step reaches their
+    #: validation accuracy, so a refit never lowers it. At equal accuracy the refit wins: its validation loss is not
+    #: compared with theirs, since label smoothing raises it by design (compared so, a perfect jointly trained
+    #: classifier would always beat a smoothed refit and the smoothing would never ship). The refit's own step is
+    #: chosen on validation accuracy, then loss.
     keep_before: bool = False
     #: the training loss's label smoothing (``torch.nn.functional.cross_entropy``): each target keeps 1 − ε and
     #: spreads ε over all tasks, so the head is not pushed to certainty on the training domains; it routed unseen
@@ -209,7 +212,7 @@ def _fit_head(head: nn.Module, n_tasks: int, features: torch.Tensor, labels: tor
             logits = head(f)
             return float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
 
-    before_loss, before = evaluate(val_features, val_labels) if has_val else (None, None)  # type: ignore[arg-type]
+    before = evaluate(val_features, val_labels)[1] if has_val else None  # type: ignore[arg-type]
     initial = copy.deepcopy(head.state_dict())
     if cfg.reinit:
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -231,8 +234,6 @@ def _fit_head(head: nn.Module, n_tasks: int, features: torch.Tensor, labels: tor
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
     best: tuple[float, float] | None = None
     best_state, chosen, history = initial, 0, []
-    if cfg.keep_before and has_val:
-        best = (before, -before_loss)  # type: ignore[operator]
     noise = torch.Generator().manual_seed(cfg.seed + 1)  # dropout masks and mixup pairs
     shares = np.random.default_rng(cfg.seed + 1)  # mixup weights
     for step in range(1, cfg.steps + 1):
@@ -252,6 +253,8 @@ def _fit_head(head: nn.Module, n_tasks: int, features: torch.Tensor, labels: tor
         history.append(row)
         if best is None or key > best:
             best, best_state, chosen = key, copy.deepcopy(head.state_dict()), step
+    if cfg.keep_before and has_val and best is not None and best[0] < before:  # type: ignore[operator]
+        best_state, chosen = initial, 0
     head.load_state_dict(best_state)
     head.eval()
     pick = history[chosen - 1] if chosen else {"train_accuracy": evaluate(features, labels)[1],
