@@ -355,7 +355,9 @@ def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[di
            "its config names any other difference from this model's recipe), scored on their test images "
            "beside the in-domain model of its time (which trained on them; `dice_in_domain` as recorded then): "
            "how the model does on unseen data of a known target. Where a part of the recipe changed since the "
-           "run, the README's held-out section projects the pairs with the new part.",
+           "run, the README's held-out section projects the pairs with the new part. The `universal` rows route "
+           "each image on its own (the default); the README's held-out section also measures a folder of each "
+           "unseen dataset given to `medseg evaluate --routing batch` (the images share a task prior).",
            "",
            format_markdown_table(list(held_out), digits=3), ""] if held_out else []),
         "## Known failure cases", "",
