@@ -31,6 +31,18 @@ seeds), (1) the held-out one-dataset full-batch accuracy (mean over the four hel
 held-out accuracy in the mixed batch does not fall, and (3) no in-domain accuracy falls (one-dataset batches, the
 mixed batch, the mixed small batches). Otherwise it stays an option.
 
+``--gate S`` measures ``auto`` routing instead (:func:`medseg.routing.label_shift.gated_prior`): EM as above, but
+the batch's prior is used only if one task holds at least ``S`` of it, else each image keeps its own most probable
+task. The batch rule failed only on its third check, by one in-domain image of a folder mixing many datasets; a
+mixed folder has no majority task, so the gate should leave its images alone while a folder of one dataset still
+shares its prior. Rule, fixed before any ``--gate`` run: ``S = 0.5`` (a majority task), the same three checks at
+the main encoder; if all hold, ``auto`` becomes the default of ``medseg predict universal``. The 128² run is
+reported beside it and decides nothing.
+
+    OUT=benchmarks/results/universal-cpu/auto-routing
+    python benchmarks/batch_routing.py --encoder fast --gate 0.5 --out $OUT
+    python benchmarks/batch_routing.py --encoder main --gate 0.5 --test --out $OUT
+
 ``--test`` (after the rule decided) routes test images with the fitted temperature and puts committed per-image
 Dice on the routes (as ``lodo_routing.py --test``: an image routed to its true task scores its engine's Dice with the
 task given, one routed as the scored run routed it keeps that Dice, any other counts 0, a lower bound):
@@ -58,7 +70,7 @@ from _common import emit
 from _lodo import LodoSetup, add_lodo_arguments
 from lodo_routing import route_test
 from medseg.models.io import load_model
-from medseg.routing.label_shift import adapt_prior, fit_temperature, temper
+from medseg.routing.label_shift import adapt_prior, adjust_posteriors, fit_temperature, gated_prior, temper
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,6 +81,8 @@ def main() -> None:
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 32])
     ap.add_argument("--temperature", type=float, default=None,
                     help="use this temperature everywhere instead of the fitted ones (1: the raw posteriors)")
+    ap.add_argument("--gate", type=float, default=None,
+                    help="auto routing: share a batch's prior only if one task holds at least this share of it")
     ap.add_argument("--test", action="store_true", help="also route test images (see above)")
     ap.add_argument("--held-out-scores", type=Path,
                     default=REPO / "benchmarks/results/universal-heldout-cpu/scores")
@@ -88,7 +102,7 @@ def main() -> None:
         p = probs.double().numpy()
         adjusted = np.zeros_like(p)
         for c in chunks:
-            adjusted[c] = adapt_prior(temper(p[c], temperature)).probs
+            adjusted[c] = adapted(p[c], temperature, args.gate)
         keep = np.arange(len(p)) if which is None else which
         y = labels.numpy()[keep]
         rows_out.append({"scenario": scenario, "group": group, "batch": batch, "seed": seed, "n": len(keep),
@@ -182,33 +196,41 @@ def main() -> None:
              for (s_, h), t in fitted_t.items()]
     temps.append({"encoder": args.encoder, "seed": "", "fold": "median (routing_temperature)",
                   "fitted_temperature": shipped_t})
-    slug = f"{args.encoder}_encoder" + ("" if args.temperature is None else f"_t{args.temperature:g}")
+    slug = (f"{args.encoder}_encoder" + ("" if args.temperature is None else f"_t{args.temperature:g}")
+            + ("" if args.gate is None else f"_gate{args.gate:g}"))
     emit(f"Batch routing {slug}", table, args.out)
     emit(f"Batch routing {slug} summary", summary, args.out)
     emit(f"Batch routing {slug} temperatures", temps, args.out)
     if args.test:
         seed = lodo.refit.seed if lodo.refit.seed in args.seeds else args.seeds[0]
         held_rows = route_batches(lodo, {"held-out fold classifier": fits[seed, folds[0]]}, folds[0], shipped_t,
-                                  args.held_out_scores)
+                                  args.held_out_scores, args.gate)
         shipped = load_model(args.head).model
         all_sets = tuple(sorted(set(lodo.datasets["test"])))
-        in_rows = route_batches(lodo, {"shipped classifier": shipped}, all_sets, shipped_t, args.scores)
+        in_rows = route_batches(lodo, {"shipped classifier": shipped}, all_sets, shipped_t, args.scores, args.gate)
         emit(f"Batch routing {slug} test held-out pair", held_rows, args.out)
         emit(f"Batch routing {slug} test in-domain", in_rows, args.out)
 
 
+def adapted(probs: np.ndarray, temperature: float, gate: float | None) -> np.ndarray:
+    """(N, K) the batch-adjusted posteriors of one batch's (N, K) ``probs``: tempered, EM's prior, and with
+    ``gate`` that prior only if one task holds at least ``gate`` of it (``auto`` routing)."""
+    tempered = temper(probs, temperature)
+    prior = adapt_prior(tempered).prior
+    return adjust_posteriors(tempered, prior if gate is None else gated_prior(prior, gate))
+
+
 def route_batches(lodo: LodoSetup, models: dict[str, torch.nn.Module], datasets: tuple[str, ...], temperature: float,
-                  scores: Path) -> list[dict[str, Any]]:
+                  scores: Path, gate: float | None = None) -> list[dict[str, Any]]:
     """Test routing of ``datasets`` per image, per dataset as one batch, and with the whole test split as one
     batch, with the Dice implied on ``scores`` (``lodo_routing.route_test``)."""
     everything = list(range(len(lodo.datasets["test"])))
     out: list[dict[str, Any]] = []
     for name, model in models.items():
         probs = lodo.probs(model, "test", everything).double().numpy()
-        mixed = adapt_prior(temper(probs, temperature)).probs.argmax(1)
+        mixed = adapted(probs, temperature, gate).argmax(1)
         routes = {"per image": lambda rows, p=probs: p[rows].argmax(1),
-                  "each dataset one batch": lambda rows, p=probs: adapt_prior(temper(p[rows], temperature)
-                                                                              ).probs.argmax(1),
+                  "each dataset one batch": lambda rows, p=probs: adapted(p[rows], temperature, gate).argmax(1),
                   "whole test split one batch": lambda rows, m=mixed: m[rows]}
         for routing, chosen in routes.items():
             for r in route_test({name: model}, datasets, lodo.datasets, lodo.labels,

@@ -92,6 +92,21 @@ def adapt_prior(probs: np.ndarray, train_prior: np.ndarray | None = None, *, max
     return LabelShiftResult(_adjust(p, prior / base), prior, max_iter, False)
 
 
+def gated_prior(prior: np.ndarray, min_share: float = 0.5, train_prior: np.ndarray | None = None) -> np.ndarray:
+    """A batch's EM ``prior`` if one task holds at least ``min_share`` of it (the batch looks like one dataset, or
+    mostly one), else ``train_prior`` (``None``: uniform), under which the adjusted posteriors are the classifier's
+    own: the gate of ``auto`` routing, which shares a prior only within such a batch, so that in a folder mixing many
+    datasets no image is pulled towards another dataset's task.
+
+    Shape:
+        prior, train_prior: (K,); returns (K,) float64.
+    """
+    if not 0 < min_share <= 1:
+        raise ValueError(f"min_share must be in (0, 1], got {min_share}")
+    p = np.asarray(prior, dtype=np.float64)
+    return p.copy() if p.size and float(p.max()) >= min_share else _train_prior(train_prior, p.shape[0])
+
+
 def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
     """Posteriors at a temperature: ``p_T ∝ p^(1/T)`` (= the softmax of the logits divided by ``T``; argmax
     unchanged; ``T < 1`` sharpens).
