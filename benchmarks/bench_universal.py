@@ -8,8 +8,8 @@
    A model with a fast mode is timed too, interleaved the same way: ``--fast`` (its head everywhere; target:
    LiteMedSAM / fast ≥ 3) and ``--fast --keep-specialists``.
 2. Peak RSS of ``medseg predict MODEL`` over N images (a child process, so the figure is that command's; target
-   ≤ 1.5 GB for 200 images), with its wall time; also ``--fast`` and ``--routing batch`` (two passes over the files,
-   the embeddings spooled to disk between them).
+   ≤ 1.5 GB for 200 images), with its wall time: the default routing (``auto``: two passes over the files, the
+   embeddings spooled to disk between them), ``--routing image`` (one pass), ``--fast`` and ``--routing batch``.
 
     python benchmarks/bench_universal.py [--model universal] [--data ../shared/data] [--split SPLIT.csv]
                                          [--per-task 3] [--repeats 3] [--rss-images 200] [--threads 2]
@@ -138,7 +138,8 @@ def main() -> None:
         emit("universal vs LiteMedSAM (image-region box), CPU, end to end per image",
              timing_rows(args.model, entries, args.per_task, args.repeats, meta_target), args.out)
     np.random.default_rng(0).shuffle(entries)
-    rows = [rss_row(args.model, entries, args.rss_images)]
+    rows = [rss_row(args.model, entries, args.rss_images), rss_row(args.model, entries, args.rss_images,
+                                                                   routing="image")]
     if load_model(args.model).model.student is not None:
         rows.append(rss_row(args.model, entries, args.rss_images, fast=True))
     rows.append(rss_row(args.model, entries, args.rss_images, routing="batch"))

@@ -9,8 +9,9 @@ command line in a subprocess, exactly as they would run it:
 1. each held-out dataset's test images and masks (the run's ``split.csv``) are copied to
    ``WORK/<dataset>/{images,masks}`` (nothing else in the folder);
 2. ``medseg evaluate WORK/<dataset>/images WORK/<dataset>/masks --model OUT_DIR/model --routing R
-   -o WORK/<dataset>-R`` runs for each ``--routings`` value (``image``: each image's own most probable task, the
-   default; ``batch``: the folder shares a task prior, EM label-shift adaptation);
+   -o WORK/<dataset>-R`` runs for each ``--routings`` value (``auto``, the default: the folder shares a task prior
+   when one task holds half of it; ``image``: each image's own most probable task; ``batch``: the folder always
+   shares its task prior, EM label-shift adaptation);
 3. the per-image Dice (``metrics.csv``) and the task each image was segmented as (``predictions/tasks.csv``) are read
    back and set beside the in-domain run's ``universal`` Dice of the same images (the config's ``in_domain``).
 
@@ -65,7 +66,7 @@ def evaluate(images: Path, masks: Path, model: Path, routing: str, out: Path) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config", type=Path, help="the held-out recipe (its out_dir holds the trained model)")
-    ap.add_argument("--routings", nargs="+", default=["image", "batch"], choices=("image", "batch"))
+    ap.add_argument("--routings", nargs="+", default=["auto", "image", "batch"], choices=("auto", "image", "batch"))
     ap.add_argument("--work", type=Path, default=REPO / "runs/heldout-folders",
                     help="where the folders and the evaluations go (rebuilt)")
     ap.add_argument("--out", type=Path, default=None, help="write the table (CSV + Markdown) here")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from medseg.inference.spool import EmbeddingSpool
-from medseg.inference.universal import UniversalPredictor, routing_temperature_of
+from medseg.inference.universal import UniversalPredictor, default_routing, routing_temperature_of
 from medseg.models.io import load_model
 from medseg.routing.label_shift import adapt_prior, adjust_posteriors, temper
 from tests.inference.test_universal import make_tiny_universal
@@ -96,6 +96,32 @@ def test_a_single_image_or_a_fixed_task_routes_as_alone(folder: Path) -> None:
         UniversalPredictor(model, routing_temperature=0.0)
 
 
+def test_auto_routing_shares_the_prior_only_when_one_task_holds_a_majority(folder: Path) -> None:
+    """``auto`` is ``batch`` when the batch's EM prior has a task at ``routing_min_share`` or more, and ``image``
+    otherwise: the same ambiguous image takes the batch's task in a batch of one task, and keeps its own in a batch
+    split between the two tasks (gate 0.9, since with two tasks one always holds half)."""
+    model = load_model(folder).model
+    images = _images()
+    auto = UniversalPredictor(model, engine="eager", routing="auto", routing_temperature=0.5)
+    passes = _scripted(auto, images, LOGITS)
+    assert auto.batch_routed and [p.task for p in auto.predict(images)] == ["lungs"] * 6
+    assert sum(passes) == len(images)
+    split = [[3.0, 0.0]] * 3 + [[0.0, 3.0]] * 2 + [[0.0, 0.4]]
+    strict = UniversalPredictor(model, engine="eager", routing="auto", routing_temperature=0.5, routing_min_share=0.9)
+    _scripted(strict, images, split)
+    assert [p.task for p in strict.predict(images)] == ["lungs"] * 3 + ["vessels"] * 3
+    probs = torch.tensor(split).softmax(1).double().numpy()
+    assert adapt_prior(temper(probs, 0.5)).prior.max() < 0.9  # the gate closed
+    with pytest.raises(ValueError, match="routing_min_share"):
+        UniversalPredictor(model, routing="auto", routing_min_share=0.0)
+
+
+def test_auto_is_the_default_of_the_model_folder_and_image_of_the_fast_mode(folder: Path) -> None:
+    assert UniversalPredictor.from_folder(str(folder)).routing == "auto"
+    assert UniversalPredictor.from_folder(str(folder), routing="image").routing == "image"
+    assert default_routing() == "auto" and default_routing(fast=True) == "image"
+
+
 def test_the_cli_routes_a_folder_as_one_batch_and_leaves_no_spool(folder: Path, tmp_path: Path, monkeypatch,
                                                                   capsys) -> None:
     from PIL import Image
@@ -112,15 +138,20 @@ def test_the_cli_routes_a_folder_as_one_batch_and_leaves_no_spool(folder: Path, 
         Image.fromarray(img).save(inputs / f"case{i}.png")
     (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     outs = {}
-    for routing in ("image", "batch"):
-        out = tmp_path / routing
-        assert main(["predict", str(folder), str(inputs), "-o", str(out), "--routing", routing,
-                     "--on-error", "skip"]) == 1
+    for routing in ("image", "batch", "auto", None, "window"):
+        out = tmp_path / str(routing)
+        if routing == "window":  # batch routing in windows of 2 files: two spools, each removed
+            monkeypatch.setattr("medseg.inference.files.ROUTING_WINDOW", 2)
+        flag = [] if routing is None else ["--routing", "batch" if routing == "window" else routing]
+        assert main(["predict", str(folder), str(inputs), "-o", str(out), *flag, "--on-error", "skip"]) == 1
         assert "broken.png" in capsys.readouterr().err
         rows = read_table(out / "tasks.csv")
         assert len(rows) == 4 and {r["task"] for r in rows} <= {"lungs", "vessels"}
         outs[routing] = rows
     assert not list(spool_root.glob("medseg-spool-*"))
+    tasks = {k: [(r["task"], r["probability"]) for r in rows] for k, rows in outs.items()}
+    assert tasks[None] == tasks["auto"]  # the default
+    assert tasks["auto"] in (tasks["batch"], tasks["image"])
     # one task dominates this batch of random images; batch routing never splits off fewer than image routing does
     assert len({r["task"] for r in outs["batch"]}) <= len({r["task"] for r in outs["image"]})
     assert main(["predict", str(folder / "head"), str(inputs / "case0.png"), "-o", str(tmp_path / "x"),

@@ -6,7 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from medseg.routing.label_shift import adapt_prior, adjust_posteriors, batch_log_likelihood, fit_temperature, temper
+from medseg.routing.label_shift import (
+    adapt_prior,
+    adjust_posteriors,
+    batch_log_likelihood,
+    fit_temperature,
+    gated_prior,
+    temper,
+)
 
 
 def _probs(seed: int, n: int, k: int) -> np.ndarray:
@@ -95,3 +102,32 @@ def test_temper_keeps_the_argmax_and_fit_temperature_recovers_a_known_one() -> N
         temper(soft, 0.0)
     with pytest.raises(ValueError, match="labels"):
         fit_temperature(soft, y[:3])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 30), st.integers(2, 6), st.floats(0.05, 1.0))
+def test_gated_prior_shares_a_prior_only_with_a_majority_task(seed: int, n: int, k: int, share: float) -> None:
+    """Law: the gate passes EM's prior through exactly when its largest share reaches ``min_share``; otherwise the
+    adjusted posteriors are the classifier's own (the uniform training prior), so every image keeps its argmax."""
+    p = _probs(seed, n, k)
+    prior = adapt_prior(p).prior
+    gated = gated_prior(prior, share)
+    if prior.max() >= share:
+        np.testing.assert_array_equal(gated, prior)
+    else:
+        np.testing.assert_allclose(gated, np.full(k, 1 / k))
+        np.testing.assert_array_equal(adjust_posteriors(p, gated).argmax(1), p.argmax(1))
+
+
+def test_gate_keeps_a_mixed_batch_per_image_and_a_one_dataset_batch_shared() -> None:
+    """A batch of one dataset (most images sure of task 0, one ambiguous between 0 and 1) shares its prior and the
+    ambiguous image takes task 0; the same ambiguous image in a batch spread over four tasks keeps its own."""
+    ambiguous = [0.45, 0.55, 0.0, 0.0]
+    one = np.array([[0.9, 0.1, 0.0, 0.0]] * 6 + [ambiguous])
+    mixed = np.array([[0.9, 0.1, 0.0, 0.0], [0.05, 0.9, 0.05, 0.0], [0.0, 0.05, 0.9, 0.05],
+                      [0.0, 0.0, 0.1, 0.9], ambiguous])
+    for batch, want in ((one, 0), (mixed, 1)):
+        prior = gated_prior(adapt_prior(batch).prior, 0.5)
+        assert adjust_posteriors(batch, prior).argmax(1)[-1] == want
+    with pytest.raises(ValueError, match="min_share"):
+        gated_prior(np.array([0.5, 0.5]), 0.0)

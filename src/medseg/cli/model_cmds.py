@@ -164,9 +164,11 @@ def predict(
                                                      "this are listed as unsure (default: the model's, 0.5)."),
     routing: RoutingOpt | None = typer.Option(None, "--routing",
                                               help="The universal model: image (each image's own most probable "
-                                                   "task) or batch (the inputs share a task prior, estimated from "
-                                                   "all of them: best for a folder of one dataset; two passes)."
-                                                   " Default: image."),
+                                                   "task), batch (the inputs share a task prior, estimated from "
+                                                   "all of them: best for a folder of one dataset) or auto (they "
+                                                   "share it only if one task holds half of it or more; a folder "
+                                                   "mixing datasets goes image by image). batch and auto make two "
+                                                   "passes. Default: auto (image with --fast)."),
 ) -> None:
     """Segment files; writes masks in the input's format plus PNG overlays."""
     from medseg.data.loading import case_key
@@ -266,7 +268,7 @@ def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_
     from medseg.inference import Predictor
 
     if loaded.name == "universal":
-        from medseg.inference.universal import UniversalPredictor, routing_temperature_of
+        from medseg.inference.universal import UniversalPredictor, default_routing, routing_temperature_of
 
         unused = [n for n, v in (("--tile", tile), ("--overlap", overlap), ("--target", target)) if v is not None]
         if unused:
@@ -276,7 +278,8 @@ def _predictor(spec: str, loaded, *, device: str, threshold: float = 0.5, batch_
             return UniversalPredictor(loaded.model, device=device, threshold=threshold, batch_size=batch_size,
                                       engine=engine, task=task, fast=fast, keep_specialists=keep_specialists,
                                       min_confidence=(loaded.meta.get("min_confidence", 0.5) if min_confidence is None
-                                                      else min_confidence), routing=routing or "image",
+                                                      else min_confidence),
+                                      routing=routing or default_routing(fast),
                                       routing_temperature=routing_temperature_of(loaded.meta, fast),
                                       specialist_tta=tta)
         except ValueError as exc:
@@ -328,8 +331,8 @@ def evaluate(
                                         help="stop at the first unusable file, or skip it (listed in the summary, "
                                              "exit code 1)."),
     routing: RoutingOpt | None = typer.Option(None, "--routing",
-                                              help="With --model universal: image or batch routing (as medseg "
-                                                   "predict)."),
+                                              help="With --model universal: image, batch or auto routing (as "
+                                                   "medseg predict; default auto)."),
 ) -> None:
     """Per-image Dice, IoU, NSD, HD95 (CSV), per-modality/dataset summary (Markdown) and box plots.
 

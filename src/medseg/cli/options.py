@@ -13,6 +13,7 @@ class OnErrorOpt(str, Enum):
 class RoutingOpt(str, Enum):
     image = "image"
     batch = "batch"
+    auto = "auto"
 
 
 class MaskModeOpt(str, Enum):

@@ -324,10 +324,11 @@ def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[di
         "## Intended use", "",
         "**Research only — not for diagnosis or any clinical decision.** It segments the targets it was trained on "
         "(table below) in images like the training images. An image of another kind still gets the most probable "
-        "known task; `--min-confidence` lists those the classifier is unsure of. A folder of one dataset from a "
-        "camera or site the model never saw: `--routing batch` lets the images share a task prior, so an image the "
-        "classifier finds ambiguous takes the folder's task (not for folders mixing datasets). Check every mask you "
-        "use.", "",
+        "known task; `--min-confidence` lists those the classifier is unsure of. The images of one call share a task "
+        "prior when one task holds at least half of it (the default, `--routing auto`), as in a folder of one "
+        "dataset from a camera or site the model never saw: an image the classifier finds ambiguous then takes the "
+        "folder's task. A folder mixing datasets, and a single image, are routed image by image. Check every mask "
+        "you use.", "",
         "## Training data", "",
         "Public datasets (`../shared/data`, longest side ≤ 512 px), split per dataset with the benchmarks' reference "
         "split (seeded, group-aware, stratified: 70 % train, 10 % validation, 20 % test). Validation chose the "
@@ -356,8 +357,9 @@ def model_card(*, by_dataset: Sequence[dict[str, Any]], by_modality: Sequence[di
            "beside the in-domain model of its time (which trained on them; `dice_in_domain` as recorded then): "
            "how the model does on unseen data of a known target. Where a part of the recipe changed since the "
            "run, the README's held-out section projects the pairs with the new part. The `universal` rows route "
-           "each image on its own (the default); the README's held-out section also measures a folder of each "
-           "unseen dataset given to `medseg evaluate --routing batch` (the images share a task prior).",
+           "each image on its own (`--routing image`); the README's held-out section also measures a folder of "
+           "each unseen dataset given to `medseg evaluate` with the default routing, `auto` (the images share a "
+           "task prior).",
            "",
            format_markdown_table(list(held_out), digits=3), ""] if held_out else []),
         "## Known failure cases", "",

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 CATALOG_MASK_FOLDERS = frozenset({"masks", "labels", "gts"})
 #: lossy input formats whose masks are written as PNG
 _LOSSY = frozenset({".jpg", ".jpeg"})
+#: files whose task prior batch and auto routing estimate together (two passes per window; bounds the spool)
+ROUTING_WINDOW = 512
 
 
 def collect_inputs(inputs: Iterable[str | Path], not_inputs: list[Path] | None = None
@@ -154,10 +156,12 @@ def predict_files(predictor: Predictor | UniversalPredictor, files: Sequence[tup
         keep_masks: also return each file's masks in memory (``FilePrediction.masks``), e.g. to score them as
             predicted (``medseg evaluate --model``).
 
-    A :class:`UniversalPredictor` with batch routing (``routing="batch"``) makes two passes: every file is read and
-    classified first (``progress`` advances once per file), its embeddings spooled to a temporary folder, then
-    every file is segmented under the task prior of all of them (``progress`` advances again): twice as many
-    progress steps as files. Files that fail in the first pass are not part of the batch.
+    A :class:`UniversalPredictor` with batch or auto routing (``routing="batch"`` / ``"auto"``) makes two passes
+    over each window of :data:`ROUTING_WINDOW` files (all of them when fewer): every file is read and classified
+    first (``progress`` advances once per file), its embeddings spooled to a temporary folder, then every file is
+    segmented under the task prior of the window (``progress`` advances again): twice as many progress steps as
+    files. The window bounds the spool (about 4 MB per 2-D image); hundreds of images estimate a prior as well as
+    more. Files that fail in the first pass are not part of the batch.
     """
     out_dir = Path(out_dir)
     names = output_names(files)
@@ -171,6 +175,18 @@ def predict_files(predictor: Predictor | UniversalPredictor, files: Sequence[tup
             if progress is not None:
                 progress(1)
         return results
+    for start in range(0, len(files), ROUTING_WINDOW):
+        results += _predict_window(predictor, files[start:start + ROUTING_WINDOW], out_dir, names, prompt_masks,
+                                   on_error, skipped, progress, dicom_window, keep_masks)
+    return results
+
+
+def _predict_window(predictor: UniversalPredictor, files: list[tuple[Path, Path]], out_dir: Path,
+                    names: dict[Path, Path], prompt_masks: dict[Path, Path] | None, on_error: str,
+                    skipped: list[tuple[Path, str]] | None, progress: Callable[[int], None] | None,
+                    dicom_window: DicomWindow, keep_masks: bool) -> list[FilePrediction]:
+    """The two passes of batch routing over one window of ``files`` (see :func:`predict_files`)."""
+    results = []
     with EmbeddingSpool() as spool:
         probs: dict[Path, np.ndarray] = {}
         for key, (path, _) in enumerate(files):

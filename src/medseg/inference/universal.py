@@ -6,11 +6,17 @@ specialist by sliding windows. Images given boxes (a person's correction) get Li
 instead. Each :class:`Prediction` says the task, its probability, the engine, and whether the classifier was at
 least ``min_confidence`` sure.
 
-Routing is per image by default. With ``routing="batch"`` the images predicted together (one ``predict`` call, or
-every file of one ``medseg predict``) also share a task prior: the classifier's posteriors, tempered by the model's
-``routing_temperature``, go through EM label-shift adaptation (:mod:`medseg.routing.label_shift`), and each image
-takes the task of its adjusted posterior. This needs two passes (classify all, then segment); the embeddings of the
-first are kept in an on-disk :class:`~medseg.inference.spool.EmbeddingSpool`, so the encoder runs once per image.
+Routing: with ``routing="image"`` each image takes its own most probable task. With ``routing="batch"`` the images
+predicted together (one ``predict`` call, or every file of one ``medseg predict``) also share a task prior: the
+classifier's posteriors, tempered by the model's ``routing_temperature``, go through EM label-shift adaptation
+(:mod:`medseg.routing.label_shift`), and each image takes the task of its adjusted posterior. ``routing="auto"`` does
+the same only when one task holds at least ``routing_min_share`` (0.5) of the batch's prior
+(:func:`~medseg.routing.label_shift.gated_prior`): a folder of one dataset shares its prior, a folder mixing many
+is routed image by image, and a single image is always routed on its own. ``auto`` is what ``medseg predict`` and
+:meth:`UniversalPredictor.from_folder` use unless told otherwise (``image`` with ``fast``; see
+:func:`default_routing`). Both need two passes (classify all, then segment); the embeddings of the first are kept
+in an on-disk :class:`~medseg.inference.spool.EmbeddingSpool` (4 MB per 2-D image), so the encoder runs once per
+image.
 """
 
 from __future__ import annotations
@@ -26,10 +32,21 @@ from medseg.inference.predictor import Prediction, Predictor
 from medseg.inference.spool import EmbeddingSpool
 from medseg.models.adapters import EmbeddingHead
 from medseg.models.universal import UniversalModel
-from medseg.routing.label_shift import adapt_prior, adjust_posteriors, temper
+from medseg.routing.label_shift import adapt_prior, adjust_posteriors, gated_prior, temper
 
-#: how images are routed to tasks: each on its own, or sharing the task prior of the batch
-ROUTING_MODES = ("image", "batch")
+#: how images are routed to tasks: each on its own, sharing the task prior of the batch, or sharing it only when
+#: one task holds a majority of it
+ROUTING_MODES = ("image", "batch", "auto")
+#: ``auto`` routing's gate: the batch prior's largest share at which it is shared (fixed before its leave-datasets-out
+#: test, ``benchmarks/batch_routing.py --gate``)
+AUTO_MIN_SHARE = 0.5
+
+
+def default_routing(fast: bool = False) -> str:
+    """The routing ``medseg predict universal`` uses unless told: ``auto`` (chosen on leave-datasets-out folds at the
+    main encoder, ``benchmarks/batch_routing.py --gate 0.5``), ``image`` with ``fast`` (whose classifier failed the
+    same test at 128²: one in-domain image lost in mixed folders)."""
+    return "image" if fast else "auto"
 
 
 class UniversalPredictor:
@@ -49,10 +66,12 @@ class UniversalPredictor:
             the head) for every task, no specialist; boxes then go through LiteMedSAM's decoder on that embedding.
         keep_specialists: with ``fast``, the tasks whose engine is a specialist keep it (the fast encoder then only
             names their task); the other tasks run the fast head.
-        routing: ``image`` (each image's own most probable task) or ``batch`` (the images of one ``predict`` call
-            share a task prior; see the module docstring). Ignored when ``task`` is given.
+        routing: ``image`` (each image's own most probable task), ``batch`` (the images of one ``predict`` call
+            share a task prior) or ``auto`` (they share it if one task holds at least ``routing_min_share`` of it);
+            see the module docstring. Ignored when ``task`` is given.
         routing_temperature: the temperature of the posteriors that batch routing adapts (< 1 sharpens; the
             model folder's ``routing_temperature``, fitted on datasets the classifier never saw).
+        routing_min_share: ``auto`` routing's gate (:data:`AUTO_MIN_SHARE`).
         specialist_tta: flip test-time augmentation of every specialist on (``True``) or off (``False``; e.g. the
             shipped vessel specialist at a quarter of its cost); ``None``: each as its ``model.json`` says. The
             head is never flipped.
@@ -62,12 +81,14 @@ class UniversalPredictor:
                  batch_size: int = 8, engine: str = "optimized", min_confidence: float = 0.0,
                  task: str | None = None, fast: bool = False, keep_specialists: bool = False,
                  routing: str = "image", routing_temperature: float = 1.0,
-                 specialist_tta: bool | None = None) -> None:
+                 routing_min_share: float = AUTO_MIN_SHARE, specialist_tta: bool | None = None) -> None:
         _check_task(model, task)
         if routing not in ROUTING_MODES:
             raise ValueError(f"unknown routing {routing!r}; use one of {', '.join(ROUTING_MODES)}")
         if not routing_temperature > 0:
             raise ValueError(f"routing_temperature must be positive, got {routing_temperature}")
+        if not 0 < routing_min_share <= 1:
+            raise ValueError(f"routing_min_share must be in (0, 1], got {routing_min_share}")
         if fast and model.student is None:
             raise ValueError("this universal model has no student encoder, so no --fast mode")
         if keep_specialists and not fast:
@@ -77,7 +98,7 @@ class UniversalPredictor:
         self.model = model.eval().to(device)
         self.device, self.threshold, self.batch_size = torch.device(device), threshold, batch_size
         self.min_confidence, self.task = min_confidence, task
-        self.routing, self.routing_temperature = routing, routing_temperature
+        self.routing, self.routing_temperature, self.routing_min_share = routing, routing_temperature, routing_min_share
         self.img_size = model.img_size
         engine = "optimized" if engine == "auto" else engine
         # LiteMedSAM as the box-prompted predictor runs it; its prepared encoder also feeds the head
@@ -97,7 +118,8 @@ class UniversalPredictor:
     @classmethod
     def from_folder(cls, spec: str = "universal", **kwargs: object) -> UniversalPredictor:
         """The predictor of a ``universal`` model folder (default: the one shipped with medseg) in one line, with
-        the folder's ``min_confidence`` and ``routing_temperature`` unless given; ``kwargs`` as the constructor's
+        the folder's ``min_confidence`` and ``routing_temperature`` and :func:`default_routing` unless given;
+        ``kwargs`` as the constructor's
         (``device``, ``fast``, ``routing``, …).
 
         Example::
@@ -112,6 +134,7 @@ class UniversalPredictor:
             raise ValueError(f"{spec} is a {loaded.name} model, not a universal one")
         kwargs.setdefault("min_confidence", float(loaded.meta.get("min_confidence", 0.5)))
         kwargs.setdefault("routing_temperature", routing_temperature_of(loaded.meta, bool(kwargs.get("fast"))))
+        kwargs.setdefault("routing", default_routing(bool(kwargs.get("fast"))))
         return cls(loaded.model, **kwargs)  # type: ignore[arg-type]
 
     @property
@@ -128,8 +151,9 @@ class UniversalPredictor:
 
     @property
     def batch_routed(self) -> bool:
-        """Whether ``predict`` routes by the batch's task prior (``routing="batch"`` and no fixed task)."""
-        return self.routing == "batch" and self.task is None
+        """Whether ``predict`` estimates the batch's task prior (``routing`` ``batch`` or ``auto``, no fixed
+        task): two passes."""
+        return self.routing in ("batch", "auto") and self.task is None
 
     def predict(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray | None] | None = None,
                 progress: Callable[[int], None] | None = None, *, embeddings: np.ndarray | None = None,
@@ -182,8 +206,10 @@ class UniversalPredictor:
 
     def batch_prior(self, probs: np.ndarray) -> np.ndarray:
         """(K,) the task prior of a batch from its (N, K) posteriors (:meth:`encode_into`'s), tempered by
-        ``routing_temperature`` then adapted by EM."""
-        return adapt_prior(temper(probs, self.routing_temperature)).prior
+        ``routing_temperature`` then adapted by EM; with ``auto`` routing the uniform prior (each image its own
+        task) unless one task holds at least ``routing_min_share`` of it."""
+        prior = adapt_prior(temper(probs, self.routing_temperature)).prior
+        return gated_prior(prior, self.routing_min_share) if self.routing == "auto" else prior
 
     def batch_routes(self, probs: np.ndarray, task_prior: np.ndarray) -> np.ndarray:
         """(N,) int64 the task index of each image under a batch's ``task_prior`` (:meth:`batch_prior`): the argmax
