@@ -119,8 +119,7 @@ class UniversalPredictor:
     def from_folder(cls, spec: str = "universal", **kwargs: object) -> UniversalPredictor:
         """The predictor of a ``universal`` model folder (default: the one shipped with medseg) in one line, with
         the folder's ``min_confidence`` and ``routing_temperature`` and :func:`default_routing` unless given;
-        ``kwargs`` as the constructor's
-        (``device``, ``fast``, ``routing``, …).
+        ``kwargs`` as the constructor's (``device``, ``fast``, ``routing``, …).
 
         Example::
 
