@@ -70,7 +70,7 @@ from _common import emit
 from _lodo import LodoSetup, add_lodo_arguments
 from lodo_routing import route_test
 from medseg.models.io import load_model
-from medseg.routing.label_shift import adapt_prior, adjust_posteriors, fit_temperature, gated_prior, temper
+from medseg.routing.label_shift import adjust_posteriors, batch_prior, fit_temperature, temper
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -215,9 +215,7 @@ def main() -> None:
 def adapted(probs: np.ndarray, temperature: float, gate: float | None) -> np.ndarray:
     """(N, K) the batch-adjusted posteriors of one batch's (N, K) ``probs``: tempered, EM's prior, and with
     ``gate`` that prior only if one task holds at least ``gate`` of it (``auto`` routing)."""
-    tempered = temper(probs, temperature)
-    prior = adapt_prior(tempered).prior
-    return adjust_posteriors(tempered, prior if gate is None else gated_prior(prior, gate))
+    return adjust_posteriors(temper(probs, temperature), batch_prior(probs, temperature, gate))
 
 
 def route_batches(lodo: LodoSetup, models: dict[str, torch.nn.Module], datasets: tuple[str, ...], temperature: float,

@@ -10,6 +10,7 @@ from medseg.routing.label_shift import (
     adapt_prior,
     adjust_posteriors,
     batch_log_likelihood,
+    batch_prior,
     fit_temperature,
     gated_prior,
     temper,
@@ -112,6 +113,8 @@ def test_gated_prior_shares_a_prior_only_with_a_majority_task(seed: int, n: int,
     p = _probs(seed, n, k)
     prior = adapt_prior(p).prior
     gated = gated_prior(prior, share)
+    np.testing.assert_array_equal(batch_prior(p, 1.0, share), gated)  # what the predictor routes by
+    np.testing.assert_array_equal(batch_prior(p, 0.5), adapt_prior(temper(p, 0.5)).prior)
     if prior.max() >= share:
         np.testing.assert_array_equal(gated, prior)
     else:

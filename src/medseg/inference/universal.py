@@ -32,7 +32,7 @@ from medseg.inference.predictor import Prediction, Predictor
 from medseg.inference.spool import EmbeddingSpool
 from medseg.models.adapters import EmbeddingHead
 from medseg.models.universal import UniversalModel
-from medseg.routing.label_shift import adapt_prior, adjust_posteriors, gated_prior, temper
+from medseg.routing.label_shift import adjust_posteriors, batch_prior, temper
 
 #: how images are routed to tasks: each on its own, sharing the task prior of the batch, or sharing it only when
 #: one task holds a majority of it
@@ -207,8 +207,8 @@ class UniversalPredictor:
         """(K,) the task prior of a batch from its (N, K) posteriors (:meth:`encode_into`'s), tempered by
         ``routing_temperature`` then adapted by EM; with ``auto`` routing the uniform prior (each image its own
         task) unless one task holds at least ``routing_min_share`` of it."""
-        prior = adapt_prior(temper(probs, self.routing_temperature)).prior
-        return gated_prior(prior, self.routing_min_share) if self.routing == "auto" else prior
+        return batch_prior(probs, self.routing_temperature,
+                           self.routing_min_share if self.routing == "auto" else None)
 
     def batch_routes(self, probs: np.ndarray, task_prior: np.ndarray) -> np.ndarray:
         """(N,) int64 the task index of each image under a batch's ``task_prior`` (:meth:`batch_prior`): the argmax

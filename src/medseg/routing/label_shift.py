@@ -107,6 +107,18 @@ def gated_prior(prior: np.ndarray, min_share: float = 0.5, train_prior: np.ndarr
     return p.copy() if p.size and float(p.max()) >= min_share else _train_prior(train_prior, p.shape[0])
 
 
+def batch_prior(probs: np.ndarray, temperature: float = 1.0, min_share: float | None = None) -> np.ndarray:
+    """The task prior batch routing routes by: EM's (:func:`adapt_prior`) on the posteriors tempered by
+    ``temperature`` (:func:`temper`), and with ``min_share`` passed through :func:`gated_prior` (``auto`` routing).
+    Each image's route is then ``adjust_posteriors(temper(probs, temperature), prior).argmax(1)``.
+
+    Shape:
+        probs: (N, K) posteriors; returns (K,) float64.
+    """
+    prior = adapt_prior(temper(probs, temperature)).prior
+    return prior if min_share is None else gated_prior(prior, min_share)
+
+
 def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
     """Posteriors at a temperature: ``p_T ∝ p^(1/T)`` (= the softmax of the logits divided by ``T``; argmax
     unchanged; ``T < 1`` sharpens).
